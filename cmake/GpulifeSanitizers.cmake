@@ -1,0 +1,18 @@
+# SPDX-License-Identifier: Apache-2.0
+# GPULIFE_SANITIZER=address;undefined or thread instruments every target of the build.
+if(NOT GPULIFE_SANITIZER)
+  return()
+endif()
+set(_gpulife_san_flags "")
+foreach(san IN LISTS GPULIFE_SANITIZER)
+  if(NOT san MATCHES "^(address|undefined|thread|leak)$")
+    message(FATAL_ERROR "GPULIFE_SANITIZER: unknown sanitizer '${san}'")
+  endif()
+  list(APPEND _gpulife_san_flags "-fsanitize=${san}")
+endforeach()
+if("thread" IN_LIST GPULIFE_SANITIZER AND "address" IN_LIST GPULIFE_SANITIZER)
+  message(FATAL_ERROR "GPULIFE_SANITIZER: thread and address cannot be combined")
+endif()
+list(APPEND _gpulife_san_flags -fno-omit-frame-pointer -fno-sanitize-recover=all)
+add_compile_options(${_gpulife_san_flags})
+add_link_options(${_gpulife_san_flags})

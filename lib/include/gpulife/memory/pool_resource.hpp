@@ -1,0 +1,95 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+/// @file
+/// @brief `PoolResource`: a caching allocator with size classes and per-stream free lists.
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <vector>
+
+#include <gpulife/memory/device_memory_resource.hpp>
+
+namespace gpulife {
+
+/// @brief Options of a `PoolResource`.
+struct PoolOptions {
+  /// Cached free bytes above this are given back upstream, least recently freed first.
+  std::size_t max_cached_bytes = std::numeric_limits<std::size_t>::max();
+};
+
+/// @brief A caching allocator over an upstream resource: steady-state allocation makes no
+/// upstream call.
+///
+/// Requests are rounded up to a size class: multiples of 256 bytes up to 1 KiB, then four classes
+/// per power of two (at most 25 % internal waste). A freed block is cached on the stream it was
+/// freed on and reused:
+/// - by the next allocation of its class on that stream at once (stream order makes it safe);
+/// - by another stream only after an event recorded at the free has completed, checked without
+///   blocking (CUB's rule);
+/// - never before the events passed to `deallocate_after` have completed (the streams that
+///   `DeviceTensor::record_stream` named), which adds no dependency between streams
+///   (PyTorch's rule).
+///
+/// When the upstream fails, the pool gives all its cached blocks back, waits for the device and
+/// retries once; then it throws `OutOfMemoryError` with the request, the bytes in use and cached,
+/// and the device.
+///
+/// On the simulated device the pool reports which blocks it has handed out
+/// (`mark_allocated`/`mark_freed`), so that a kernel that touches a block after its release is
+/// caught even though the pool still holds the memory.
+///
+/// @par Thread safety
+/// All members are thread-safe; one mutex guards the free lists, and upstream calls happen
+/// outside it.
+class PoolResource final : public DeviceMemoryResource {
+ public:
+  /// A block handed out and not yet returned.
+  struct LiveBlock {
+    void* ptr = nullptr;
+    std::size_t bytes = 0;  ///< size class
+    std::uint64_t stream_id = 0;
+  };
+
+  /// @param upstream where blocks come from (shared: the pool keeps it alive)
+  /// @param options  caching limits
+  /// @throws std::invalid_argument if `upstream` is null
+  explicit PoolResource(std::shared_ptr<DeviceMemoryResource> upstream, PoolOptions options = {});
+  /// Gives every cached block back upstream. Blocks still handed out are reported through the
+  /// error handler and freed in their stream's order.
+  ~PoolResource() override;
+
+  /// @brief Gives every cached block back upstream, in the order of the stream it was freed on.
+  /// @return bytes released
+  std::size_t trim() noexcept;
+
+  /// @return the blocks handed out and not yet returned (leak reports use it)
+  [[nodiscard]] std::vector<LiveBlock> live_blocks() const;
+
+  /// @return the upstream resource
+  [[nodiscard]] const std::shared_ptr<DeviceMemoryResource>& upstream() const noexcept {
+    return upstream_;
+  }
+
+  /// @return the size class a request of `bytes` bytes is served from
+  [[nodiscard]] static std::size_t size_class(std::size_t bytes) noexcept;
+
+ private:
+  struct State;
+
+  void* do_allocate(std::size_t bytes, StreamView stream) override;
+  void do_deallocate(void* ptr, std::size_t bytes, StreamView stream) noexcept override;
+  void do_deallocate_after(void* ptr, std::size_t bytes, StreamView stream,
+                           std::vector<Event> after) noexcept override;
+  std::string do_name() const override;
+  ResourceStatistics do_statistics() const override;
+  std::size_t do_release_cached() noexcept override { return trim(); }
+
+  std::shared_ptr<DeviceMemoryResource> upstream_;
+  PoolOptions options_;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace gpulife

@@ -1,0 +1,137 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+/// @file
+/// @brief The interface each device backend implements. Nothing above the runtime layer
+/// includes this header's implementations; they see `Device`, `StreamView` and `Event`.
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <gpulife/runtime/backend_kind.hpp>
+#include <gpulife/runtime/memory_range.hpp>
+#include <gpulife/runtime/sim_options.hpp>
+
+namespace gpulife {
+
+/// @brief Free and total device memory in bytes.
+struct MemoryInfo {
+  std::size_t free_bytes = 0;
+  std::size_t total_bytes = 0;
+};
+
+namespace detail {
+
+class DeviceImpl;
+
+/// A recorded point in a stream. Backends pool them; see `DeviceImpl::acquire_event`.
+class EventImpl {
+ public:
+  EventImpl() = default;
+  EventImpl(const EventImpl&) = delete;
+  EventImpl& operator=(const EventImpl&) = delete;
+  virtual ~EventImpl() = default;
+
+  /// True when the work captured by the latest record has executed (or nothing was recorded).
+  virtual bool query() = 0;
+  /// Blocks the host until `query()` would return true.
+  virtual void synchronize() = 0;
+  virtual void* native_handle() noexcept = 0;
+};
+
+/// An in-order queue of device work.
+class StreamImpl {
+ public:
+  StreamImpl() = default;
+  StreamImpl(const StreamImpl&) = delete;
+  StreamImpl& operator=(const StreamImpl&) = delete;
+  virtual ~StreamImpl() = default;
+
+  virtual DeviceImpl& device() noexcept = 0;
+  /// Unique within the process, never reused.
+  virtual std::uint64_t id() const noexcept = 0;
+  /// `cudaStream_t` on the CUDA backend; the impl itself on the sim.
+  virtual void* native_handle() noexcept = 0;
+
+  virtual void copy(void* dst, const void* src, std::size_t bytes, CopyKind kind) = 0;
+  virtual void memset(void* dst, int value, std::size_t bytes) = 0;
+  /// Runs `fn` on a host thread once the preceding work has executed. `fn` must not enqueue work
+  /// and wait for it (CUDA forbids device calls from host functions).
+  virtual void host_callback(std::function<void()> fn) = 0;
+  virtual void record(EventImpl& event) = 0;
+  /// Later work waits, on the device, for the work captured by the event's latest record.
+  virtual void wait(EventImpl& event) = 0;
+  virtual void synchronize() = 0;
+  /// True when everything queued so far has executed.
+  virtual bool query() = 0;
+  /// Runs `body` on the stream as a kernel that touches `ranges`. Only the simulated device can
+  /// run host code as a kernel; the CUDA backend throws `std::logic_error`.
+  virtual void launch_host_kernel(std::string_view name, std::span<const MemoryRange> ranges,
+                                  std::function<void()> body) = 0;
+};
+
+/// One device. Owns its default stream and pools of streams and events.
+class DeviceImpl {
+ public:
+  DeviceImpl() = default;
+  DeviceImpl(const DeviceImpl&) = delete;
+  DeviceImpl& operator=(const DeviceImpl&) = delete;
+  virtual ~DeviceImpl() = default;
+
+  virtual BackendKind kind() const noexcept = 0;
+  virtual int ordinal() const noexcept = 0;
+  virtual std::string name() const = 0;
+  virtual MemoryInfo memory_info() = 0;
+  virtual void synchronize() = 0;
+
+  virtual StreamImpl& default_stream() noexcept = 0;
+  /// A stream from the device's pool (created when the pool is empty). Pooled streams are never
+  /// destroyed while the device lives, so a late stream-ordered free on a stream whose `Stream`
+  /// handle is gone still lands on a valid queue.
+  virtual StreamImpl& acquire_stream() = 0;
+  virtual void release_stream(StreamImpl& stream) noexcept = 0;
+  virtual EventImpl& acquire_event() = 0;
+  virtual void release_event(EventImpl& event) noexcept = 0;
+
+  /// cudaMalloc: synchronous, usable on every stream at once.
+  virtual void* allocate(std::size_t bytes) = 0;
+  /// cudaFree: waits for the device, then frees.
+  virtual void deallocate(void* ptr, std::size_t bytes) noexcept = 0;
+  /// cudaMallocAsync: usable in stream order.
+  virtual void* allocate_async(std::size_t bytes, StreamImpl& stream) = 0;
+  /// cudaFreeAsync: takes effect when the stream reaches it.
+  virtual void deallocate_async(void* ptr, std::size_t bytes, StreamImpl& stream) noexcept = 0;
+  /// cudaMallocHost: page-locked host memory. Copies from it are truly asynchronous.
+  virtual void* allocate_pinned(std::size_t bytes) = 0;
+  virtual void deallocate_pinned(void* ptr) noexcept = 0;
+
+  /// Sub-allocator hooks (the sanitizer's manual-poisoning idea): a pool tells the device which
+  /// parts of its chunks are handed out. The sim checks every queued access against them; the
+  /// CUDA backend ignores them.
+  /// `mark_allocated`: the block is live from `stream`'s current position on.
+  virtual void mark_allocated(const void* ptr, std::size_t bytes, StreamImpl& stream) noexcept {
+    (void)ptr, (void)bytes, (void)stream;
+  }
+  /// `mark_freed`: the block is dead once `stream` reaches its current position and every event
+  /// in `after` has completed (their latest records at the time of the call).
+  virtual void mark_freed(const void* ptr, std::size_t bytes, StreamImpl& stream,
+                          std::span<EventImpl* const> after) noexcept {
+    (void)ptr, (void)bytes, (void)stream, (void)after;
+  }
+  /// Names, from `stream`'s current position on, the live block that contains `ptr` in
+  /// violation reports (the tensor layer labels blocks with a tensor's id and tag in leak mode).
+  virtual void label(const void* ptr, std::string label, StreamImpl& stream) noexcept {
+    (void)ptr, (void)label, (void)stream;
+  }
+  /// Violations recorded so far, cleared by the call. Always empty on CUDA.
+  virtual std::vector<SimViolation> take_violations() { return {}; }
+  virtual std::size_t violation_count() const noexcept { return 0; }
+};
+
+}  // namespace detail
+}  // namespace gpulife

@@ -1,0 +1,109 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+/// @file
+/// @brief `Device`: a shared handle to one device of either backend, and backend selection.
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <gpulife/runtime/backend_kind.hpp>
+#include <gpulife/runtime/detail/backend.hpp>
+#include <gpulife/runtime/event.hpp>
+#include <gpulife/runtime/sim_options.hpp>
+#include <gpulife/runtime/stream.hpp>
+#include <gpulife/runtime/stream_view.hpp>
+
+namespace gpulife {
+
+/// @brief Why CUDA is or is not usable in this process.
+struct CudaProbe {
+  bool compiled = false;   ///< the CUDA backend was built into this library
+  bool available = false;  ///< a device answered
+  int device_count = 0;
+  std::string reason;      ///< when not available: e.g. "cudaErrorInsufficientDriver: ..."
+};
+
+/// @brief A shared handle to one device (copies refer to the same device).
+///
+/// The device lives as long as any handle, stream, event, memory resource or tensor that uses
+/// it. All members are thread-safe.
+class Device {
+ public:
+  /// An empty handle.
+  Device() noexcept = default;
+  /// Wraps a backend device.
+  explicit Device(std::shared_ptr<detail::DeviceImpl> impl) noexcept : impl_(std::move(impl)) {}
+
+  /// @brief A new simulated device.
+  ///
+  /// If `options.delay` is false and the environment variable GPULIFE_SIM_DELAY holds a seed,
+  /// the delay is turned on with that seed, so that a whole test run can be repeated with it.
+  /// @throws std::invalid_argument if `options.capacity_bytes` is zero
+  [[nodiscard]] static Device sim(SimOptions options = {});
+  /// @brief The CUDA device `ordinal`.
+  /// @throws CudaError if CUDA is not available or the ordinal is out of range
+  [[nodiscard]] static Device cuda(int ordinal = 0);
+  /// @brief Probes the CUDA runtime. Never throws: "no device" and "driver insufficient" mean
+  /// not available.
+  [[nodiscard]] static CudaProbe probe_cuda() noexcept;
+  /// @brief The device gpulife uses by default.
+  ///
+  /// GPULIFE_DEVICE=cuda or sim forces one; otherwise CUDA device 0 when one answers, else a new
+  /// simulated device, after one line on stderr that says why.
+  /// @throws std::invalid_argument if GPULIFE_DEVICE holds another value
+  /// @throws CudaError if GPULIFE_DEVICE=cuda and no CUDA device answers
+  [[nodiscard]] static Device select();
+
+  [[nodiscard]] bool valid() const noexcept { return impl_ != nullptr; }
+  [[nodiscard]] BackendKind kind() const { return impl().kind(); }
+  [[nodiscard]] int ordinal() const { return impl().ordinal(); }
+  /// @return e.g. "sim:0 (simulated, 16.0 GiB)" or "cuda:0 (NVIDIA H100 80GB HBM3)"
+  [[nodiscard]] std::string name() const { return impl().name(); }
+  /// @throws CudaError on backend failure
+  [[nodiscard]] MemoryInfo memory_info() const { return impl().memory_info(); }
+  /// @brief Blocks until all work on all of the device's streams has executed.
+  void synchronize() const { impl().synchronize(); }
+
+  /// @return the device's default stream. On CUDA it is the legacy default stream; gpulife's own
+  /// streams are non-blocking, so it does not synchronise with them implicitly.
+  [[nodiscard]] StreamView default_stream() const { return StreamView{&impl().default_stream()}; }
+  /// @return a new stream from the device's pool
+  [[nodiscard]] Stream create_stream() const { return Stream{*this}; }
+  /// @return a new event from the device's pool
+  [[nodiscard]] Event create_event() const { return Event{*this}; }
+
+  /// @brief Page-locked host memory (cudaMallocHost); copies from and to it are asynchronous.
+  /// @throws OutOfMemoryError when the host cannot provide it
+  [[nodiscard]] void* allocate_pinned(std::size_t bytes) const {
+    return impl().allocate_pinned(bytes);
+  }
+  /// @brief Frees memory from `allocate_pinned`.
+  void deallocate_pinned(void* ptr) const noexcept { impl().deallocate_pinned(ptr); }
+
+  /// @brief The violations the simulated device has seen since the last call; they are removed.
+  /// Always empty on CUDA.
+  [[nodiscard]] std::vector<SimViolation> take_violations() const {
+    return impl().take_violations();
+  }
+  /// @return how many violations the simulated device has seen in all (0 on CUDA)
+  [[nodiscard]] std::size_t violation_count() const noexcept {
+    return impl_ ? impl_->violation_count() : 0;
+  }
+
+  /// @return the backend device
+  /// @throws std::invalid_argument if empty
+  [[nodiscard]] detail::DeviceImpl& impl() const;
+  [[nodiscard]] const std::shared_ptr<detail::DeviceImpl>& shared_impl() const noexcept {
+    return impl_;
+  }
+
+  friend bool operator==(const Device& a, const Device& b) noexcept { return a.impl_ == b.impl_; }
+
+ private:
+  std::shared_ptr<detail::DeviceImpl> impl_;
+};
+
+}  // namespace gpulife

@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+/// @file
+/// @brief One way to launch a kernel body on a stream of either backend.
+///
+/// A kernel body is written once as a `GPULIFE_HOST_DEVICE` functor over an index. In a
+/// translation unit compiled by nvcc, `for_each_index` launches it with `<<<>>>` on a CUDA stream
+/// and runs it on the stream worker of a simulated stream; compiled by a host compiler, only the
+/// simulated device can run it and a CUDA stream throws.
+
+#include <algorithm>
+#include <cstddef>
+#include <initializer_list>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+#include <gpulife/errors.hpp>
+#include <gpulife/runtime/detail/backend.hpp>
+#include <gpulife/runtime/host_device.hpp>
+#include <gpulife/runtime/stream_view.hpp>
+
+#if defined(__CUDACC__)
+#include <cuda_runtime.h>
+#endif
+
+namespace gpulife {
+
+namespace detail {
+#if defined(__CUDACC__)
+template <class Body>
+__global__ void for_each_index_kernel(std::size_t n, Body body) {
+  const std::size_t stride = static_cast<std::size_t>(blockDim.x) * gridDim.x;
+  for (std::size_t i = static_cast<std::size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += stride) {
+    body(i);
+  }
+}
+#endif
+}  // namespace detail
+
+/// @brief Runs `body(i)` for every `i` in `[0, n)` as a kernel on `stream`.
+///
+/// @param stream the stream; the kernel is ordered after the work queued on it
+/// @param n      number of indices
+/// @param body   a copyable `GPULIFE_HOST_DEVICE` functor taking `std::size_t`
+/// @param ranges the device ranges the body reads or writes; the simulated device checks, when
+///               the kernel runs, that each lies in live memory
+/// @param name   the kernel's name in error messages and violation reports
+/// @throws std::invalid_argument for an empty stream
+/// @throws std::logic_error on a CUDA stream from a translation unit not compiled by nvcc
+/// @throws CudaError if the launch fails
+template <class Body>
+void for_each_index(StreamView stream, std::size_t n, const Body& body,
+                    std::initializer_list<MemoryRange> ranges, std::string_view name = "kernel") {
+  if (!stream.valid()) throw std::invalid_argument("stream: empty StreamView");
+  if (stream.backend() == BackendKind::sim) {
+    stream.impl()->launch_host_kernel(
+        name, std::span<const MemoryRange>(ranges.begin(), ranges.size()), [body, n] {
+          for (std::size_t i = 0; i < n; ++i) body(i);
+        });
+    return;
+  }
+#if defined(__CUDACC__)
+  if (n == 0) return;
+  constexpr unsigned block = 256;
+  // enough blocks to fill any current GPU; the grid-stride loop covers the rest
+  const std::size_t wanted = (n + block - 1) / block;
+  const unsigned grid = static_cast<unsigned>(std::min<std::size_t>(wanted, 65536));
+  detail::for_each_index_kernel<<<grid, block, 0,
+                                  static_cast<cudaStream_t>(stream.native_handle())>>>(n, body);
+  if (const cudaError_t err = cudaGetLastError(); err != cudaSuccess) {
+    detail::throw_cuda_error(static_cast<int>(err), cudaGetErrorName(err), "<<<>>>",
+                             "launching kernel " + std::string(name));
+  }
+#else
+  throw std::logic_error("for_each_index: kernel " + std::string(name) +
+                         " was compiled without nvcc and cannot run on a CUDA stream");
+#endif
+}
+
+}  // namespace gpulife

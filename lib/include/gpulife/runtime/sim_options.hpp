@@ -1,0 +1,72 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+/// @file
+/// @brief Options and findings of the simulated device.
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+namespace gpulife {
+
+/// @brief A misuse of device memory seen by the simulated device when a queued operation ran.
+struct SimViolation {
+  /// What was wrong with the range.
+  enum class Kind : std::uint8_t {
+    use_after_free,  ///< the range lies in memory that was freed (or returned to a sub-allocator)
+    unallocated,     ///< the range lies in no allocation, or in part of a pool chunk never handed out
+    out_of_bounds,   ///< the range starts in a live block and runs past its end
+    overlap,         ///< a sub-allocator handed out a block that overlaps a live one
+    bad_free,        ///< a free of memory that is not live (double free, foreign pointer)
+  };
+  Kind kind = Kind::unallocated;
+  std::string operation;     ///< e.g. "copy device_to_host", "memset", "kernel fill"
+  const void* ptr = nullptr; ///< start of the offending range
+  std::size_t bytes = 0;     ///< its length
+  std::uint64_t stream_id = 0;
+  std::string owner;  ///< label of the block the range fell in (a tensor's id and tag in leak mode)
+
+  /// @return one line that describes the violation
+  [[nodiscard]] std::string message() const;
+};
+
+/// @brief Faults the simulated device injects into its API calls (issue: reliability).
+///
+/// A chosen call fails synchronously with a CUDA-like `CudaError`, before it has any effect.
+struct SimFaults {
+  std::uint64_t seed = 1;           ///< seeds the probability draws
+  double probability = 0.0;         ///< chance that an eligible call fails
+  std::uint64_t every_nth = 0;      ///< when non-zero, every nth eligible call fails
+  bool copies = true;               ///< copies may fail (cudaErrorInvalidValue-like)
+  bool memsets = true;              ///< memsets may fail
+  bool kernels = true;              ///< kernel launches may fail (cudaErrorLaunchFailure-like)
+  bool allocations = false;         ///< device allocations may fail (cudaErrorMemoryAllocation)
+  bool stream_operations = false;   ///< event record/wait and host callbacks may fail
+};
+
+/// @brief Options of a simulated device.
+struct SimOptions {
+  /// Capacity the device pretends to have; allocations beyond it fail with out-of-memory.
+  std::size_t capacity_bytes = std::size_t{16} << 30;
+  /// When true, each stream worker sleeps a random time before every queued operation, which
+  /// exposes missing synchronisation. The environment variable GPULIFE_SIM_DELAY=<seed> turns it
+  /// on for devices created with default options.
+  bool delay = false;
+  std::uint64_t delay_seed = 1;         ///< seed of the per-stream delay generators
+  std::uint32_t max_delay_us = 200;     ///< upper bound of one sleep
+  /// Fill freed memory with a poison pattern (0xDB bytes).
+  bool poison = true;
+  /// Freed upstream allocations up to this many bytes in all are kept (poisoned) before their
+  /// host memory is returned, so that stale pointers keep pointing at poison rather than at
+  /// unrelated new allocations.
+  std::size_t quarantine_bytes = std::size_t{64} << 20;
+  /// Injected faults; none by default.
+  SimFaults faults{};
+  /// Called, on the stream worker, for each violation. The device also records every violation
+  /// (see `Device::take_violations`). Empty: write the violation to the error handler.
+  std::function<void(const SimViolation&)> on_violation{};
+};
+
+}  // namespace gpulife

@@ -1,0 +1,40 @@
+// SPDX-License-Identifier: Apache-2.0
+#include <gpulife/errors.hpp>
+
+#include <string>
+
+namespace gpulife {
+namespace {
+
+std::string cuda_error_message(int code, const std::string& error_name, const std::string& call,
+                               const std::string& doing, const std::source_location& where) {
+  std::string message = call + " failed: " + error_name + " (" + std::to_string(code) + ")";
+  if (!doing.empty()) message += " while " + doing;
+  message += " [";
+  message += where.file_name();
+  message += ":" + std::to_string(where.line()) + "]";
+  return message;
+}
+
+}  // namespace
+
+CudaError::CudaError(int code, std::string error_name, std::string call, std::string doing,
+                     std::source_location where)
+    : Error(cuda_error_message(code, error_name, call, doing, where)),
+      code_(code),
+      error_name_(std::make_shared<const std::string>(std::move(error_name))),
+      call_(std::make_shared<const std::string>(std::move(call))) {}
+
+OutOfMemoryError::OutOfMemoryError(std::string message, std::size_t requested)
+    : message_(std::make_shared<const std::string>(std::move(message))), requested_(requested) {}
+
+namespace detail {
+
+void throw_cuda_error(int code, const char* error_name, const char* call, std::string doing,
+                      std::source_location where) {
+  throw CudaError(code, error_name != nullptr ? error_name : "unknown error",
+                  call != nullptr ? call : "?", std::move(doing), where);
+}
+
+}  // namespace detail
+}  // namespace gpulife

@@ -1,0 +1,26 @@
+// SPDX-License-Identifier: Apache-2.0
+#include <gpulife/memory/async_resource.hpp>
+
+namespace gpulife {
+
+AsyncResource::AsyncResource(Device device) : DeviceMemoryResource(std::move(device)) {}
+
+void* AsyncResource::do_allocate(std::size_t bytes, StreamView stream) {
+  try {
+    void* ptr = device().impl().allocate_async(bytes, *stream.impl());
+    counters_.on_allocate(bytes);
+    return ptr;
+  } catch (...) {
+    counters_.on_failure();
+    throw;
+  }
+}
+
+void AsyncResource::do_deallocate(void* ptr, std::size_t bytes, StreamView stream) noexcept {
+  device().impl().deallocate_async(ptr, bytes, *stream.impl());
+  counters_.on_deallocate(bytes);
+}
+
+ResourceStatistics AsyncResource::do_statistics() const { return counters_.snapshot(); }
+
+}  // namespace gpulife

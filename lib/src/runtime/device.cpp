@@ -1,0 +1,193 @@
+// SPDX-License-Identifier: Apache-2.0
+#include <gpulife/runtime/device.hpp>
+
+#include <cstdio>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+#include <gpulife/errors.hpp>
+
+#include "runtime/backends.hpp"
+
+namespace gpulife {
+namespace {
+
+detail::StreamImpl& checked(detail::StreamImpl* impl) {
+  if (impl == nullptr) throw std::invalid_argument("stream: empty StreamView");
+  return *impl;
+}
+
+void check_event_for(detail::StreamImpl& stream, const Event& event) {
+  if (!event.valid()) throw std::invalid_argument("event: empty Event");
+  if (event.device_impl() != &stream.device()) {
+    throw std::invalid_argument("event: belongs to " + event.device_impl()->name() +
+                                ", the stream to " + stream.device().name());
+  }
+}
+
+}  // namespace
+
+// ---- StreamView --------------------------------------------------------------------------------
+
+std::uint64_t StreamView::id() const noexcept { return impl_ != nullptr ? impl_->id() : 0; }
+
+BackendKind StreamView::backend() const { return checked(impl_).device().kind(); }
+
+detail::DeviceImpl& StreamView::device() const { return checked(impl_).device(); }
+
+void* StreamView::native_handle() const { return checked(impl_).native_handle(); }
+
+void StreamView::copy(void* dst, const void* src, std::size_t bytes, CopyKind kind) const {
+  auto& stream = checked(impl_);
+  if (bytes == 0) return;
+  if (dst == nullptr) throw std::invalid_argument("dst: null pointer for a copy of " +
+                                                  std::to_string(bytes) + " bytes");
+  if (src == nullptr) throw std::invalid_argument("src: null pointer for a copy of " +
+                                                  std::to_string(bytes) + " bytes");
+  stream.copy(dst, src, bytes, kind);
+}
+
+void StreamView::memset(void* dst, int value, std::size_t bytes) const {
+  auto& stream = checked(impl_);
+  if (bytes == 0) return;
+  if (dst == nullptr) throw std::invalid_argument("dst: null pointer for a memset");
+  stream.memset(dst, value, bytes);
+}
+
+void StreamView::host_callback(std::function<void()> fn) const {
+  auto& stream = checked(impl_);
+  if (!fn) throw std::invalid_argument("fn: empty function");
+  stream.host_callback(std::move(fn));
+}
+
+void StreamView::record(const Event& event) const {
+  auto& stream = checked(impl_);
+  check_event_for(stream, event);
+  stream.record(*event.impl());
+}
+
+void StreamView::wait(const Event& event) const {
+  auto& stream = checked(impl_);
+  check_event_for(stream, event);
+  stream.wait(*event.impl());
+}
+
+void StreamView::synchronize() const { checked(impl_).synchronize(); }
+
+bool StreamView::query() const { return checked(impl_).query(); }
+
+// ---- Stream ------------------------------------------------------------------------------------
+
+Stream::Stream(const Device& device)
+    : device_(device.shared_impl()), impl_(&device.impl().acquire_stream()) {}
+
+Stream::Stream(Stream&& other) noexcept
+    : device_(std::move(other.device_)), impl_(std::exchange(other.impl_, nullptr)) {}
+
+Stream& Stream::operator=(Stream&& other) noexcept {
+  if (this != &other) {
+    if (impl_ != nullptr) device_->release_stream(*impl_);
+    device_ = std::move(other.device_);
+    impl_ = std::exchange(other.impl_, nullptr);
+  }
+  return *this;
+}
+
+Stream::~Stream() {
+  if (impl_ != nullptr) device_->release_stream(*impl_);
+}
+
+// ---- Event -------------------------------------------------------------------------------------
+
+Event::Event(const Device& device)
+    : device_(device.shared_impl()), impl_(&device.impl().acquire_event()) {}
+
+Event::Event(Event&& other) noexcept
+    : device_(std::move(other.device_)), impl_(std::exchange(other.impl_, nullptr)) {}
+
+Event& Event::operator=(Event&& other) noexcept {
+  if (this != &other) {
+    if (impl_ != nullptr) device_->release_event(*impl_);
+    device_ = std::move(other.device_);
+    impl_ = std::exchange(other.impl_, nullptr);
+  }
+  return *this;
+}
+
+Event::~Event() {
+  if (impl_ != nullptr) device_->release_event(*impl_);
+}
+
+bool Event::query() const {
+  if (impl_ == nullptr) throw std::invalid_argument("event: empty Event");
+  return impl_->query();
+}
+
+void Event::synchronize() const {
+  if (impl_ == nullptr) throw std::invalid_argument("event: empty Event");
+  impl_->synchronize();
+}
+
+// ---- Device ------------------------------------------------------------------------------------
+
+detail::DeviceImpl& Device::impl() const {
+  if (!impl_) throw std::invalid_argument("device: empty Device");
+  return *impl_;
+}
+
+Device Device::sim(SimOptions options) {
+  if (options.capacity_bytes == 0) throw std::invalid_argument("capacity_bytes: must be > 0");
+  if (!options.delay) {
+    if (const char* seed = std::getenv("GPULIFE_SIM_DELAY"); seed != nullptr && *seed != '\0') {
+      options.delay = true;
+      options.delay_seed = std::strtoull(seed, nullptr, 10);
+    }
+  }
+  return Device{detail::make_sim_device(std::move(options))};
+}
+
+CudaProbe Device::probe_cuda() noexcept {
+#if defined(GPULIFE_HAS_CUDA)
+  return detail::probe_cuda_runtime();
+#else
+  CudaProbe probe;
+  probe.reason = "gpulife was built without the CUDA backend";
+  return probe;
+#endif
+}
+
+Device Device::cuda(int ordinal) {
+#if defined(GPULIFE_HAS_CUDA)
+  return Device{detail::make_cuda_device(ordinal)};
+#else
+  (void)ordinal;
+  detail::throw_cuda_error(35, "cudaErrorInsufficientDriver", "Device::cuda",
+                           "opening a CUDA device: gpulife was built without the CUDA backend");
+#endif
+}
+
+Device Device::select() {
+  const char* forced = std::getenv("GPULIFE_DEVICE");
+  const std::string choice = forced != nullptr ? forced : "";
+  if (choice == "sim") return sim();
+  if (choice == "cuda") {
+    const CudaProbe probe = probe_cuda();
+    if (!probe.available) {
+      detail::throw_cuda_error(100, "cudaErrorNoDevice", "Device::select",
+                               "GPULIFE_DEVICE=cuda but no CUDA device answers: " + probe.reason);
+    }
+    return cuda(0);
+  }
+  if (!choice.empty()) {
+    throw std::invalid_argument("GPULIFE_DEVICE: expected 'cuda' or 'sim', got '" + choice + "'");
+  }
+  const CudaProbe probe = probe_cuda();
+  if (probe.available) return cuda(0);
+  std::fprintf(stderr, "gpulife: no CUDA device (%s); using the simulated device\n",
+               probe.reason.c_str());
+  return sim();
+}
+
+}  // namespace gpulife
