@@ -169,6 +169,7 @@ class SimStream final : public StreamImpl {
   std::uint64_t submitted_ = 0;
   std::uint64_t completed_ = 0;
   std::size_t waiters_ = 0;
+  bool idle_ = false;
   bool stop_ = false;
   // delay state: only the worker touches it
   bool delay_;
@@ -301,12 +302,14 @@ DeviceImpl& SimStream::device() noexcept { return device_; }
 
 std::uint64_t SimStream::enqueue(std::function<void()> op) {
   std::uint64_t ticket = 0;
+  bool wake = false;
   {
     std::scoped_lock lock(mutex_);
     queue_.push_back(std::move(op));
     ticket = ++submitted_;
+    wake = idle_;  // a busy worker finds the op on its own; waking it costs a system call
   }
-  work_cv_.notify_one();
+  if (wake) work_cv_.notify_one();
   return ticket;
 }
 
@@ -320,7 +323,11 @@ void SimStream::wait_for(std::uint64_t ticket) {
 void SimStream::run() {
   std::unique_lock lock(mutex_);
   for (;;) {
-    work_cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+    if (!stop_ && queue_.empty()) {
+      idle_ = true;
+      work_cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      idle_ = false;
+    }
     if (queue_.empty()) return;  // stopped and drained
     std::function<void()> op = std::move(queue_.front());
     queue_.pop_front();

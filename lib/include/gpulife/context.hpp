@@ -1,0 +1,133 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+/// @file
+/// @brief `Context`: one per device; makes tensors and owns what they share.
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <source_location>
+#include <span>
+#include <string_view>
+
+#include <gpulife/error_handler.hpp>
+#include <gpulife/memory/device_memory_resource.hpp>
+#include <gpulife/memory/memory_pressure.hpp>
+#include <gpulife/memory/pool_resource.hpp>
+#include <gpulife/runtime/device.hpp>
+#include <gpulife/tensor/device_tensor.hpp>
+#include <gpulife/weak/weak_set.hpp>
+
+namespace gpulife {
+
+namespace detail {
+class TensorArena;
+}
+
+/// @brief How a `Context` is set up. Every field has a default; use designated initialisers:
+/// `Context ctx({.device = Device::sim(), .pool = {.max_cached_bytes = 1 << 30}});`
+struct ContextOptions {
+  /// The device; empty: `Device::select()` (CUDA if a device answers, else the simulated one).
+  Device device{};
+  /// Where tensor memory comes from; empty: a `PoolResource` over an `AsyncResource`.
+  std::shared_ptr<DeviceMemoryResource> resource{};
+  /// Options of the default pool (ignored when `resource` is given).
+  PoolOptions pool{};
+  /// Receives contained errors (finalizers that threw, failed frees); empty: the default handler.
+  ErrorHandler error_handler{};
+};
+
+/// @brief Counters of a context.
+struct ContextStatistics {
+  std::size_t live_tensors = 0;  ///< tensors alive now (views included)
+  std::size_t live_bytes = 0;    ///< device memory owned by live tensors
+  std::uint64_t tensors_created = 0;
+  std::uint64_t finalizers_run = 0;
+  std::uint64_t finalizer_errors = 0;  ///< finalizers and expiry callbacks that threw
+  ResourceStatistics resource{};       ///< of the context's memory resource
+};
+
+/// @brief One device's tensors: it makes them, owns the memory resource stack and the default
+/// stream, and at destruction runs the finalizers of the tensors still alive.
+///
+/// Destroying a context synchronises the device, runs the pending finalizers of live tensors
+/// (like `weakref.finalize` at exit; a finalizer whose `atexit` is false is skipped), reports how
+/// many tensors are still alive, and gives the pool's cached memory back. Tensors that outlive
+/// the context stay valid: their memory is released when they drop.
+///
+/// @par Thread safety
+/// All members are thread-safe. The context must not be destroyed while other threads use it.
+class Context {
+ public:
+  /// @throws std::invalid_argument if the resource is on another device than `device`
+  /// @throws CudaError if the device cannot be opened
+  explicit Context(ContextOptions options = {});
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+  ~Context();
+
+  [[nodiscard]] const Device& device() const noexcept;
+  /// @return the device's default stream, used where a stream argument is left empty
+  [[nodiscard]] StreamView default_stream() const noexcept;
+  /// @return the memory resource tensors are allocated from
+  [[nodiscard]] DeviceMemoryResource& resource() const noexcept;
+
+  /// @brief A new tensor with uninitialised memory, allocated in stream order on `stream`.
+  /// @param shape  extents; a zero extent gives a tensor without memory
+  /// @param dtype  element type
+  /// @param stream the tensor's stream (empty: the default stream)
+  /// @param tag    a name for reports
+  /// @param where  the allocation site (leak reports); leave defaulted
+  /// @throws std::invalid_argument if `stream` belongs to another device
+  /// @throws OutOfMemoryError if the memory cannot be had after the memory-pressure chain
+  [[nodiscard]] DeviceTensor empty(const Shape& shape, DType dtype, StreamView stream = {},
+                                   std::string_view tag = {},
+                                   std::source_location where = std::source_location::current());
+
+  /// @brief A new tensor holding a copy of `host`, uploaded asynchronously on `stream`.
+  ///
+  /// From pageable memory the bytes are consumed before the call returns (CUDA stages them);
+  /// from pinned memory they are read when the copy executes, so keep them unchanged until then.
+  /// @throws std::invalid_argument if `host.size()` is not `shape.numel() * size_of(dtype)`,
+  ///         if `host` is null with a non-zero size, or `stream` belongs to another device
+  /// @throws OutOfMemoryError as `empty`
+  [[nodiscard]] DeviceTensor upload(std::span<const std::byte> host, const Shape& shape,
+                                    DType dtype, StreamView stream = {},
+                                    std::string_view tag = {},
+                                    std::source_location where = std::source_location::current());
+
+  /// @brief Typed `upload`: the dtype is `T`'s.
+  template <TensorElement T>
+  [[nodiscard]] DeviceTensor upload(std::span<const T> host, const Shape& shape,
+                                    StreamView stream = {}, std::string_view tag = {},
+                                    std::source_location where = std::source_location::current()) {
+    return upload(std::as_bytes(host), shape, dtype_of_v<T>, stream, tag, where);
+  }
+
+  /// @return a snapshot of the counters
+  [[nodiscard]] ContextStatistics statistics() const;
+
+  /// @return the listeners told when an allocation fails (held weakly)
+  [[nodiscard]] WeakSet<MemoryPressureListener>& pressure_listeners() noexcept;
+
+ private:
+  StreamView resolve(StreamView stream) const;
+  void on_memory_pressure(std::size_t requested, StreamView stream) noexcept;
+
+  Device device_;
+  std::shared_ptr<DeviceMemoryResource> resource_;
+  ErrorHandler error_handler_;
+  detail::TensorArena* arena_ = nullptr;  // one reference; live tensors hold the others
+  WeakSet<MemoryPressureListener> pressure_listeners_;
+};
+
+/// @brief The process-wide context, made with default options on first use.
+/// @throws what `Context`'s constructor throws, on first use
+[[nodiscard]] std::shared_ptr<Context> default_context();
+
+/// @brief Replaces the process-wide context; null goes back to making one on next use.
+/// @return the previous one
+std::shared_ptr<Context> set_default_context(std::shared_ptr<Context> context);
+
+}  // namespace gpulife

@@ -1,0 +1,148 @@
+// SPDX-License-Identifier: Apache-2.0
+#include <gpulife/context.hpp>
+
+#include <mutex>
+#include <stdexcept>
+#include <string>
+
+#include <gpulife/memory/async_resource.hpp>
+
+#include "detail/format.hpp"
+#include "tensor/tensor_arena.hpp"
+
+namespace gpulife {
+
+Context::Context(ContextOptions options)
+    : device_(options.device.valid() ? std::move(options.device) : Device::select()),
+      resource_(options.resource ? std::move(options.resource)
+                                 : std::make_shared<PoolResource>(
+                                       std::make_shared<AsyncResource>(device_), options.pool)),
+      error_handler_(std::move(options.error_handler)) {
+  arena_ = detail::TensorArena::create({device_, resource_, error_handler_});
+  arena_->set_pressure_handler(
+      [this](std::size_t requested, StreamView stream) { on_memory_pressure(requested, stream); });
+}
+
+Context::~Context() {
+  try {
+    device_.synchronize();
+  } catch (const std::exception& e) {
+    arena_->report(std::string("context shutdown: device synchronize failed: ") + e.what());
+  }
+  const std::size_t ran = arena_->run_atexit_finalizers();
+  const detail::ArenaStatistics stats = arena_->statistics();
+  if (stats.live_tensors > 0) {
+    arena_->report("context on " + device_.name() + " destroyed with " +
+                   std::to_string(stats.live_tensors) + " tensors still alive (" +
+                   detail::format_bytes(stats.live_bytes) + "); ran " + std::to_string(ran) +
+                   " of their finalizers; their memory is released when they drop");
+  }
+  arena_->set_pressure_handler({});
+  resource_->release_cached();
+  arena_->unref();
+}
+
+const Device& Context::device() const noexcept { return device_; }
+
+StreamView Context::default_stream() const noexcept { return device_.default_stream(); }
+
+DeviceMemoryResource& Context::resource() const noexcept { return *resource_; }
+
+WeakSet<MemoryPressureListener>& Context::pressure_listeners() noexcept {
+  return pressure_listeners_;
+}
+
+StreamView Context::resolve(StreamView stream) const {
+  if (!stream.valid()) return device_.default_stream();
+  if (&stream.device() != &device_.impl()) {
+    throw std::invalid_argument("stream: belongs to " + stream.device().name() +
+                                ", the context to " + device_.name());
+  }
+  return stream;
+}
+
+DeviceTensor Context::empty(const Shape& shape, DType dtype, StreamView stream,
+                            std::string_view tag, std::source_location where) {
+  const StreamView on = resolve(stream);
+  return detail::TensorAccess::adopt(arena_->create(shape, dtype, *on.impl(), tag, where));
+}
+
+DeviceTensor Context::upload(std::span<const std::byte> host, const Shape& shape, DType dtype,
+                             StreamView stream, std::string_view tag, std::source_location where) {
+  const auto expected = static_cast<std::size_t>(shape.numel()) * size_of(dtype);
+  if (host.size() != expected) {
+    throw std::invalid_argument("host: " + std::to_string(host.size()) + " bytes, but shape " +
+                                shape.to_string() + " of " + std::string(to_string(dtype)) +
+                                " needs " + std::to_string(expected));
+  }
+  if (host.data() == nullptr && !host.empty()) {
+    throw std::invalid_argument("host: null pointer");
+  }
+  const StreamView on = resolve(stream);
+  DeviceTensor tensor =
+      detail::TensorAccess::adopt(arena_->create(shape, dtype, *on.impl(), tag, where));
+  tensor.upload(host, on);
+  return tensor;
+}
+
+ContextStatistics Context::statistics() const {
+  const detail::ArenaStatistics arena = arena_->statistics();
+  ContextStatistics stats;
+  stats.live_tensors = arena.live_tensors;
+  stats.live_bytes = arena.live_bytes;
+  stats.tensors_created = arena.tensors_created;
+  stats.finalizers_run = arena.finalizers_run;
+  stats.finalizer_errors = arena.finalizer_errors;
+  stats.resource = resource_->statistics();
+  return stats;
+}
+
+void Context::on_memory_pressure(std::size_t requested, StreamView /*stream*/) noexcept {
+  // Cheapest first: memory nobody uses (the pool's cache), then what listeners can spare.
+  resource_->release_cached();
+  try {
+    pressure_listeners_.notify([&](MemoryPressureListener& listener) {
+      listener.on_memory_pressure(requested, device_);
+    });
+  } catch (const std::exception& e) {
+    arena_->report(std::string("memory pressure: notifying listeners failed: ") + e.what());
+  }
+  try {
+    // Stream-ordered frees must land before the retry can use their memory.
+    device_.synchronize();
+  } catch (const std::exception& e) {
+    arena_->report(std::string("memory pressure: device synchronize failed: ") + e.what());
+  }
+}
+
+// ---- the default context -----------------------------------------------------------------------
+
+namespace {
+
+struct DefaultContextSlot {
+  std::mutex mutex;
+  std::shared_ptr<Context> context;
+};
+
+DefaultContextSlot& default_slot() {
+  static DefaultContextSlot slot;
+  return slot;
+}
+
+}  // namespace
+
+std::shared_ptr<Context> default_context() {
+  auto& slot = default_slot();
+  std::scoped_lock lock(slot.mutex);
+  if (!slot.context) slot.context = std::make_shared<Context>();
+  return slot.context;
+}
+
+std::shared_ptr<Context> set_default_context(std::shared_ptr<Context> context) {
+  auto& slot = default_slot();
+  std::scoped_lock lock(slot.mutex);
+  std::swap(slot.context, context);
+  return context;
+}
+
+}  // namespace gpulife
