@@ -189,3 +189,55 @@ TEST_F(DeviceTensorTest, ControlBlockIsSmall) {
 
 }  // namespace
 }  // namespace gpulife
+
+namespace gpulife {
+namespace {
+
+class WrapTest : public testing::ContextTest {};
+
+TEST_F(WrapTest, WrappedMemoryIsGivenBackByItsOwnerOnlyAtTheRealRelease) {
+  void* foreign = device_.impl().allocate(4096);
+  int released = 0;
+  std::vector<int> order;
+  DeviceTensor t = ctx().wrap(foreign, {1024}, {}, DType::f32, {}, [&](const TensorInfo& info) {
+    ++released;
+    order.push_back(0);
+    EXPECT_EQ(info.data, foreign);
+  });
+  EXPECT_EQ(t.bytes(), 4096U);
+  EXPECT_EQ(t.strides(), Shape({1}));
+  EXPECT_EQ(ctx().statistics().resource.allocations, 0U) << "gpulife allocated nothing";
+  (void)t.on_release([&](const TensorInfo&) { order.push_back(1); });
+  DeviceTensor row = t.slice(0, 0, 16);
+  t.reset();
+  EXPECT_EQ(released, 0);
+  row.reset();
+  EXPECT_EQ(released, 1);
+  EXPECT_EQ(order, (std::vector<int>{1, 0})) << "the owner's release comes last";
+  device_.impl().deallocate(foreign, 4096);
+}
+
+TEST_F(WrapTest, SurvivesContextShutdownWithoutReleasing) {
+  void* foreign = device_.impl().allocate(256);
+  int released = 0;
+  DeviceTensor t = ctx().wrap(foreign, {64}, {}, DType::i32, {}, [&](const TensorInfo&) { ++released; });
+  ctx_.reset();
+  (void)take_errors();  // the shutdown report of the live tensor
+  EXPECT_EQ(released, 0);
+  t.reset();
+  EXPECT_EQ(released, 1);
+  device_.impl().deallocate(foreign, 256);
+}
+
+TEST_F(WrapTest, BadArgumentsAreRejected) {
+  int dummy = 0;
+  auto release = [](const TensorInfo&) {};
+  EXPECT_THROW((void)ctx().wrap(nullptr, {4}, {}, DType::f32, {}, release), std::invalid_argument);
+  EXPECT_THROW((void)ctx().wrap(&dummy, {4}, {}, DType::f32, {}, {}), std::invalid_argument);
+  EXPECT_THROW((void)ctx().wrap(&dummy, {4, 4}, {1}, DType::f32, {}, release),
+               std::invalid_argument);
+  EXPECT_EQ(ctx().statistics().live_tensors, 0U);
+}
+
+}  // namespace
+}  // namespace gpulife

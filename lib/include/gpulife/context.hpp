@@ -105,6 +105,26 @@ class Context {
     return upload(std::as_bytes(host), shape, dtype_of_v<T>, stream, tag, where);
   }
 
+  /// @brief A tensor over memory that gpulife does not own: another framework's, a DLPack
+  /// producer's.
+  ///
+  /// gpulife never frees the memory: `release` runs once when the last handle drops (and, unlike
+  /// finalizers, not at context shutdown while the tensor is still alive), after the tensor's
+  /// own finalizers. Use `record_stream` as for any tensor.
+  /// @param data    first element (may be null only if the shape has a zero extent)
+  /// @param shape   extents
+  /// @param strides strides in elements, `shape.rank()` of them (an empty `Shape` means
+  ///                contiguous)
+  /// @param dtype   element type
+  /// @param stream  the stream the producer's work on the memory is ordered on
+  /// @param release gives the memory back to its owner
+  /// @throws std::invalid_argument for a null `data` with elements, strides of the wrong rank or
+  ///         negative, an empty `release`, or a `stream` of another device
+  [[nodiscard]] DeviceTensor wrap(void* data, const Shape& shape, const Shape& strides,
+                                  DType dtype, StreamView stream, FinalizerFunction release,
+                                  std::string_view tag = {},
+                                  std::source_location where = std::source_location::current());
+
   /// @return a snapshot of the counters
   [[nodiscard]] ContextStatistics statistics() const;
 

@@ -82,6 +82,33 @@ DeviceTensor Context::upload(std::span<const std::byte> host, const Shape& shape
   DeviceTensor tensor =
       detail::TensorAccess::adopt(arena_->create(shape, dtype, *on.impl(), tag, where));
   tensor.upload(host, on);
+  if (detail::TensorObserver* observer = arena_->observer()) {
+    observer->on_event(detail::LifetimeEvent::upload, tensor.id(), host.size(), tag);
+  }
+  return tensor;
+}
+
+DeviceTensor Context::wrap(void* data, const Shape& shape, const Shape& strides, DType dtype,
+                           StreamView stream, FinalizerFunction release, std::string_view tag,
+                           std::source_location where) {
+  if (!release) throw std::invalid_argument("release: empty function");
+  const Shape layout = strides.rank() == 0 && shape.rank() != 0 ? shape.contiguous_strides() : strides;
+  if (layout.rank() != shape.rank()) {
+    throw std::invalid_argument("strides: " + std::to_string(layout.rank()) + " of them for a " +
+                                std::to_string(shape.rank()) + "-dimensional shape");
+  }
+  std::size_t bytes = 0;
+  if (shape.numel() != 0) {
+    std::int64_t last = 0;
+    for (std::size_t i = 0; i < shape.rank(); ++i) last += (shape[i] - 1) * layout[i];
+    bytes = static_cast<std::size_t>(last + 1) * size_of(dtype);
+    if (data == nullptr) throw std::invalid_argument("data: null pointer for a non-empty tensor");
+  }
+  const StreamView on = resolve(stream);
+  DeviceTensor tensor = detail::TensorAccess::adopt(
+      arena_->create_external(data, bytes, shape, layout, dtype, *on.impl(), tag, where));
+  Finalizer owner = tensor.on_release(std::move(release));
+  owner.set_atexit(false);  // the memory is the producer's: give it back only at the real release
   return tensor;
 }
 

@@ -62,6 +62,9 @@ bool CallbackState::run() noexcept {
   status.store(Status::done, std::memory_order_release);
   done = nullptr;
   arena->count_finalizer(failed);
+  if (TensorObserver* observer = arena->observer()) {
+    observer->on_event(LifetimeEvent::finalizer_run, info.id, info.bytes, info.tag);
+  }
   return true;
 }
 
@@ -149,6 +152,7 @@ void* TensorArena::allocate(std::size_t bytes, StreamView stream) {
       }
     }
     const ArenaStatistics stats = statistics();
+    if (observer_ != nullptr) observer_->on_event(LifetimeEvent::out_of_memory, 0, bytes, {});
     throw OutOfMemoryError(std::string(first.what()) + "; live tensors: " +
                                std::to_string(stats.live_tensors) + " holding " +
                                format_bytes(stats.live_bytes),

@@ -54,13 +54,30 @@ struct TensorAccess {
   static TensorImpl* impl(const DeviceTensor& tensor) noexcept { return tensor.impl_; }
 };
 
-/// Told about every tensor's birth and death; the leak tracker implements it. When no observer
-/// is installed the creation path pays one predictable branch.
+/// What happened to a tensor or the cache, for the debug layer's timeline.
+enum class LifetimeEvent : std::uint8_t {
+  allocate,        ///< a tensor got memory (on_create also tells this)
+  free,            ///< a tensor's memory went back (on_release also tells this)
+  upload,          ///< bytes were copied host to device for a tensor
+  cache_hit,       ///< the tensor cache returned an existing tensor
+  cache_miss,      ///< the tensor cache had to upload
+  cache_eviction,  ///< the tensor cache dropped a retained entry
+  finalizer_run,   ///< a finalizer or expiry callback ran
+  out_of_memory,   ///< an allocation failed after the memory-pressure chain
+};
+
+/// Told about every tensor's birth and death and about lifetime events; the debug layer (leak
+/// tracker, timeline) implements it. When no observer is installed each hook costs one
+/// predictable branch. Hooks run on the thread that caused the event, with no gpulife lock held,
+/// and must not throw.
 class TensorObserver {
  public:
   virtual ~TensorObserver() = default;
   virtual void on_create(TensorImpl& impl, const std::source_location& where) noexcept = 0;
   virtual void on_release(TensorImpl& impl) noexcept = 0;
+  /// `tensor_id` is 0 where no tensor is involved (an out-of-memory before creation).
+  virtual void on_event(LifetimeEvent event, std::uint64_t tensor_id, std::size_t bytes,
+                        std::string_view tag) noexcept = 0;
 };
 
 /// Counters of one arena.
@@ -94,6 +111,7 @@ class TensorArena {
   }
   /// Set once by the owner before tensors are made.
   void set_observer(TensorObserver* observer) noexcept { observer_ = observer; }
+  [[nodiscard]] TensorObserver* observer() const noexcept { return observer_; }
   void set_pressure_handler(PressureHandler handler) { pressure_handler_ = std::move(handler); }
 
   /// Allocates with the memory-pressure chain: on out-of-memory the handler frees what it can
