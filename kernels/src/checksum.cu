@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <new>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -119,6 +120,13 @@ std::uint64_t checksum_on_cuda(const Policy& policy, StreamView stream, const Ch
         checksum_seed(body.bytes), thrust::plus<std::uint64_t>());
   } catch (const thrust::system_error& error) {
     throw_thrust_error(error, "thrust::transform_reduce", doing(stream, body));
+  } catch (const OutOfMemoryError&) {
+    throw;  // from gpulife's allocator: it already says what was in use
+  } catch (const std::bad_alloc& error) {
+    // Thrust's own temporaries: the same failure as ours, so it gets the same type
+    throw OutOfMemoryError("out of memory: Thrust's temporary storage for " + doing(stream, body) +
+                               ": " + error.what(),
+                           0);
   }
 }
 

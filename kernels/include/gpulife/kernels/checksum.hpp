@@ -117,9 +117,10 @@ static_assert(
                                      DeviceMemoryResource& temp);
 
 /// @brief Like `checksum(stream, data, bytes, temp)`, with Thrust's own temporary storage on the
-/// CUDA backend (cudaMalloc/cudaFree: slower, and it synchronises the device). For tests and
-/// one-off checks; code on a hot path passes a resource.
+/// CUDA backend (in CCCL 3: cudaMallocAsync on the stream, which no gpulife resource counts).
+/// For tests and one-off checks; code that accounts for its memory passes a resource.
 /// @throws std::invalid_argument if `stream` is empty or `data` is null while `bytes` is not zero
+/// @throws OutOfMemoryError if Thrust cannot allocate its temporary storage
 /// @throws CudaError if the reduction fails
 [[nodiscard]] std::uint64_t checksum(StreamView stream, const void* data, std::size_t bytes);
 
