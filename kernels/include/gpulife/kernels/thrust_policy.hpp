@@ -17,6 +17,11 @@
 ///
 /// Including this header needs the CCCL headers (gpulife::kernels puts them on the include path
 /// when it found them; see cmake/GpulifeThrust.cmake).
+///
+/// The policies are function templates over a Thrust tag that is always left defaulted: Thrust
+/// puts its types in a namespace that differs between nvcc and host-compiled translation units
+/// (and between architecture lists), and the tag keeps each kind of unit's definition a separate
+/// symbol instead of one inline function defined two ways.
 
 #include <cstddef>
 #include <stdexcept>
@@ -73,7 +78,8 @@ class HostThrustAllocator : public ThrustAllocator<T> {
 /// @param resource where temporaries come from; must outlive the policy
 /// @param stream   the stream that temporaries are allocated and released on
 /// @throws std::invalid_argument if `stream` is empty or belongs to another device
-[[nodiscard]] inline auto thrust_host_policy(DeviceMemoryResource& resource, StreamView stream) {
+template <class Tag = thrust::host_system_tag>
+[[nodiscard]] auto thrust_host_policy(DeviceMemoryResource& resource, StreamView stream) {
   // A prvalue allocator: Thrust stores it by value (an lvalue would be held by reference).
   return thrust::host(detail::HostThrustAllocator<std::byte>(resource, stream));
 }
@@ -103,7 +109,8 @@ inline cudaStream_t thrust_cuda_stream(StreamView stream) {
 /// @param resource where temporaries come from; must outlive the policy
 /// @param stream   a CUDA stream of the resource's device
 /// @throws std::invalid_argument if `stream` is empty, simulated or of another device
-[[nodiscard]] inline auto thrust_policy(DeviceMemoryResource& resource, StreamView stream) {
+template <class Tag = thrust::device_system_tag>
+[[nodiscard]] auto thrust_policy(DeviceMemoryResource& resource, StreamView stream) {
   const cudaStream_t native = detail::thrust_cuda_stream(stream);
   return thrust::cuda::par(ThrustAllocator<std::byte>(resource, stream)).on(native);
 }
@@ -112,7 +119,8 @@ inline cudaStream_t thrust_cuda_stream(StreamView stream) {
 /// synchronisations they do not need, so work stays asynchronous where it can (an algorithm that
 /// returns a value to the host still waits for it).
 /// @throws std::invalid_argument if `stream` is empty, simulated or of another device
-[[nodiscard]] inline auto thrust_policy_nosync(DeviceMemoryResource& resource, StreamView stream) {
+template <class Tag = thrust::device_system_tag>
+[[nodiscard]] auto thrust_policy_nosync(DeviceMemoryResource& resource, StreamView stream) {
   const cudaStream_t native = detail::thrust_cuda_stream(stream);
   return thrust::cuda::par_nosync(ThrustAllocator<std::byte>(resource, stream)).on(native);
 }
