@@ -231,6 +231,7 @@ TEST(DigestWorkersTest, ConcurrentDigestsFromManyThreads) {
   DigestWorkers workers(3);
   std::vector<int> mismatches(callers, 0);
   std::vector<std::thread> threads;
+  threads.reserve(callers);
   for (int i = 0; i < callers; ++i) {
     threads.emplace_back([&, i] {
       const auto index = static_cast<std::size_t>(i);

@@ -124,7 +124,7 @@ TEST(HostBufferTest, AdoptRunsACustomDeleterOnce) {
                                                       }),
                           HostMemory::pinned);
     EXPECT_EQ(buffer.memory(), HostMemory::pinned);
-    const HostBuffer second = buffer;
+    const HostBuffer second = buffer;  // NOLINT(performance-unnecessary-copy-initialization)
     EXPECT_EQ(second.data(), raw);
   }
   EXPECT_EQ(deleted, 1);
@@ -172,7 +172,7 @@ TEST(HostBufferTest, HashesOnceHoweverOftenAndFromHoweverManyCopies) {
   EXPECT_EQ(buffer.hash_count(), 0u);
   DigestWorkers workers(2);
   for (int i = 0; i < 10; ++i) {
-    const HostBuffer copy = buffer;
+    const HostBuffer copy = buffer;  // NOLINT(performance-unnecessary-copy-initialization)
     EXPECT_EQ(i % 2 == 0 ? copy.digest() : copy.digest(workers), expected);
   }
   EXPECT_TRUE(buffer.has_digest());

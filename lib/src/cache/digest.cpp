@@ -59,7 +59,7 @@ Digest128 digest(std::span<const std::byte> bytes) {
 
   const std::size_t chunks = detail::chunk_count(size);
   // 16 B per chunk: the stack holds the list for up to 256 chunks without an allocation.
-  std::array<unsigned char, detail::root_list_bytes(256)> local;
+  std::array<unsigned char, detail::root_list_bytes(256)> local{};
   std::unique_ptr<unsigned char[]> heap;
   unsigned char* list = local.data();
   if (detail::root_list_bytes(chunks) > local.size()) {

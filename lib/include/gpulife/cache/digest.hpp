@@ -38,8 +38,10 @@ struct Digest128 {
   std::uint64_t low = 0;   ///< the lower 64 bits (XXH128_hash_t::low64)
 
   friend constexpr bool operator==(const Digest128&, const Digest128&) noexcept = default;
+  // NOLINTBEGIN(modernize-use-nullptr): clang-tidy 14 misreads a defaulted <=>
   friend constexpr std::strong_ordering operator<=>(const Digest128&,
                                                     const Digest128&) noexcept = default;
+  // NOLINTEND(modernize-use-nullptr)
 
   /// @return 32 lower-case hex digits, `high` first: the same text as `xxhsum -H2` prints for a
   /// buffer of at most one chunk
