@@ -11,6 +11,8 @@
 #include <span>
 #include <string_view>
 
+#include <gpulife/cache/digest_workers.hpp>
+#include <gpulife/cache/tensor_cache.hpp>
 #include <gpulife/error_handler.hpp>
 #include <gpulife/memory/device_memory_resource.hpp>
 #include <gpulife/memory/memory_pressure.hpp>
@@ -36,6 +38,11 @@ struct ContextOptions {
   PoolOptions pool{};
   /// Receives contained errors (finalizers that threw, failed frees); empty: the default handler.
   ErrorHandler error_handler{};
+  /// The tensor cache's retention, warm budget, verification and sharding.
+  TensorCacheOptions cache{};
+  /// Threads that hash one large upload for the cache, the calling thread included (0: the
+  /// hardware concurrency).
+  std::size_t digest_threads = 0;
 };
 
 /// @brief Counters of a context.
@@ -48,10 +55,12 @@ struct ContextStatistics {
   ResourceStatistics resource{};       ///< of the context's memory resource
 };
 
-/// @brief One device's tensors: it makes them, owns the memory resource stack and the default
-/// stream, and at destruction runs the finalizers of the tensors still alive.
+/// @brief One device's tensors: it makes them, owns the memory resource stack, the default
+/// stream and the tensor cache, and at destruction runs the finalizers of the tensors still
+/// alive.
 ///
-/// Destroying a context synchronises the device, runs the pending finalizers of live tensors
+/// Destroying a context synchronises the device, empties the tensor cache (warm and pinned
+/// entries go), runs the pending finalizers of live tensors
 /// (like `weakref.finalize` at exit; a finalizer whose `atexit` is false is skipped), reports how
 /// many tensors are still alive, and gives the pool's cached memory back. Tensors that outlive
 /// the context stay valid: their memory is released when they drop.
@@ -128,6 +137,11 @@ class Context {
   /// @return a snapshot of the counters
   [[nodiscard]] ContextStatistics statistics() const;
 
+  /// @return the context's content-addressed tensor cache
+  [[nodiscard]] TensorCache& cache() noexcept { return *cache_; }
+  /// @return the threads that hash large buffers for the cache
+  [[nodiscard]] const DigestWorkers& digest_workers() const noexcept { return *digest_workers_; }
+
   /// @return the listeners told when an allocation fails (held weakly)
   [[nodiscard]] WeakSet<MemoryPressureListener>& pressure_listeners() noexcept;
 
@@ -140,6 +154,8 @@ class Context {
   ErrorHandler error_handler_;
   detail::TensorArena* arena_ = nullptr;  // one reference; live tensors hold the others
   WeakSet<MemoryPressureListener> pressure_listeners_;
+  std::unique_ptr<DigestWorkers> digest_workers_;
+  std::unique_ptr<TensorCache> cache_;
 };
 
 /// @brief The process-wide context, made with default options on first use.

@@ -19,6 +19,14 @@ Context::Context(ContextOptions options)
                                        std::make_shared<AsyncResource>(device_), options.pool)),
       error_handler_(std::move(options.error_handler)) {
   arena_ = detail::TensorArena::create({device_, resource_, error_handler_});
+  try {
+    digest_workers_ = std::make_unique<DigestWorkers>(
+        options.digest_threads != 0 ? options.digest_threads : DigestWorkers::default_thread_count());
+    cache_ = std::make_unique<TensorCache>(*arena_, digest_workers_.get(), options.cache);
+  } catch (...) {
+    arena_->unref();
+    throw;
+  }
   arena_->set_pressure_handler(
       [this](std::size_t requested, StreamView stream) { on_memory_pressure(requested, stream); });
 }
@@ -29,6 +37,9 @@ Context::~Context() {
   } catch (const std::exception& e) {
     arena_->report(std::string("context shutdown: device synchronize failed: ") + e.what());
   }
+  // The cache's warm and pinned entries are the context's own references: they go first, so
+  // that what remains alive is what users still hold.
+  cache_->clear();
   const std::size_t ran = arena_->run_atexit_finalizers();
   const detail::ArenaStatistics stats = arena_->statistics();
   if (stats.live_tensors > 0) {
@@ -38,6 +49,7 @@ Context::~Context() {
                    " of their finalizers; their memory is released when they drop");
   }
   arena_->set_pressure_handler({});
+  cache_.reset();
   resource_->release_cached();
   arena_->unref();
 }
@@ -125,7 +137,9 @@ ContextStatistics Context::statistics() const {
 }
 
 void Context::on_memory_pressure(std::size_t requested, StreamView /*stream*/) noexcept {
-  // Cheapest first: memory nobody uses (the pool's cache), then what listeners can spare.
+  // Cheapest first: what the cache keeps for possible reuse, the pool's free blocks, then what
+  // listeners can spare. Entries in use are never evicted.
+  cache_->clear_warm();
   resource_->release_cached();
   try {
     pressure_listeners_.notify([&](MemoryPressureListener& listener) {

@@ -11,7 +11,11 @@ namespace gpulife {
 namespace {
 
 detail::TensorImpl& root_of(const detail::TensorImpl& impl) {
-  return const_cast<detail::TensorImpl&>(impl.base != nullptr ? *impl.base : impl);
+  return detail::memory_owner(const_cast<detail::TensorImpl&>(impl));
+}
+
+detail::TensorImpl& parent_of(const detail::TensorImpl& impl) {
+  return detail::view_parent(const_cast<detail::TensorImpl&>(impl));
 }
 
 std::string name_of(const detail::TensorImpl& impl) {
@@ -66,9 +70,9 @@ DeviceTensor DeviceTensor::view(const Shape& new_shape) const {
                                 name_of(impl) + " " + impl.shape.to_string() + " has " +
                                 std::to_string(impl.shape.numel()));
   }
-  detail::TensorImpl& root = root_of(impl);
-  return DeviceTensor(root.arena->create_view(root, impl.data, impl.bytes, new_shape,
-                                              new_shape.contiguous_strides()));
+  detail::TensorImpl& parent = parent_of(impl);
+  return DeviceTensor(parent.arena->create_view(parent, impl.data, impl.bytes, new_shape,
+                                                new_shape.contiguous_strides()));
 }
 
 DeviceTensor DeviceTensor::slice(std::size_t dim, std::int64_t start, std::int64_t stop) const {
@@ -86,9 +90,9 @@ DeviceTensor DeviceTensor::slice(std::size_t dim, std::int64_t start, std::int64
   shape.set(dim, stop - start);
   const auto offset = static_cast<std::size_t>(start * impl.strides[dim]) * size_of(impl.dtype);
   void* data = impl.data != nullptr ? static_cast<std::byte*>(impl.data) + offset : nullptr;
-  detail::TensorImpl& root = root_of(impl);
-  return DeviceTensor(root.arena->create_view(root, data, span_bytes(shape, impl.strides, impl.dtype),
-                                              shape, impl.strides));
+  detail::TensorImpl& parent = parent_of(impl);
+  return DeviceTensor(parent.arena->create_view(
+      parent, data, span_bytes(shape, impl.strides, impl.dtype), shape, impl.strides));
 }
 
 void DeviceTensor::record_stream(StreamView stream) const {

@@ -218,26 +218,26 @@ TensorImpl* TensorArena::create_external(void* data, std::size_t bytes, const Sh
   return impl;
 }
 
-TensorImpl* TensorArena::create_view(TensorImpl& root, void* data, std::size_t bytes,
+TensorImpl* TensorArena::create_view(TensorImpl& parent, void* data, std::size_t bytes,
                                      const Shape& shape, const Shape& strides) {
+  const TensorImpl& owner = memory_owner(parent);
   TensorImpl* impl = new_block();
   try {
-    impl->tag = root.tag;
+    impl->tag = owner.tag;
   } catch (...) {
     free_block(impl);
     throw;
   }
-  retain_strong(&root);
-  impl->base = &root;
-  impl->dtype = root.dtype;
-  impl->external = root.external;
+  retain_strong(&parent);
+  impl->base = &parent;
+  impl->dtype = owner.dtype;
+  impl->external = owner.external;
   impl->data = data;
   impl->bytes = bytes;
-  impl->stream = root.stream;
+  impl->stream = owner.stream;
   impl->id = next_tensor_id();
   impl->shape = shape;
   impl->strides = strides;
-  impl->record = nullptr;
   live_tensors_.fetch_add(1, std::memory_order_relaxed);
   created_.fetch_add(1, std::memory_order_relaxed);
   return impl;

@@ -125,8 +125,9 @@ class TensorArena {
   TensorImpl* create_external(void* data, std::size_t bytes, const Shape& shape,
                               const Shape& strides, DType dtype, StreamImpl& stream,
                               std::string_view tag, const std::source_location& where);
-  /// A new view of `root` (which gains a strong reference).
-  TensorImpl* create_view(TensorImpl& root, void* data, std::size_t bytes, const Shape& shape,
+  /// A new view held by `parent` (which gains a strong reference): the memory's owner, or an
+  /// anchor view (see `view_parent`).
+  TensorImpl* create_view(TensorImpl& parent, void* data, std::size_t bytes, const Shape& shape,
                           const Shape& strides);
 
   /// The strong count reached zero.

@@ -49,8 +49,9 @@ struct TensorImpl {
   std::atomic<std::uint32_t> weak{1};
   DType dtype = DType::byte;
   bool external = false;         // memory owned by someone else (e.g. a DLPack producer)
+  bool anchor = false;           // views made from this view hold it, not only the memory's owner
   TensorArena* arena = nullptr;  // where the block and the memory come from
-  TensorImpl* base = nullptr;    // views: the root that owns the memory
+  TensorImpl* base = nullptr;    // views: the root that owns the memory, or an anchor view
   void* data = nullptr;          // first element
   std::size_t bytes = 0;         // bytes spanned by this tensor's elements
   std::size_t alloc_bytes = 0;   // roots: size of the allocation
@@ -64,6 +65,19 @@ struct TensorImpl {
   std::vector<StreamImpl*>* recorded = nullptr;                       // lazily allocated
   TensorRecord* record = nullptr;  // leak mode only
 };
+
+/// The root that owns the memory of `impl` (itself for a root).
+inline TensorImpl& memory_owner(TensorImpl& impl) noexcept {
+  TensorImpl* owner = &impl;
+  while (owner->base != nullptr) owner = owner->base;
+  return *owner;
+}
+
+/// What a new view of `impl` holds on to: the memory's owner, or `impl` itself if it is an
+/// anchor (a tensor the cache hands out, whose life is what keeps a weak entry alive).
+inline TensorImpl& view_parent(TensorImpl& impl) noexcept {
+  return impl.anchor ? impl : memory_owner(impl);
+}
 
 /// The tensor died: release its memory and run its callbacks. Out of line: the cold path.
 void release_strong(TensorImpl* impl) noexcept;
