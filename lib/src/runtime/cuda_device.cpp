@@ -216,7 +216,7 @@ class CudaDevice final : public DeviceImpl {
   /// c10::cuda::SetDevice does): cudaGetDevice is a thread-local read, and a thread that
   /// already uses this device pays no cudaSetDevice. Unlike a cached flag it stays right when
   /// the application switches devices itself.
-  void make_current() const;
+  void make_current() const override;
   const std::string& display_name() const noexcept { return name_; }
 
  private:

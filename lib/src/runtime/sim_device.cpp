@@ -628,7 +628,8 @@ void SimDevice::deallocate_async(void* ptr, std::size_t bytes, StreamImpl& strea
 }
 
 void* SimDevice::allocate_pinned(std::size_t bytes) {
-  const std::size_t size = round_up(std::max<std::size_t>(bytes, 1));
+  if (bytes == 0) return nullptr;  // as cudaMallocHost
+  const std::size_t size = round_up(bytes);
   void* ptr = std::aligned_alloc(sim_alignment, size);
   if (ptr == nullptr) {
     throw OutOfMemoryError("out of memory: cudaMallocHost of " + format_bytes(bytes) + " failed",

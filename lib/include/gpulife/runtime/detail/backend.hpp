@@ -88,6 +88,9 @@ class DeviceImpl {
   virtual std::string name() const = 0;
   virtual MemoryInfo memory_info() = 0;
   virtual void synchronize() = 0;
+  /// Makes this device the calling thread's current device where the backend has such a notion
+  /// (cudaSetDevice); kernels launched with <<<>>> go to the current device.
+  virtual void make_current() const {}
 
   virtual StreamImpl& default_stream() noexcept = 0;
   /// A stream from the device's pool (created when the pool is empty). Pooled streams are never
