@@ -16,6 +16,7 @@
 #include <gpulife/error_handler.hpp>
 #include <gpulife/memory/device_memory_resource.hpp>
 #include <gpulife/memory/memory_pressure.hpp>
+#include <gpulife/memory/pinned_staging_pool.hpp>
 #include <gpulife/memory/pool_resource.hpp>
 #include <gpulife/runtime/device.hpp>
 #include <gpulife/tensor/device_tensor.hpp>
@@ -43,6 +44,10 @@ struct ContextOptions {
   /// Threads that hash one large upload for the cache, the calling thread included (0: the
   /// hardware concurrency).
   std::size_t digest_threads = 0;
+  /// The pinned buffers that uploads from pageable memory are staged through.
+  StagingOptions staging{};
+  /// Pageable uploads of at least this many bytes are staged; smaller ones go directly.
+  std::size_t staging_min_bytes = std::size_t{1} << 20;
 };
 
 /// @brief Counters of a context.

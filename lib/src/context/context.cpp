@@ -18,7 +18,8 @@ Context::Context(ContextOptions options)
                                  : std::make_shared<PoolResource>(
                                        std::make_shared<AsyncResource>(device_), options.pool)),
       error_handler_(std::move(options.error_handler)) {
-  arena_ = detail::TensorArena::create({device_, resource_, error_handler_});
+  arena_ = detail::TensorArena::create(
+      {device_, resource_, error_handler_, options.staging, options.staging_min_bytes});
   try {
     digest_workers_ = std::make_unique<DigestWorkers>(
         options.digest_threads != 0 ? options.digest_threads : DigestWorkers::default_thread_count());

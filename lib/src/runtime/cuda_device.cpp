@@ -211,6 +211,7 @@ class CudaDevice final : public DeviceImpl {
   void deallocate_async(void* ptr, std::size_t bytes, StreamImpl& stream) noexcept override;
   void* allocate_pinned(std::size_t bytes) override;
   void deallocate_pinned(void* ptr) noexcept override;
+  bool is_pinned(const void* ptr, std::size_t bytes) override;
 
   /// Makes this device current on the calling thread. Compares first (as PyTorch's
   /// c10::cuda::SetDevice does): cudaGetDevice is a thread-local read, and a thread that
@@ -596,6 +597,18 @@ void CudaDevice::deallocate_pinned(void* ptr) noexcept {
       return "freeing page-locked host memory at " + format_pointer(ptr) + " for " + name_;
     });
   });
+}
+
+bool CudaDevice::is_pinned(const void* ptr, std::size_t bytes) {
+  (void)bytes;  // a registration covers whole allocations; the first byte decides
+  cudaPointerAttributes attributes{};
+  if (cudaPointerGetAttributes(&attributes, ptr) != cudaSuccess) {
+    // Not a pointer the runtime knows: ordinary pageable memory. Clear the error so that a
+    // later cudaGetLastError (a launch check) does not see it.
+    (void)cudaGetLastError();
+    return false;
+  }
+  return attributes.type == cudaMemoryTypeHost;
 }
 
 }  // namespace

@@ -222,7 +222,7 @@ class SimDevice final : public DeviceImpl {
   /// Checks, as a queued operation executes, that [ptr, ptr + bytes) is live device memory.
   bool check(const void* ptr, std::size_t bytes, std::string_view operation,
              std::uint64_t stream_id) noexcept;
-  bool is_pinned(const void* ptr, std::size_t bytes) const;
+  bool is_pinned(const void* ptr, std::size_t bytes) override;
   void maybe_fail(FaultSite site, const char* call, std::string_view doing);
 
  private:
@@ -655,7 +655,7 @@ void SimDevice::deallocate_pinned(void* ptr) noexcept {
   std::free(ptr);
 }
 
-bool SimDevice::is_pinned(const void* ptr, std::size_t bytes) const {
+bool SimDevice::is_pinned(const void* ptr, std::size_t bytes) {
   std::shared_lock lock(memory_mutex_);
   auto it = pinned_.upper_bound(address(ptr));
   if (it == pinned_.begin()) return false;

@@ -130,6 +130,10 @@ void DeviceTensor::download(std::span<std::byte> host, StreamView stream) const 
     throw std::invalid_argument("download: " + name_of(impl) + " is not contiguous");
   }
   const StreamView on = stream.valid() ? stream : StreamView{impl.stream};
+  if (&on.device() != &impl.arena->device().impl()) {
+    throw std::invalid_argument("stream: belongs to " + on.device().name() + ", " +
+                                name_of(impl) + " to " + impl.arena->device().name());
+  }
   on.copy(host.data(), impl.data, impl.bytes, CopyKind::device_to_host);
 }
 
@@ -143,7 +147,12 @@ void DeviceTensor::upload(std::span<const std::byte> host, StreamView stream) co
     throw std::invalid_argument("upload: " + name_of(impl) + " is not contiguous");
   }
   const StreamView on = stream.valid() ? stream : StreamView{impl.stream};
-  on.copy(impl.data, host.data(), impl.bytes, CopyKind::host_to_device);
+  if (host.empty()) return;
+  if (&on.device() != &impl.arena->device().impl()) {
+    throw std::invalid_argument("stream: belongs to " + on.device().name() + ", " +
+                                name_of(impl) + " to " + impl.arena->device().name());
+  }
+  impl.arena->copy_to_device(impl.data, host, on);
 }
 
 }  // namespace gpulife

@@ -81,7 +81,8 @@ bool CallbackState::detach() noexcept {
 
 TensorArena* TensorArena::create(Config config) { return new TensorArena(std::move(config)); }
 
-TensorArena::TensorArena(Config config) : config_(std::move(config)) {
+TensorArena::TensorArena(Config config)
+    : config_(std::move(config)), staging_(config_.device, config_.staging) {
   if (!config_.device.valid()) throw std::invalid_argument("device: empty Device");
   if (!config_.resource) throw std::invalid_argument("resource: null memory resource");
   if (config_.resource->device() != config_.device) {
@@ -158,6 +159,15 @@ void* TensorArena::allocate(std::size_t bytes, StreamView stream) {
                                format_bytes(stats.live_bytes),
                            bytes);
   }
+}
+
+void TensorArena::copy_to_device(void* dst, std::span<const std::byte> src, StreamView stream) {
+  if (src.size() >= config_.staging_min_bytes &&
+      !config_.device.impl().is_pinned(src.data(), src.size())) {
+    staging_.upload(dst, src, stream);
+    return;
+  }
+  stream.copy(dst, src.data(), src.size(), CopyKind::host_to_device);
 }
 
 TensorImpl* TensorArena::create(const Shape& shape, DType dtype, StreamImpl& stream,

@@ -18,6 +18,7 @@
 
 #include <gpulife/error_handler.hpp>
 #include <gpulife/memory/device_memory_resource.hpp>
+#include <gpulife/memory/pinned_staging_pool.hpp>
 #include <gpulife/runtime/device.hpp>
 #include <gpulife/tensor/detail/tensor_impl.hpp>
 #include <gpulife/tensor/device_tensor.hpp>
@@ -95,6 +96,9 @@ class TensorArena {
     Device device;
     std::shared_ptr<DeviceMemoryResource> resource;
     ErrorHandler error_handler;  // empty: the default handler
+    StagingOptions staging{};
+    /// Pageable uploads of at least this many bytes go through the pinned staging buffers.
+    std::size_t staging_min_bytes = std::size_t{1} << 20;
   };
   /// Called when an allocation failed; frees what it can. Must not throw.
   using PressureHandler = std::function<void(std::size_t requested, StreamView stream)>;
@@ -117,6 +121,11 @@ class TensorArena {
   /// Allocates with the memory-pressure chain: on out-of-memory the handler frees what it can
   /// and the allocation is retried once.
   void* allocate(std::size_t bytes, StreamView stream);
+
+  /// Copies host bytes to device memory in `stream` order: pageable sources of at least
+  /// `staging_min_bytes` through the pinned staging buffers, the rest directly. The host bytes
+  /// are consumed when it returns unless they are pinned.
+  void copy_to_device(void* dst, std::span<const std::byte> src, StreamView stream);
 
   /// A new root tensor with fresh memory on `stream`.
   TensorImpl* create(const Shape& shape, DType dtype, StreamImpl& stream, std::string_view tag,
@@ -159,6 +168,7 @@ class TensorArena {
   void release_memory(TensorImpl& root) noexcept;
 
   Config config_;
+  PinnedStagingPool staging_;
   TensorObserver* observer_ = nullptr;
   PressureHandler pressure_handler_;
   std::atomic<std::uint32_t> refs_{1};

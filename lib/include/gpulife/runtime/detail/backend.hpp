@@ -112,6 +112,8 @@ class DeviceImpl {
   /// cudaMallocHost: page-locked host memory. Copies from it are truly asynchronous.
   virtual void* allocate_pinned(std::size_t bytes) = 0;
   virtual void deallocate_pinned(void* ptr) noexcept = 0;
+  /// True if `[ptr, ptr + bytes)` is page-locked host memory (a copy from it is a true DMA).
+  virtual bool is_pinned(const void* ptr, std::size_t bytes) = 0;
 
   /// Sub-allocator hooks (the sanitizer's manual-poisoning idea): a pool tells the device which
   /// parts of its chunks are handed out. The sim checks every queued access against them; the
