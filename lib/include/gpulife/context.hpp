@@ -110,7 +110,9 @@ class Context {
   ///
   /// gpulife never frees the memory: `release` runs once when the last handle drops (and, unlike
   /// finalizers, not at context shutdown while the tensor is still alive), after the tensor's
-  /// own finalizers. Use `record_stream` as for any tensor.
+  /// own finalizers. It runs on the host at once: before it runs, `stream` is made to wait (on
+  /// the device) for the work queued on the streams named with `record_stream`, so an owner that
+  /// frees in stream order on `stream`, or synchronises it, is ordered after all of gpulife's use.
   /// @param data    first element (may be null only if the shape has a zero extent)
   /// @param shape   extents
   /// @param strides strides in elements, `shape.rank()` of them (an empty `Shape` means
