@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 # cmake -DMODE=package|subdirectory|fetchcontent -DCONSUMER_SOURCE=... -DCONSUMER_BINARY=...
 #       -DPREFIX=... -DGPULIFE_SOURCE=... -DGENERATOR=... -DCXX=... [-DFLAGS=...]
+#       [-DCUDA_COMPILER=... -DCUDA_ARCHITECTURES=...]  (MODE=package: compile a .cu file too)
 #       -P run_consumer.cmake
 # Configures, builds and runs the consumer project on the simulated device.
 cmake_minimum_required(VERSION 3.25)
@@ -15,6 +16,10 @@ set(configure
 if(MODE STREQUAL "package")
   # Only the test's prefix: neither a system-wide gpulife nor the user package registry.
   list(APPEND configure "-DCMAKE_PREFIX_PATH=${PREFIX}" -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF)
+  if(CUDA_COMPILER)
+    list(APPEND configure -DGPULIFE_CONSUMER_CUDA=ON "-DCMAKE_CUDA_COMPILER=${CUDA_COMPILER}"
+         "-DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCHITECTURES}")
+  endif()
 else()
   list(APPEND configure "-DGPULIFE_SOURCE_DIR=${GPULIFE_SOURCE}" -DGPULIFE_ENABLE_CUDA=OFF
        -DGPULIFE_WARNINGS_AS_ERRORS=ON)

@@ -12,6 +12,11 @@
 #include <gpulife/kernels/fill.hpp>
 #include <gpulife/version.hpp>
 
+#if defined(GPULIFE_CONSUMER_CUDA)
+// triple.cu, compiled by nvcc: multiplies the tensor's elements by three with a kernel.
+void triple(gpulife::StreamView stream, const gpulife::DeviceTensor& t);
+#endif
+
 namespace {
 
 int failures = 0;
@@ -42,6 +47,13 @@ int main() try {
   kernels::fill(stream, t.data<float>(), 32, 2.0F);
   const std::vector<float> back = t.to_host<float>(stream);
   check(std::accumulate(back.begin(), back.end(), 0.0F) == 96.0F, "fill ran on the first half");
+
+#if defined(GPULIFE_CONSUMER_CUDA)
+  triple(stream, t);
+  const std::vector<float> tripled = t.to_host<float>(stream);
+  check(std::accumulate(tripled.begin(), tripled.end(), 0.0F) == 288.0F,
+        "the nvcc-compiled kernel ran");
+#endif
 
   DLManagedTensor* lent = to_dlpack(t);
   check(lent->dl_tensor.ndim == 2 && lent->dl_tensor.device.device_type == kDLCPU,
