@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdint>
 #include <numeric>
+#include <optional>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -586,6 +587,60 @@ TEST_F(DLPackTest, ImportThenExportKeepsTheProducersMemoryUntilEveryoneIsDone) {
   EXPECT_EQ(read_as_third_party(onward), (std::vector<double>{1, 2, 3, 4}));
   onward->deleter(onward);
   EXPECT_EQ(producer.deleted(), 1) << "given back once, when the last holder let go";
+}
+
+// ---- on a CUDA device (skipped without one; required by the gpu preset) ---------------------
+
+class CudaDLPackTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const CudaProbe probe = Device::probe_cuda();
+#if defined(GPULIFE_DEVICE_REQUIRED)
+    ASSERT_TRUE(probe.available) << "GPULIFE_DEVICE_REQUIRED: no CUDA device: " << probe.reason;
+#else
+    if (!probe.available) GTEST_SKIP() << "no CUDA device: " << probe.reason;
+#endif
+    device_ = Device::cuda(0);
+    ctx_.emplace(ContextOptions{.device = device_});
+  }
+  void TearDown() override { ctx_.reset(); }
+
+  Device device_;
+  std::optional<Context> ctx_;
+};
+
+TEST_F(CudaDLPackTest, ExchangesCudaTensorsWithTheDevicesOrdinal) {
+  const DLDevice dl = to_dlpack_device(device_);
+  EXPECT_EQ(dl.device_type, kDLCUDA);
+  EXPECT_EQ(dl.device_id, device_.ordinal());
+  const auto host = iota(1024);
+  Stream stream(device_);
+  DeviceTensor t = ctx_->upload(std::span<const float>(host), {32, 32}, stream);
+  DLManagedTensor* managed = to_dlpack(t, stream);
+  EXPECT_EQ(managed->dl_tensor.device.device_type, kDLCUDA);
+  EXPECT_EQ(managed->dl_tensor.data, t.data());
+  EXPECT_EQ(from_dlpack(*ctx_, managed, stream), t) << "a round trip gives the tensor back";
+  EXPECT_EQ(t.to_host<float>(stream), host);
+}
+
+TEST_F(CudaDLPackTest, BorrowsDeviceMemoryAndGivesItBackOnce) {
+  Producer producer(device_);
+  Stream stream(device_);
+  const auto values = iota(256, 1.0F);
+  DeviceTensor t = from_dlpack(*ctx_, producer.lend({256}, values), stream);
+  EXPECT_EQ(t.to_host<float>(stream), values);
+  DeviceTensor view = t.slice(0, 0, 16);
+  t.reset();
+  EXPECT_EQ(producer.deleted(), 0);
+  view.reset();
+  EXPECT_EQ(producer.deleted(), 1);
+
+  UniqueDLManagedTensor host_tensor(producer.lend({4}, {1, 2, 3, 4}));
+  host_tensor->dl_tensor.device = {kDLCPU, 0};
+  EXPECT_THROW((void)from_dlpack(*ctx_, host_tensor.get()), std::invalid_argument);
+  UniqueDLManagedTensor other_gpu(producer.lend({4}, {1, 2, 3, 4}));
+  other_gpu->dl_tensor.device = {kDLCUDA, device_.ordinal() + 1};
+  EXPECT_THROW((void)from_dlpack(*ctx_, other_gpu.get()), std::invalid_argument);
 }
 
 }  // namespace
