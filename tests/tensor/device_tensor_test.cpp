@@ -1,15 +1,18 @@
 // SPDX-License-Identifier: Apache-2.0
 // DeviceTensor: creation, metadata, sharing, views, host copies, bad input.
 
+#include <chrono>
 #include <cstdint>
 #include <numeric>
 #include <set>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
 
 #include <gpulife/context.hpp>
 #include <gpulife/errors.hpp>
+#include <gpulife/runtime/launch.hpp>
 #include <gpulife/tensor/weak_tensor.hpp>
 
 #include "support/context_test.hpp"
@@ -227,6 +230,35 @@ TEST_F(WrapTest, SurvivesContextShutdownWithoutReleasing) {
   t.reset();
   EXPECT_EQ(released, 1);
   device_.impl().deallocate(foreign, 256);
+}
+
+TEST_F(WrapTest, RecordedStreamsAreOrderedBeforeTheOwnersStreamOrderedRelease) {
+  // The owner frees in stream order on the tensor's stream as soon as its release runs: the
+  // stream must wait there for the reader's kernel, or the kernel would touch freed memory.
+  Stream home(device_);
+  Stream reader(device_);
+  void* foreign = device_.impl().allocate(1024);
+  reader.view().memset(foreign, 0, 1024);
+  DeviceTensor t = ctx().wrap(foreign, {256}, {}, DType::f32, home, [&](const TensorInfo& info) {
+    device_.impl().deallocate_async(const_cast<void*>(info.data), 1024, *home.view().impl());
+  });
+  testing::Gate gate;
+  gate.block(reader);
+  auto* out = static_cast<float*>(device_.allocate_pinned(sizeof(float)));
+  const float* data = t.data<float>();
+  for_each_index(
+      reader, 1, [data, out](std::size_t) { *out = std::accumulate(data, data + 256, 1.0F); },
+      {{data, 1024}}, "read");
+  t.record_stream(reader);
+  t.reset();  // the owner's release has run: its free is queued on `home`
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_FALSE(home.view().query()) << "the free did not wait for the recorded stream";
+  gate.open();
+  reader.synchronize();
+  home.synchronize();
+  EXPECT_EQ(*out, 1.0F);
+  EXPECT_TRUE(take_violations().empty());
+  device_.deallocate_pinned(out);
 }
 
 TEST_F(WrapTest, BadArgumentsAreRejected) {

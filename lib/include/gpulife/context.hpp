@@ -54,8 +54,8 @@ struct ContextOptions {
 struct ContextStatistics {
   std::size_t live_tensors = 0;  ///< tensors alive now (views included)
   std::size_t live_bytes = 0;    ///< device memory owned by live tensors
-  std::uint64_t tensors_created = 0;
-  std::uint64_t finalizers_run = 0;
+  std::uint64_t tensors_created = 0;   ///< tensors made since the context was, views included
+  std::uint64_t finalizers_run = 0;    ///< finalizers that have run, at release or shutdown
   std::uint64_t finalizer_errors = 0;  ///< finalizers and expiry callbacks that threw
   ResourceStatistics resource{};       ///< of the context's memory resource
 };
@@ -81,6 +81,7 @@ class Context {
   Context& operator=(const Context&) = delete;
   ~Context();
 
+  /// @return the device the context's tensors live on
   [[nodiscard]] const Device& device() const noexcept;
   /// @return the device's default stream, used where a stream argument is left empty
   [[nodiscard]] StreamView default_stream() const noexcept;
@@ -124,7 +125,9 @@ class Context {
   ///
   /// gpulife never frees the memory: `release` runs once when the last handle drops (and, unlike
   /// finalizers, not at context shutdown while the tensor is still alive), after the tensor's
-  /// own finalizers. Use `record_stream` as for any tensor.
+  /// own finalizers. It runs on the host at once: before it runs, `stream` is made to wait (on
+  /// the device) for the work queued on the streams named with `record_stream`, so an owner that
+  /// frees in stream order on `stream`, or synchronises it, is ordered after all of gpulife's use.
   /// @param data    first element (may be null only if the shape has a zero extent)
   /// @param shape   extents
   /// @param strides strides in elements, `shape.rank()` of them (an empty `Shape` means
@@ -132,6 +135,8 @@ class Context {
   /// @param dtype   element type
   /// @param stream  the stream the producer's work on the memory is ordered on
   /// @param release gives the memory back to its owner
+  /// @param tag     a name for reports
+  /// @param where   the call site (leak reports); leave defaulted
   /// @throws std::invalid_argument for a null `data` with elements, strides of the wrong rank or
   ///         negative, an empty `release`, or a `stream` of another device
   [[nodiscard]] DeviceTensor wrap(void* data, const Shape& shape, const Shape& strides,

@@ -2,7 +2,8 @@
 #pragma once
 
 /// @file
-/// @brief Everything in gpulife's public API.
+/// @brief Everything in gpulife's public API, except DLPack interop
+/// (`gpulife/interop/dlpack.hpp`) and the kernels (`gpulife/kernels/`).
 
 #include <gpulife/context.hpp>
 #include <gpulife/error_handler.hpp>
@@ -23,5 +24,6 @@
 #include <gpulife/tensor/shape.hpp>
 #include <gpulife/tensor/tensor_info.hpp>
 #include <gpulife/tensor/weak_tensor.hpp>
+#include <gpulife/version.hpp>
 #include <gpulife/weak/weak_key_map.hpp>
 #include <gpulife/weak/weak_set.hpp>

@@ -212,6 +212,8 @@ class SimDevice final : public DeviceImpl {
   void mark_freed(const void* ptr, std::size_t bytes, StreamImpl& stream,
                   std::span<EventImpl* const> after) noexcept override;
   void label(const void* ptr, std::string label, StreamImpl& stream) noexcept override;
+  bool register_external(const void* ptr, std::size_t bytes) noexcept override;
+  void unregister_external(const void* ptr) noexcept override;
   std::vector<SimViolation> take_violations() override;
   std::size_t violation_count() const noexcept override {
     return violation_count_.load(std::memory_order_acquire);
@@ -238,6 +240,8 @@ class SimDevice final : public DeviceImpl {
     AllocState state = AllocState::live;
     bool free_queued = false;
     bool sub = false;  // liveness is tracked per block handed out by a sub-allocator
+    bool external = false;  // lent by another owner (register_external): never freed here
+    std::size_t external_refs = 0;  // registrations of ranges inside it
     std::map<std::uintptr_t, Block> blocks;
     std::string label;
   };
@@ -584,7 +588,8 @@ void SimDevice::deallocate(void* ptr, std::size_t bytes) noexcept {
   {
     std::unique_lock lock(memory_mutex_);
     auto it = allocs_.find(address(ptr));
-    if (it == allocs_.end() || it->second.state == AllocState::freed || it->second.free_queued) {
+    if (it == allocs_.end() || it->second.state == AllocState::freed || it->second.free_queued ||
+        it->second.external) {
       bad = SimViolation{SimViolation::Kind::bad_free, "cudaFree", ptr, bytes, 0, {}};
     } else {
       release(it->first);
@@ -610,7 +615,8 @@ void SimDevice::deallocate_async(void* ptr, std::size_t bytes, StreamImpl& strea
   {
     std::unique_lock lock(memory_mutex_);
     auto it = allocs_.find(address(ptr));
-    if (it == allocs_.end() || it->second.state == AllocState::freed || it->second.free_queued) {
+    if (it == allocs_.end() || it->second.state == AllocState::freed || it->second.free_queued ||
+        it->second.external) {
       lock.unlock();
       report(SimViolation{SimViolation::Kind::bad_free, "cudaFreeAsync", ptr, bytes, stream.id(), {}});
       return;
@@ -748,6 +754,40 @@ void SimDevice::mark_freed(const void* ptr, std::size_t bytes, StreamImpl& strea
     sim_stream(stream).enqueue(step);
   } catch (...) {
     report_error("sim: could not queue a sub-allocation free");
+  }
+}
+
+bool SimDevice::register_external(const void* ptr, std::size_t bytes) noexcept {
+  if (ptr == nullptr || bytes == 0) return false;
+  try {
+    std::unique_lock lock(memory_mutex_);
+    const auto addr = address(ptr);
+    if (auto it = find_alloc(addr); it != allocs_.end()) {
+      // Lent again (two borrowers of one buffer): counted, so that it stays registered until
+      // the last one ends. Memory the device allocated itself is checked as it is already.
+      Alloc& alloc = it->second;
+      if (!alloc.external || addr + bytes > it->first + alloc.size) return false;
+      ++alloc.external_refs;
+      return true;
+    }
+    auto next = allocs_.upper_bound(addr);
+    if (next != allocs_.end() && next->first < addr + bytes) return false;
+    Alloc alloc;
+    alloc.size = bytes;
+    alloc.external = true;  // host stays null: the destructor frees nothing of it
+    alloc.external_refs = 1;
+    allocs_.emplace(addr, std::move(alloc));
+    return true;
+  } catch (...) {
+    return false;  // unregistered: accesses are reported, which is safe
+  }
+}
+
+void SimDevice::unregister_external(const void* ptr) noexcept {
+  std::unique_lock lock(memory_mutex_);
+  auto it = find_alloc(address(ptr));
+  if (it != allocs_.end() && it->second.external && --it->second.external_refs == 0) {
+    allocs_.erase(it);
   }
 }
 

@@ -254,7 +254,7 @@ TensorImpl* TensorArena::create_view(TensorImpl& parent, void* data, std::size_t
 }
 
 void TensorArena::release_memory(TensorImpl& root) noexcept {
-  if (root.external || root.data == nullptr) return;
+  if (root.data == nullptr) return;
   StreamView home{root.stream};
   std::vector<Event> after;
   if (root.recorded != nullptr) {
@@ -275,6 +275,24 @@ void TensorArena::release_memory(TensorImpl& root) noexcept {
         }
       }
     }
+  }
+  if (root.external) {
+    // The owner's release function gives the memory back; queue the recorded streams' work
+    // before anything its owner queues on the home stream afterwards (or waits for there).
+    for (const Event& event : after) {
+      try {
+        home.wait(event);
+      } catch (const std::exception& e) {
+        report(std::string("record_stream: waiting for an event failed (") + e.what() +
+               "); waiting for it on the host");
+        try {
+          event.synchronize();
+        } catch (...) {
+          report("record_stream: event synchronize failed");
+        }
+      }
+    }
+    return;
   }
   if (after.empty()) {
     config_.resource->deallocate(root.data, root.alloc_bytes, home);

@@ -64,10 +64,11 @@ GPULIFE_HOST_DEVICE constexpr std::size_t checksum_words(std::size_t bytes) {
 ///
 /// Whole words at an 8-byte aligned address are loaded as one word; other words byte by byte.
 struct ChecksumBody {
-  const unsigned char* data;
-  std::size_t bytes;
-  bool aligned;  ///< `data` is 8-byte aligned
+  const unsigned char* data;  ///< the bytes
+  std::size_t bytes;          ///< how many
+  bool aligned;               ///< `data` is 8-byte aligned
 
+  /// @return the term of word `index`
   GPULIFE_HOST_DEVICE std::uint64_t operator()(std::size_t index) const {
     const std::size_t offset = index * 8;
     std::uint64_t word = 0;
@@ -129,8 +130,12 @@ static_assert(
 ///
 /// On the CUDA backend it is `cub::DeviceReduce::TransformReduce` with temporaries from `temp`,
 /// released in stream order.
+/// @param stream the stream; its device holds `data`
+/// @param data   device bytes; may be null if `bytes` is zero
+/// @param bytes  how many bytes
 /// @param result device memory for one `std::uint64_t` (not pinned host memory: the simulated
 ///               device checks that it is device memory)
+/// @param temp   the resource for temporary storage on the CUDA backend
 /// @throws std::invalid_argument if `stream` is empty, `result` is null, or `data` is null while
 ///         `bytes` is not zero
 /// @throws OutOfMemoryError if `temp` cannot provide temporary storage

@@ -68,10 +68,11 @@ struct DenseBody {
   const X* x;        ///< [batch, in], row-major
   const W* bias;     ///< [out]
   float* y;          ///< [batch, out], row-major
-  std::size_t in;
-  std::size_t out;
-  Activation activation;
+  std::size_t in;          ///< input features
+  std::size_t out;         ///< output features
+  Activation activation;   ///< applied to each output
 
+  /// Computes output element `i` (row `i / out`, feature `i % out`).
   GPULIFE_HOST_DEVICE void operator()(std::size_t i) const {
     const std::size_t row = i / out;
     const std::size_t o = i % out;

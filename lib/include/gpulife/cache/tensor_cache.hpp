@@ -54,14 +54,18 @@ class CacheKey {
   /// @throws std::invalid_argument if `name` is empty
   [[nodiscard]] static CacheKey name(std::string_view name);
 
+  /// @return true for a name key
   [[nodiscard]] bool is_name() const noexcept { return kind_ == Kind::name; }
   /// @return the content digest, or the digest of the name
   [[nodiscard]] const Digest128& digest() const noexcept { return digest_; }
+  /// @return the dtype of a content key (`DType::byte` for a name key)
   [[nodiscard]] DType dtype() const noexcept { return dtype_; }
+  /// @return the shape of a content key (rank 0 for a name key)
   [[nodiscard]] const Shape& shape() const noexcept { return shape_; }
   /// @return e.g. "name 'embedding'" or "content 3f2a…/f32[1024, 64]"
   [[nodiscard]] std::string to_string() const;
 
+  /// Keys are equal when they name the same entry.
   friend bool operator==(const CacheKey& a, const CacheKey& b) noexcept {
     return a.kind_ == b.kind_ && a.digest_ == b.digest_ && a.dtype_ == b.dtype_ &&
            a.shape_ == b.shape_;
@@ -104,16 +108,16 @@ struct CacheUploadOptions {
 
 /// @brief Counters of a `TensorCache`.
 struct CacheStatistics {
-  std::uint64_t hits = 0;
-  std::uint64_t misses = 0;
+  std::uint64_t hits = 0;    ///< lookups that found a live or retained entry
+  std::uint64_t misses = 0;  ///< lookups that uploaded (or called the factory)
   std::uint64_t bytes_uploaded = 0;      ///< host-to-device bytes the cache copied
   std::uint64_t bytes_deduplicated = 0;  ///< bytes of the uploads that hits avoided
   std::size_t live_entries = 0;          ///< entries whose memory is alive
-  std::size_t live_bytes = 0;
+  std::size_t live_bytes = 0;            ///< bytes of those entries
   std::size_t warm_entries = 0;  ///< entries kept only by the warm tier
-  std::size_t warm_bytes = 0;
-  std::size_t pinned_entries = 0;
-  std::size_t pinned_bytes = 0;
+  std::size_t warm_bytes = 0;      ///< bytes of those entries
+  std::size_t pinned_entries = 0;  ///< entries with pinned retention
+  std::size_t pinned_bytes = 0;    ///< bytes of those entries
   std::uint64_t evictions = 0;             ///< warm entries dropped for the budget or pressure
   std::uint64_t verification_failures = 0;  ///< hits whose device bytes differed (verify_hits)
 };
@@ -121,9 +125,9 @@ struct CacheStatistics {
 /// @brief A pinned entry, for shutdown reports.
 struct PinnedCacheEntry {
   std::string key;  ///< `CacheKey::to_string()`
-  std::uint64_t tensor_id = 0;
-  std::size_t bytes = 0;
-  std::string tag;
+  std::uint64_t tensor_id = 0;  ///< id of the tensor the entry keeps
+  std::size_t bytes = 0;        ///< its size
+  std::string tag;              ///< its tag
 };
 
 /// @brief Content-addressed weak cache of device tensors: identical host data is uploaded once
@@ -165,7 +169,12 @@ class TensorCache {
   ///
   /// The key is the digest of `host` (hashed on the context's digest workers) with dtype and
   /// shape. From pageable memory the bytes are consumed before the call returns.
-  /// @param stream where the tensor will be used first (empty: the default stream)
+  /// @param host    the bytes
+  /// @param shape   extents of the tensor
+  /// @param dtype   element type
+  /// @param stream  where the tensor will be used first (empty: the default stream)
+  /// @param options retention and tag of a new entry
+  /// @param where   the allocation site (leak reports); leave defaulted
   /// @throws std::invalid_argument if `host` is empty or null, its size is not
   ///         `shape.numel() * size_of(dtype)`, `shape` has a zero extent, or `stream` belongs to
   ///         another device; the cache is unchanged

@@ -34,11 +34,11 @@ namespace gpulife {
 template <class T>
 class ThrustAllocator {
  public:
-  using value_type = T;
-  using pointer = T*;
-  using const_pointer = const T*;
-  using size_type = std::size_t;
-  using difference_type = std::ptrdiff_t;
+  using value_type = T;                    ///< the element type
+  using pointer = T*;                      ///< a device pointer, raw
+  using const_pointer = const T*;          ///< a device pointer to const, raw
+  using size_type = std::size_t;           ///< element counts
+  using difference_type = std::ptrdiff_t;  ///< pointer differences
 
   /// @param resource where the memory comes from
   /// @param stream   the stream whose order allocation and release follow

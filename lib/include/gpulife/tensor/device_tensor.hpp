@@ -47,14 +47,18 @@ class DeviceTensor {
  public:
   /// An empty handle.
   DeviceTensor() noexcept = default;
+  /// Shares the tensor: one more strong reference.
   DeviceTensor(const DeviceTensor& other) noexcept : impl_(other.impl_) {
     if (impl_ != nullptr) detail::retain_strong(impl_);
   }
+  /// Takes `other`'s reference; `other` becomes empty.
   DeviceTensor(DeviceTensor&& other) noexcept : impl_(std::exchange(other.impl_, nullptr)) {}
+  /// Shares `other`'s tensor and drops this handle's previous reference.
   DeviceTensor& operator=(const DeviceTensor& other) noexcept {
     DeviceTensor(other).swap(*this);
     return *this;
   }
+  /// Takes `other`'s reference and drops this handle's previous one.
   DeviceTensor& operator=(DeviceTensor&& other) noexcept {
     DeviceTensor(std::move(other)).swap(*this);
     return *this;
@@ -62,12 +66,14 @@ class DeviceTensor {
   ~DeviceTensor() {
     if (impl_ != nullptr) detail::drop_strong(impl_);
   }
+  /// Exchanges the tensors two handles refer to.
   void swap(DeviceTensor& other) noexcept { std::swap(impl_, other.impl_); }
   /// @brief Drops this handle's reference (the handle becomes empty).
   void reset() noexcept { DeviceTensor().swap(*this); }
 
   /// @return true unless empty
   [[nodiscard]] bool defined() const noexcept { return impl_ != nullptr; }
+  /// @return `defined()`
   explicit operator bool() const noexcept { return defined(); }
   /// @return the number of strong handles to this tensor (0 when empty). Views hold their own
   /// count; each view also keeps one reference to the tensor it was made from.
@@ -86,11 +92,15 @@ class DeviceTensor {
   }
   /// @return bytes spanned by the elements
   [[nodiscard]] std::size_t bytes() const { return checked().bytes; }
+  /// @return the number of elements (the product of the extents)
   [[nodiscard]] std::int64_t numel() const { return checked().shape.numel(); }
+  /// @return the element type
   [[nodiscard]] DType dtype() const { return checked().dtype; }
+  /// @return the extents
   [[nodiscard]] const Shape& shape() const { return checked().shape; }
   /// @return strides in elements
   [[nodiscard]] const Shape& strides() const { return checked().strides; }
+  /// @return the number of dimensions
   [[nodiscard]] std::size_t rank() const { return checked().shape.rank(); }
   /// @return the stream the tensor lives on; its release is ordered there
   [[nodiscard]] StreamView stream() const { return StreamView{checked().stream}; }
@@ -149,6 +159,7 @@ class DeviceTensor {
   /// @throws std::invalid_argument if `host.size() != bytes()` or the tensor is not contiguous
   void upload(std::span<const std::byte> host, StreamView stream = {}) const;
 
+  /// @return true if both handles refer to the same tensor (a view is a tensor of its own)
   friend bool operator==(const DeviceTensor& a, const DeviceTensor& b) noexcept {
     return a.impl_ == b.impl_;
   }

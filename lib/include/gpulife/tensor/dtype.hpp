@@ -25,11 +25,11 @@ enum class DType : std::uint8_t {
 
 /// @brief Storage type of an f16 element (its IEEE bit pattern); arithmetic happens in kernels.
 struct Half {
-  std::uint16_t bits;
+  std::uint16_t bits;  ///< the IEEE binary16 bit pattern
 };
 /// @brief Storage type of a bf16 element (its bit pattern).
 struct BFloat16 {
-  std::uint16_t bits;
+  std::uint16_t bits;  ///< the upper 16 bits of the IEEE binary32 pattern
 };
 
 /// @return the size of one element in bytes
@@ -71,6 +71,7 @@ struct BFloat16 {
 /// @brief The dtype whose storage type is `T`; only defined for the storage types above.
 template <class T>
 struct dtype_of;
+/// @cond specialisations: each holds `static constexpr DType value`, the dtype of its type
 template <> struct dtype_of<float> { static constexpr DType value = DType::f32; };
 template <> struct dtype_of<Half> { static constexpr DType value = DType::f16; };
 template <> struct dtype_of<BFloat16> { static constexpr DType value = DType::bf16; };
@@ -80,6 +81,7 @@ template <> struct dtype_of<std::uint8_t> { static constexpr DType value = DType
 template <> struct dtype_of<std::int32_t> { static constexpr DType value = DType::i32; };
 template <> struct dtype_of<std::int64_t> { static constexpr DType value = DType::i64; };
 template <> struct dtype_of<std::byte> { static constexpr DType value = DType::byte; };
+/// @endcond
 
 /// @brief `dtype_of<T>::value`
 template <class T>

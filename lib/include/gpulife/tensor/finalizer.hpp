@@ -33,6 +33,7 @@ class Finalizer {
  public:
   /// An empty handle: `alive()` is false.
   Finalizer() noexcept = default;
+  /// Wraps a registered callback; made by `DeviceTensor::on_release`.
   explicit Finalizer(std::shared_ptr<detail::CallbackState> state) noexcept
       : state_(std::move(state)) {}
 

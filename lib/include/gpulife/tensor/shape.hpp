@@ -18,6 +18,7 @@ namespace gpulife {
 /// @brief Extents (or strides) of up to eight dimensions, with no heap allocation.
 class Shape {
  public:
+  /// The most dimensions a shape holds.
   static constexpr std::size_t max_rank = 8;
 
   /// A rank-0 shape (one element).
@@ -40,8 +41,11 @@ class Shape {
     rank_ = static_cast<std::uint8_t>(dims.size());
   }
 
+  /// @return the number of dimensions
   [[nodiscard]] constexpr std::size_t rank() const noexcept { return rank_; }
+  /// @return extent `i`; @pre i < rank()
   [[nodiscard]] constexpr std::int64_t operator[](std::size_t i) const noexcept { return dims_[i]; }
+  /// @return the extents
   [[nodiscard]] constexpr std::span<const std::int64_t> dims() const noexcept {
     return {dims_.data(), rank_};
   }
@@ -79,6 +83,7 @@ class Shape {
   /// Sets one extent; for views. @pre i < rank()
   constexpr void set(std::size_t i, std::int64_t value) noexcept { dims_[i] = value; }
 
+  /// @return true for the same rank and extents
   friend constexpr bool operator==(const Shape& a, const Shape& b) noexcept {
     if (a.rank_ != b.rank_) return false;
     for (std::size_t i = 0; i < a.rank_; ++i) {

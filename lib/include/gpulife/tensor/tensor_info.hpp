@@ -21,8 +21,8 @@ namespace gpulife {
 struct TensorInfo {
   const void* data = nullptr;  ///< first byte of the tensor's memory
   std::size_t bytes = 0;       ///< size of the memory in bytes
-  Shape shape{};
-  DType dtype = DType::byte;
+  Shape shape{};               ///< the tensor's extents
+  DType dtype = DType::byte;   ///< the tensor's element type
   std::uint64_t id = 0;        ///< the tensor's process-unique id
   std::string tag;             ///< the tensor's tag, for reports
   std::uint64_t stream_id = 0; ///< the stream the tensor lived on

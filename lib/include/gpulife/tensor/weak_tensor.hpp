@@ -30,9 +30,13 @@ class WeakTensor {
   /// @brief Refers to `tensor` and runs `on_expire` when it dies.
   /// @throws std::invalid_argument if `tensor` is empty or `on_expire` is empty
   WeakTensor(const DeviceTensor& tensor, FinalizerFunction on_expire);
+  /// Refers to the same tensor as `other` and shares its expiry callback (still run once).
   WeakTensor(const WeakTensor& other) noexcept;
+  /// Takes `other`'s reference; `other` becomes empty.
   WeakTensor(WeakTensor&& other) noexcept;
+  /// Refers to the same tensor as `other`.
   WeakTensor& operator=(const WeakTensor& other) noexcept;
+  /// Takes `other`'s reference.
   WeakTensor& operator=(WeakTensor&& other) noexcept;
   ~WeakTensor();
 

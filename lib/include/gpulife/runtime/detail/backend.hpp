@@ -133,6 +133,16 @@ class DeviceImpl {
   virtual void label(const void* ptr, std::string label, StreamImpl& stream) noexcept {
     (void)ptr, (void)label, (void)stream;
   }
+  /// Memory another owner lends to the device (a DLPack producer's host memory on the sim): the
+  /// sim treats [ptr, ptr + bytes) as live device memory until `unregister_external`, and never
+  /// frees or poisons it. Returns false, registering nothing, where the range already lies in
+  /// memory the device knows, or on CUDA (which checks no accesses).
+  virtual bool register_external(const void* ptr, std::size_t bytes) noexcept {
+    (void)ptr, (void)bytes;
+    return false;
+  }
+  /// Ends a registration; later accesses to the range are violations again.
+  virtual void unregister_external(const void* ptr) noexcept { (void)ptr; }
   /// Violations recorded so far, cleared by the call. Always empty on CUDA.
   virtual std::vector<SimViolation> take_violations() { return {}; }
   virtual std::size_t violation_count() const noexcept { return 0; }
