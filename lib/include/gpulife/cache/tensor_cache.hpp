@@ -145,7 +145,11 @@ struct PinnedCacheEntry {
 /// **Single flight.** Threads asking for the same key at once share one upload: one allocation,
 /// one copy; the others wait, on the host, only for the first to have queued it.
 ///
-/// Tensors the cache returns are views of the memory the cache manages (`is_view()` is true):
+/// Tensors the cache returns are shared by everyone who uploads the same content: treat them as
+/// read-only (a kernel that writes into one changes what every holder, and every later hit,
+/// sees; `verify_hits` would catch it).
+///
+/// They are views of the memory the cache manages (`is_view()` is true):
 /// that lets an entry outlive its users in the warm and pinned tiers. `tag()`, `data()`, the
 /// shape and the dtype are those of the upload.
 ///
