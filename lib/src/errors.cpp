@@ -7,7 +7,7 @@ namespace gpulife {
 namespace {
 
 std::string cuda_error_message(int code, const std::string& error_name, const std::string& call,
-                               const std::string& doing, const std::source_location& where) {
+                               const std::string& doing, const SourceLocation& where) {
   std::string message = call + " failed: " + error_name + " (" + std::to_string(code) + ")";
   if (!doing.empty()) message += " while " + doing;
   message += " [";
@@ -19,7 +19,7 @@ std::string cuda_error_message(int code, const std::string& error_name, const st
 }  // namespace
 
 CudaError::CudaError(int code, std::string error_name, std::string call, std::string doing,
-                     std::source_location where)
+                     SourceLocation where)
     : Error(cuda_error_message(code, error_name, call, doing, where)),
       code_(code),
       error_name_(std::make_shared<const std::string>(std::move(error_name))),
@@ -31,7 +31,7 @@ OutOfMemoryError::OutOfMemoryError(std::string message, std::size_t requested)
 namespace detail {
 
 void throw_cuda_error(int code, const char* error_name, const char* call, std::string doing,
-                      std::source_location where) {
+                      SourceLocation where) {
   throw CudaError(code, error_name != nullptr ? error_name : "unknown error",
                   call != nullptr ? call : "?", std::move(doing), where);
 }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Backend selection and device handles.
 
+#include <cstdint>
 #include <cstdlib>
 #include <string>
 
@@ -8,9 +9,26 @@
 
 #include <gpulife/errors.hpp>
 #include <gpulife/runtime/device.hpp>
+#include <gpulife/source_location.hpp>
 
 namespace gpulife {
 namespace {
+
+std::uint_least32_t line_of(SourceLocation where = SourceLocation::current()) {
+  return where.line();
+}
+
+// gpulife's API names SourceLocation so that compilers without std::source_location (Clang 14
+// with libstdc++ 12: the fuzzing build) compile it; either way a defaulted parameter must
+// capture the caller, which is what leak reports and CudaError messages show.
+TEST(SourceLocation, ADefaultedParameterCapturesTheCaller) {
+  EXPECT_EQ(line_of(), static_cast<std::uint_least32_t>(__LINE__));
+  const std::uint_least32_t line = __LINE__ + 1;
+  const CudaError error(1, "cudaErrorInvalidValue", "cudaMemcpyAsync", "testing");
+  EXPECT_NE(std::string(error.what()).find("device_test.cpp:" + std::to_string(line)),
+            std::string::npos)
+      << error.what();
+}
 
 class ScopedEnv {
  public:

@@ -7,7 +7,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <source_location>
 #include <span>
 #include <string_view>
 
@@ -19,6 +18,7 @@
 #include <gpulife/memory/pinned_staging_pool.hpp>
 #include <gpulife/memory/pool_resource.hpp>
 #include <gpulife/runtime/device.hpp>
+#include <gpulife/source_location.hpp>
 #include <gpulife/tensor/device_tensor.hpp>
 #include <gpulife/weak/weak_set.hpp>
 
@@ -98,7 +98,7 @@ class Context {
   /// @throws OutOfMemoryError if the memory cannot be had after the memory-pressure chain
   [[nodiscard]] DeviceTensor empty(const Shape& shape, DType dtype, StreamView stream = {},
                                    std::string_view tag = {},
-                                   std::source_location where = std::source_location::current());
+                                   SourceLocation where = SourceLocation::current());
 
   /// @brief A new tensor holding a copy of `host`, uploaded asynchronously on `stream`.
   ///
@@ -108,15 +108,14 @@ class Context {
   ///         if `host` is null with a non-zero size, or `stream` belongs to another device
   /// @throws OutOfMemoryError as `empty`
   [[nodiscard]] DeviceTensor upload(std::span<const std::byte> host, const Shape& shape,
-                                    DType dtype, StreamView stream = {},
-                                    std::string_view tag = {},
-                                    std::source_location where = std::source_location::current());
+                                    DType dtype, StreamView stream = {}, std::string_view tag = {},
+                                    SourceLocation where = SourceLocation::current());
 
   /// @brief Typed `upload`: the dtype is `T`'s.
   template <TensorElement T>
   [[nodiscard]] DeviceTensor upload(std::span<const T> host, const Shape& shape,
                                     StreamView stream = {}, std::string_view tag = {},
-                                    std::source_location where = std::source_location::current()) {
+                                    SourceLocation where = SourceLocation::current()) {
     return upload(std::as_bytes(host), shape, dtype_of_v<T>, stream, tag, where);
   }
 
@@ -139,10 +138,10 @@ class Context {
   /// @param where   the call site (leak reports); leave defaulted
   /// @throws std::invalid_argument for a null `data` with elements, strides of the wrong rank or
   ///         negative, an empty `release`, or a `stream` of another device
-  [[nodiscard]] DeviceTensor wrap(void* data, const Shape& shape, const Shape& strides,
-                                  DType dtype, StreamView stream, FinalizerFunction release,
+  [[nodiscard]] DeviceTensor wrap(void* data, const Shape& shape, const Shape& strides, DType dtype,
+                                  StreamView stream, FinalizerFunction release,
                                   std::string_view tag = {},
-                                  std::source_location where = std::source_location::current());
+                                  SourceLocation where = SourceLocation::current());
 
   /// @return a snapshot of the counters
   [[nodiscard]] ContextStatistics statistics() const;

@@ -7,9 +7,10 @@
 #include <cstddef>
 #include <memory>
 #include <new>
-#include <source_location>
 #include <stdexcept>
 #include <string>
+
+#include <gpulife/source_location.hpp>
 
 namespace gpulife {
 
@@ -32,7 +33,7 @@ class CudaError : public Error {
   /// @param doing      what gpulife was doing, e.g. "uploading 4096 B for tensor #12"
   /// @param where      the call site in gpulife
   CudaError(int code, std::string error_name, std::string call, std::string doing,
-            std::source_location where = std::source_location::current());
+            SourceLocation where = SourceLocation::current());
 
   /// @return the numeric error code
   [[nodiscard]] int code() const noexcept { return code_; }
@@ -80,7 +81,7 @@ namespace detail {
 /// Throws `CudaError`; out of line so that the checks inlined into hot paths stay small.
 [[noreturn]] void throw_cuda_error(int code, const char* error_name, const char* call,
                                    std::string doing,
-                                   std::source_location where = std::source_location::current());
+                                   SourceLocation where = SourceLocation::current());
 
 }  // namespace detail
 }  // namespace gpulife

@@ -454,7 +454,7 @@ void check_upload(std::span<const std::byte> host, const Shape& shape, DType dty
 
 DeviceTensor TensorCache::upload(std::span<const std::byte> host, const Shape& shape, DType dtype,
                                  StreamView stream, CacheUploadOptions options,
-                                 std::source_location where) {
+                                 SourceLocation where) {
   check_upload(host, shape, dtype);
   const Digest128 digest =
       state_->workers != nullptr ? state_->workers->digest(host) : gpulife::digest(host);
@@ -464,7 +464,7 @@ DeviceTensor TensorCache::upload(std::span<const std::byte> host, const Shape& s
 
 DeviceTensor TensorCache::upload(const HostBuffer& host, const Shape& shape, DType dtype,
                                  StreamView stream, CacheUploadOptions options,
-                                 std::source_location where) {
+                                 SourceLocation where) {
   check_upload(host.bytes(), shape, dtype);
   const Digest128 digest =
       state_->workers != nullptr ? host.digest(*state_->workers) : host.digest();
@@ -479,7 +479,7 @@ DeviceTensor TensorCache::upload(const HostBuffer& host, const Shape& shape, DTy
 
 DeviceTensor TensorCache::upload(const CacheKey& key, std::span<const std::byte> host,
                                  const Shape& shape, DType dtype, StreamView stream,
-                                 CacheUploadOptions options, std::source_location where) {
+                                 CacheUploadOptions options, SourceLocation where) {
   check_upload(host, shape, dtype);
   if (!key.is_name() && (key.dtype() != dtype || !(key.shape() == shape))) {
     throw std::invalid_argument("key: " + key.to_string() + " is for another dtype or shape than " +

@@ -75,13 +75,13 @@ StreamView Context::resolve(StreamView stream) const {
 }
 
 DeviceTensor Context::empty(const Shape& shape, DType dtype, StreamView stream,
-                            std::string_view tag, std::source_location where) {
+                            std::string_view tag, SourceLocation where) {
   const StreamView on = resolve(stream);
   return detail::TensorAccess::adopt(arena_->create(shape, dtype, *on.impl(), tag, where));
 }
 
 DeviceTensor Context::upload(std::span<const std::byte> host, const Shape& shape, DType dtype,
-                             StreamView stream, std::string_view tag, std::source_location where) {
+                             StreamView stream, std::string_view tag, SourceLocation where) {
   const auto expected = static_cast<std::size_t>(shape.numel()) * size_of(dtype);
   if (host.size() != expected) {
     throw std::invalid_argument("host: " + std::to_string(host.size()) + " bytes, but shape " +
@@ -103,7 +103,7 @@ DeviceTensor Context::upload(std::span<const std::byte> host, const Shape& shape
 
 DeviceTensor Context::wrap(void* data, const Shape& shape, const Shape& strides, DType dtype,
                            StreamView stream, FinalizerFunction release, std::string_view tag,
-                           std::source_location where) {
+                           SourceLocation where) {
   if (!release) throw std::invalid_argument("release: empty function");
   const Shape layout = strides.rank() == 0 && shape.rank() != 0 ? shape.contiguous_strides() : strides;
   if (layout.rank() != shape.rank()) {

@@ -11,7 +11,6 @@
 #include <functional>
 #include <memory>
 #include <mutex>
-#include <source_location>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -32,8 +31,7 @@ namespace {
 
 // ---- error checking ----------------------------------------------------------------------------
 
-[[noreturn]] void fail(cudaError_t err, const char* call, std::string doing,
-                       std::source_location where) {
+[[noreturn]] void fail(cudaError_t err, const char* call, std::string doing, SourceLocation where) {
   // The runtime also keeps the error as the thread's "last error". Clear it: gpulife reports it
   // here, and a later cudaGetLastError (the launch check in for_each_index) must not see it
   // again. Sticky errors (a dead context) survive the clear and fail the next call anyway.
@@ -45,7 +43,7 @@ namespace {
 /// std::string, so that the success path builds no string.
 template <class Doing>
 void check(cudaError_t err, const char* call, const Doing& doing,
-           std::source_location where = std::source_location::current()) {
+           SourceLocation where = SourceLocation::current()) {
   if (err == cudaSuccess) return;  // the failure path calls a [[noreturn]]: compilers keep it cold
   if constexpr (std::is_invocable_r_v<std::string, const Doing&>) {
     fail(err, call, doing(), where);

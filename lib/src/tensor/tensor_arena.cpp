@@ -171,7 +171,7 @@ void TensorArena::copy_to_device(void* dst, std::span<const std::byte> src, Stre
 }
 
 TensorImpl* TensorArena::create(const Shape& shape, DType dtype, StreamImpl& stream,
-                                std::string_view tag, const std::source_location& where) {
+                                std::string_view tag, const SourceLocation& where) {
   const auto numel = static_cast<std::uint64_t>(shape.numel());
   if (numel > std::numeric_limits<std::size_t>::max() / size_of(dtype)) {
     throw std::invalid_argument("shape: " + shape.to_string() + " of " +
@@ -205,7 +205,7 @@ TensorImpl* TensorArena::create(const Shape& shape, DType dtype, StreamImpl& str
 
 TensorImpl* TensorArena::create_external(void* data, std::size_t bytes, const Shape& shape,
                                          const Shape& strides, DType dtype, StreamImpl& stream,
-                                         std::string_view tag, const std::source_location& where) {
+                                         std::string_view tag, const SourceLocation& where) {
   TensorImpl* impl = new_block();
   try {
     impl->tag.assign(tag);

@@ -11,7 +11,6 @@
 #include <functional>
 #include <memory>
 #include <mutex>
-#include <source_location>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -20,6 +19,7 @@
 #include <gpulife/memory/device_memory_resource.hpp>
 #include <gpulife/memory/pinned_staging_pool.hpp>
 #include <gpulife/runtime/device.hpp>
+#include <gpulife/source_location.hpp>
 #include <gpulife/tensor/detail/tensor_impl.hpp>
 #include <gpulife/tensor/device_tensor.hpp>
 #include <gpulife/tensor/finalizer.hpp>
@@ -74,7 +74,7 @@ enum class LifetimeEvent : std::uint8_t {
 class TensorObserver {
  public:
   virtual ~TensorObserver() = default;
-  virtual void on_create(TensorImpl& impl, const std::source_location& where) noexcept = 0;
+  virtual void on_create(TensorImpl& impl, const SourceLocation& where) noexcept = 0;
   virtual void on_release(TensorImpl& impl) noexcept = 0;
   /// `tensor_id` is 0 where no tensor is involved (an out-of-memory before creation).
   virtual void on_event(LifetimeEvent event, std::uint64_t tensor_id, std::size_t bytes,
@@ -129,11 +129,11 @@ class TensorArena {
 
   /// A new root tensor with fresh memory on `stream`.
   TensorImpl* create(const Shape& shape, DType dtype, StreamImpl& stream, std::string_view tag,
-                     const std::source_location& where);
+                     const SourceLocation& where);
   /// A new root tensor over memory someone else owns; `on_release` gives it back.
   TensorImpl* create_external(void* data, std::size_t bytes, const Shape& shape,
                               const Shape& strides, DType dtype, StreamImpl& stream,
-                              std::string_view tag, const std::source_location& where);
+                              std::string_view tag, const SourceLocation& where);
   /// A new view held by `parent` (which gains a strong reference): the memory's owner, or an
   /// anchor view (see `view_parent`).
   TensorImpl* create_view(TensorImpl& parent, void* data, std::size_t bytes, const Shape& shape,

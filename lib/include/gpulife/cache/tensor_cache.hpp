@@ -9,7 +9,6 @@
 #include <functional>
 #include <memory>
 #include <optional>
-#include <source_location>
 #include <span>
 #include <string>
 #include <string_view>
@@ -17,6 +16,7 @@
 #include <gpulife/cache/digest.hpp>
 #include <gpulife/cache/host_buffer.hpp>
 #include <gpulife/runtime/stream_view.hpp>
+#include <gpulife/source_location.hpp>
 #include <gpulife/tensor/device_tensor.hpp>
 #include <gpulife/tensor/dtype.hpp>
 #include <gpulife/tensor/shape.hpp>
@@ -186,12 +186,12 @@ class TensorCache {
   [[nodiscard]] DeviceTensor upload(std::span<const std::byte> host, const Shape& shape,
                                     DType dtype, StreamView stream = {},
                                     CacheUploadOptions options = {},
-                                    std::source_location where = std::source_location::current());
+                                    SourceLocation where = SourceLocation::current());
   /// @brief Typed `upload`: the dtype is `T`'s.
   template <TensorElement T>
   [[nodiscard]] DeviceTensor upload(std::span<const T> host, const Shape& shape,
                                     StreamView stream = {}, CacheUploadOptions options = {},
-                                    std::source_location where = std::source_location::current()) {
+                                    SourceLocation where = SourceLocation::current()) {
     return upload(std::as_bytes(host), shape, dtype_of_v<T>, stream, options, where);
   }
   /// @brief `upload` of an immutable buffer: its digest is taken once (`HostBuffer`), so
@@ -199,7 +199,7 @@ class TensorCache {
   /// @throws as `upload`
   [[nodiscard]] DeviceTensor upload(const HostBuffer& host, const Shape& shape, DType dtype,
                                     StreamView stream = {}, CacheUploadOptions options = {},
-                                    std::source_location where = std::source_location::current());
+                                    SourceLocation where = SourceLocation::current());
   /// @brief `upload` under a caller-supplied key (`CacheKey::content` of a digest computed
   /// earlier, or `CacheKey::name`): nothing is hashed, the fastest path.
   /// @throws as `upload`, and std::invalid_argument if `key` is a content key of another dtype
@@ -207,7 +207,7 @@ class TensorCache {
   [[nodiscard]] DeviceTensor upload(const CacheKey& key, std::span<const std::byte> host,
                                     const Shape& shape, DType dtype, StreamView stream = {},
                                     CacheUploadOptions options = {},
-                                    std::source_location where = std::source_location::current());
+                                    SourceLocation where = SourceLocation::current());
 
   /// @brief One live instance per key while it is used (the weak-singleton pattern): returns the
   /// entry's tensor, or calls `factory` once, shares what it returns and records an event on its
