@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstring>
 #include <numeric>
+#include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -324,6 +325,56 @@ TEST_F(FaultySimStreamTest, InjectedFaultsThrowCudaLikeErrorsAndHaveNoEffect) {
   stream.view().copy(host.data(), buffer, n, CopyKind::device_to_host);  // call 4
   EXPECT_EQ(host, std::vector<unsigned char>(n, 2));
   device_.impl().deallocate(buffer, n);
+}
+
+TEST_F(FaultySimStreamTest, FaultsCanBeSwitchedOffAndChangedAtRunTime) {
+  constexpr std::size_t n = 64;
+  void* buffer = device_.impl().allocate(n);
+  Stream stream(device_);
+  EXPECT_TRUE(device_.faults_enabled());
+  device_.set_faults_enabled(false);
+  for (int i = 0; i < 10; ++i) stream.view().memset(buffer, i, n);  // none fails
+  EXPECT_EQ(device_.injected_faults(), 0U);
+  device_.set_faults_enabled(true);
+  stream.view().memset(buffer, 1, n);  // the count went on: call 1, 2
+  stream.view().memset(buffer, 1, n);
+  EXPECT_THROW(stream.view().memset(buffer, 1, n), CudaError);  // call 3
+  EXPECT_EQ(device_.injected_faults(), 1U);
+
+  // New faults: stream operations only, every second call; the count restarts.
+  device_.set_faults({.every_nth = 2,
+                      .copies = false,
+                      .memsets = false,
+                      .kernels = false,
+                      .stream_operations = true});
+  stream.view().memset(buffer, 1, n);  // not eligible
+  Event event(device_);
+  stream.view().record(event);  // call 1
+  try {
+    stream.view().wait(event);  // call 2
+    FAIL() << "expected an injected fault";
+  } catch (const CudaError& e) {
+    EXPECT_EQ(e.call(), "cudaStreamWaitEvent");
+    EXPECT_NE(std::string(e.what()).find("fault injected"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(device_.injected_faults(), 2U);
+  EXPECT_THROW(device_.set_faults({.probability = 1.5}), std::invalid_argument);
+  device_.set_faults({});
+  stream.synchronize();
+  device_.impl().deallocate(buffer, n);
+}
+
+TEST(SimFaults, AllocationFaultsAreOutOfMemoryWithTheRequestedSize) {
+  Device device = Device::sim({.faults = {.every_nth = 1, .allocations = true}});
+  try {
+    (void)device.impl().allocate(3000);
+    FAIL() << "expected an injected fault";
+  } catch (const OutOfMemoryError& e) {
+    EXPECT_EQ(e.requested_bytes(), 3000U);
+    EXPECT_NE(std::string(e.what()).find("fault injected"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(device.memory_info().free_bytes, device.memory_info().total_bytes);
+  EXPECT_THROW((void)Device::sim({.faults = {.probability = -1.0}}), std::invalid_argument);
 }
 
 }  // namespace

@@ -139,6 +139,10 @@ detail::DeviceImpl& Device::impl() const {
 
 Device Device::sim(SimOptions options) {
   if (options.capacity_bytes == 0) throw std::invalid_argument("capacity_bytes: must be > 0");
+  if (!(options.faults.probability >= 0.0 && options.faults.probability <= 1.0)) {
+    throw std::invalid_argument(
+        "faults.probability: " + std::to_string(options.faults.probability) + " is outside [0, 1]");
+  }
   if (!options.delay) {
     if (const char* seed = std::getenv("GPULIFE_SIM_DELAY"); seed != nullptr && *seed != '\0') {
       options.delay = true;

@@ -18,6 +18,7 @@
 #include <random>
 #include <shared_mutex>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <utility>
@@ -225,7 +226,17 @@ class SimDevice final : public DeviceImpl {
   bool check(const void* ptr, std::size_t bytes, std::string_view operation,
              std::uint64_t stream_id) noexcept;
   bool is_pinned(const void* ptr, std::size_t bytes) override;
-  void maybe_fail(FaultSite site, const char* call, std::string_view doing);
+  /// Throws the injected fault if `faults_` chooses this call; `bytes` is an allocation's size.
+  void maybe_fail(FaultSite site, const char* call, std::string_view doing, std::size_t bytes = 0);
+
+  void set_faults(const SimFaults& faults) override;
+  void set_faults_enabled(bool enabled) noexcept override;
+  bool faults_enabled() const noexcept override {
+    return faults_enabled_.load(std::memory_order_acquire);
+  }
+  std::uint64_t injected_faults() const noexcept override {
+    return faults_injected_.load(std::memory_order_acquire);
+  }
 
  private:
   struct Block {
@@ -268,9 +279,15 @@ class SimDevice final : public DeviceImpl {
   std::vector<SimViolation> violations_;
   std::atomic<std::size_t> violation_count_{0};
 
+  // Faults change at run time (set_faults, set_faults_enabled). `faults_armed_` is the fast path
+  // every API call reads: false unless some fault is configured and injection is enabled.
   std::mutex fault_mutex_;
-  std::mt19937_64 fault_rng_;
-  std::uint64_t fault_calls_ = 0;
+  SimFaults faults_;               // guarded by fault_mutex_
+  std::mt19937_64 fault_rng_;      // guarded by fault_mutex_
+  std::uint64_t fault_calls_ = 0;  // eligible calls since the faults were set; fault_mutex_
+  std::atomic<bool> faults_enabled_{true};
+  std::atomic<bool> faults_armed_{false};
+  std::atomic<std::uint64_t> faults_injected_{0};
 
   std::mutex pool_mutex_;
   std::vector<std::unique_ptr<SimStream>> streams_;
@@ -450,9 +467,8 @@ void SimStream::launch_host_kernel(std::string_view name, std::span<const Memory
 // ---- SimDevice ---------------------------------------------------------------------------------
 
 SimDevice::SimDevice(SimOptions options)
-    : options_(std::move(options)),
-      ordinal_(next_sim_ordinal.fetch_add(1)),
-      fault_rng_(options_.faults.seed) {
+    : options_(std::move(options)), ordinal_(next_sim_ordinal.fetch_add(1)) {
+  set_faults(options_.faults);
   default_stream_ = std::make_unique<SimStream>(*this, next_stream_id());
 }
 
@@ -519,7 +535,7 @@ SimDevice::AllocMap::iterator SimDevice::find_alloc(std::uintptr_t addr) {
 }
 
 void* SimDevice::reserve(std::size_t bytes, AllocState state, const char* call) {
-  maybe_fail(FaultSite::allocation, call, "allocating " + format_bytes(bytes));
+  maybe_fail(FaultSite::allocation, call, "allocating " + format_bytes(bytes), bytes);
   const std::size_t size = round_up(bytes);
   {
     std::unique_lock lock(memory_mutex_);
@@ -883,41 +899,68 @@ std::vector<SimViolation> SimDevice::take_violations() {
   return std::exchange(violations_, {});
 }
 
-void SimDevice::maybe_fail(FaultSite site, const char* call, std::string_view doing) {
-  const SimFaults& faults = options_.faults;
-  if (faults.probability <= 0.0 && faults.every_nth == 0) return;
-  bool eligible = false;
+void SimDevice::set_faults(const SimFaults& faults) {
+  if (!(faults.probability >= 0.0 && faults.probability <= 1.0)) {
+    throw std::invalid_argument("faults.probability: " + std::to_string(faults.probability) +
+                                " is outside [0, 1]");
+  }
+  std::scoped_lock lock(fault_mutex_);
+  faults_ = faults;
+  fault_rng_.seed(faults.seed);
+  fault_calls_ = 0;
+  faults_armed_.store(faults_enabled_.load(std::memory_order_acquire) &&
+                          (faults.probability > 0.0 || faults.every_nth != 0),
+                      std::memory_order_release);
+}
+
+void SimDevice::set_faults_enabled(bool enabled) noexcept {
+  std::scoped_lock lock(fault_mutex_);
+  faults_enabled_.store(enabled, std::memory_order_release);
+  faults_armed_.store(enabled && (faults_.probability > 0.0 || faults_.every_nth != 0),
+                      std::memory_order_release);
+}
+
+void SimDevice::maybe_fail(FaultSite site, const char* call, std::string_view doing,
+                           std::size_t bytes) {
+  // Relaxed is enough: a call racing with set_faults may see either setting, as a CUDA call
+  // racing with a change of the environment would.
+  if (!faults_armed_.load(std::memory_order_relaxed)) return;
   int code = 999;
   const char* error_name = "cudaErrorUnknown";
-  switch (site) {
-    case FaultSite::copy:
-      eligible = faults.copies;
-      code = 1;
-      error_name = "cudaErrorInvalidValue";
-      break;
-    case FaultSite::memset:
-      eligible = faults.memsets;
-      code = 1;
-      error_name = "cudaErrorInvalidValue";
-      break;
-    case FaultSite::kernel:
-      eligible = faults.kernels;
-      code = 719;
-      error_name = "cudaErrorLaunchFailure";
-      break;
-    case FaultSite::allocation:
-      eligible = faults.allocations;
-      code = 2;
-      error_name = "cudaErrorMemoryAllocation";
-      break;
-    case FaultSite::stream_operation:
-      eligible = faults.stream_operations;
-      break;
-  }
-  if (!eligible) return;
   bool fail = false;
   {
     std::scoped_lock lock(fault_mutex_);
+    if (!faults_armed_.load(std::memory_order_relaxed)) return;
+    const SimFaults& faults = faults_;
+    bool eligible = false;
+    switch (site) {
+      case FaultSite::copy:
+        eligible = faults.copies;
+        code = 1;
+        error_name = "cudaErrorInvalidValue";
+        break;
+      case FaultSite::memset:
+        eligible = faults.memsets;
+        code = 1;
+        error_name = "cudaErrorInvalidValue";
+        break;
+      case FaultSite::kernel:
+        // A launch error the launch itself reports, which leaves the context usable (unlike
+        // cudaErrorLaunchFailure, which is sticky on a real device).
+        eligible = faults.kernels;
+        code = 701;
+        error_name = "cudaErrorLaunchOutOfResources";
+        break;
+      case FaultSite::allocation:
+        eligible = faults.allocations;
+        code = 2;
+        error_name = "cudaErrorMemoryAllocation";
+        break;
+      case FaultSite::stream_operation:
+        eligible = faults.stream_operations;
+        break;
+    }
+    if (!eligible) return;
     ++fault_calls_;
     if (faults.every_nth != 0 && fault_calls_ % faults.every_nth == 0) fail = true;
     if (faults.probability > 0.0 &&
@@ -926,9 +969,10 @@ void SimDevice::maybe_fail(FaultSite site, const char* call, std::string_view do
     }
   }
   if (!fail) return;
+  faults_injected_.fetch_add(1, std::memory_order_acq_rel);
   const std::string what = std::string(doing) + " (fault injected by SimOptions::faults)";
   if (site == FaultSite::allocation) {
-    throw OutOfMemoryError("out of memory: " + std::string(call) + " failed while " + what, 0);
+    throw OutOfMemoryError("out of memory: " + std::string(call) + " failed while " + what, bytes);
   }
   throw_cuda_error(code, error_name, call, what);
 }

@@ -41,7 +41,8 @@ class Device {
   ///
   /// If `options.delay` is false and the environment variable GPULIFE_SIM_DELAY holds a seed,
   /// the delay is turned on with that seed, so that a whole test run can be repeated with it.
-  /// @throws std::invalid_argument if `options.capacity_bytes` is zero
+  /// @throws std::invalid_argument if `options.capacity_bytes` is zero or
+  ///         `options.faults.probability` is outside [0, 1]
   [[nodiscard]] static Device sim(SimOptions options = {});
   /// @brief The CUDA device `ordinal`.
   /// @throws CudaError if CUDA is not available or the ordinal is out of range
@@ -94,6 +95,27 @@ class Device {
   /// @return how many violations the simulated device has seen in all (0 on CUDA)
   [[nodiscard]] std::size_t violation_count() const noexcept {
     return impl_ ? impl_->violation_count() : 0;
+  }
+
+  /// @brief Replaces the faults the simulated device injects (`SimOptions::faults`): the draws
+  /// restart from `faults.seed` and `every_nth` counts from the call after this one. Does
+  /// nothing on CUDA.
+  /// @throws std::invalid_argument if `faults.probability` is outside [0, 1], or if empty
+  void set_faults(const SimFaults& faults) const { impl().set_faults(faults); }
+  /// @brief Turns fault injection on or off, keeping the faults chosen (on by default): a test
+  /// turns it off around the steps that verify what the faults left behind.
+  ///
+  /// Takes effect for API calls that start after it returns. Does nothing on CUDA or if empty.
+  void set_faults_enabled(bool enabled) const noexcept {
+    if (impl_) impl_->set_faults_enabled(enabled);
+  }
+  /// @return true while the simulated device injects its faults (false on CUDA)
+  [[nodiscard]] bool faults_enabled() const noexcept {
+    return impl_ ? impl_->faults_enabled() : false;
+  }
+  /// @return how many faults the simulated device has injected so far (0 on CUDA)
+  [[nodiscard]] std::uint64_t injected_faults() const noexcept {
+    return impl_ ? impl_->injected_faults() : 0;
   }
 
   /// @return the backend device

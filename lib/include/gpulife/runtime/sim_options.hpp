@@ -32,18 +32,23 @@ struct SimViolation {
   [[nodiscard]] std::string message() const;
 };
 
-/// @brief Faults the simulated device injects into its API calls (issue: reliability).
+/// @brief Faults the simulated device injects into its API calls.
 ///
-/// A chosen call fails synchronously with a CUDA-like `CudaError`, before it has any effect.
+/// A chosen call fails synchronously, before it has any effect: with a CUDA-like `CudaError`
+/// whose message says "fault injected", or, for allocations, with `OutOfMemoryError`. Calls that
+/// cannot fail in CUDA's API as gpulife uses it (stream-ordered frees, synchronisation, queries)
+/// never do. Set at creation (`SimOptions::faults`) or at run time (`Device::set_faults`,
+/// `Device::set_faults_enabled`); `Device::injected_faults` counts them.
 struct SimFaults {
   std::uint64_t seed = 1;           ///< seeds the probability draws
-  double probability = 0.0;         ///< chance that an eligible call fails
+  double probability = 0.0;         ///< chance in [0, 1] that an eligible call fails
   std::uint64_t every_nth = 0;      ///< when non-zero, every nth eligible call fails
-  bool copies = true;               ///< copies may fail (cudaErrorInvalidValue-like)
-  bool memsets = true;              ///< memsets may fail
-  bool kernels = true;              ///< kernel launches may fail (cudaErrorLaunchFailure-like)
-  bool allocations = false;         ///< device allocations may fail (cudaErrorMemoryAllocation)
+  bool copies = true;               ///< copies may fail (cudaErrorInvalidValue)
+  bool memsets = true;              ///< memsets may fail (cudaErrorInvalidValue)
+  bool kernels = true;              ///< kernel launches may fail (cudaErrorLaunchOutOfResources)
+  bool allocations = false;         ///< device allocations may fail (`OutOfMemoryError`)
   bool stream_operations = false;   ///< event record/wait and host callbacks may fail
+                                    ///< (cudaErrorUnknown)
 };
 
 /// @brief Options of a simulated device.

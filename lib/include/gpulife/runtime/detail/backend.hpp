@@ -146,6 +146,13 @@ class DeviceImpl {
   /// Violations recorded so far, cleared by the call. Always empty on CUDA.
   virtual std::vector<SimViolation> take_violations() { return {}; }
   virtual std::size_t violation_count() const noexcept { return 0; }
+  /// Replaces the injected faults (the sim's `SimOptions::faults`); CUDA injects none.
+  virtual void set_faults(const SimFaults& faults) { (void)faults; }
+  /// Turns injection on or off without changing the faults chosen.
+  virtual void set_faults_enabled(bool enabled) noexcept { (void)enabled; }
+  virtual bool faults_enabled() const noexcept { return false; }
+  /// Faults injected so far.
+  virtual std::uint64_t injected_faults() const noexcept { return 0; }
 };
 
 }  // namespace detail
