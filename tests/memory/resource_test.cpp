@@ -15,6 +15,7 @@
 #include <gpulife/errors.hpp>
 #include <gpulife/memory/async_resource.hpp>
 #include <gpulife/memory/direct_resource.hpp>
+#include <gpulife/memory/fault_adaptor.hpp>
 #include <gpulife/memory/pool_resource.hpp>
 
 #include "support/sim_test.hpp"
@@ -38,6 +39,21 @@ std::vector<ResourceKind> resource_kinds() {
       {"pool_over_direct",
        [](const Device& d) {
          return std::make_shared<PoolResource>(std::make_shared<DirectResource>(d));
+       }},
+      // Faults chosen but switched off: the adaptor must then be a transparent pass-through.
+      {"fault_over_async",
+       [](const Device& d) {
+         auto adaptor = std::make_shared<FaultAdaptor>(std::make_shared<AsyncResource>(d),
+                                                       FaultOptions{.every_nth = 2});
+         adaptor->set_enabled(false);
+         return adaptor;
+       }},
+      {"pool_over_fault_over_direct",
+       [](const Device& d) {
+         auto adaptor = std::make_shared<FaultAdaptor>(std::make_shared<DirectResource>(d),
+                                                       FaultOptions{.probability = 0.5});
+         adaptor->set_enabled(false);
+         return std::make_shared<PoolResource>(adaptor);
        }},
   };
 }

@@ -11,6 +11,7 @@
 #include <gpulife/memory/async_resource.hpp>
 #include <gpulife/memory/device_memory_resource.hpp>
 #include <gpulife/memory/direct_resource.hpp>
+#include <gpulife/memory/fault_adaptor.hpp>
 #include <gpulife/memory/memory_pressure.hpp>
 #include <gpulife/memory/pool_resource.hpp>
 #include <gpulife/runtime/device.hpp>
@@ -18,6 +19,7 @@
 #include <gpulife/runtime/launch.hpp>
 #include <gpulife/runtime/stream.hpp>
 #include <gpulife/runtime/stream_view.hpp>
+#include <gpulife/source_location.hpp>
 #include <gpulife/tensor/device_tensor.hpp>
 #include <gpulife/tensor/dtype.hpp>
 #include <gpulife/tensor/finalizer.hpp>
