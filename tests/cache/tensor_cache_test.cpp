@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <barrier>
+#include <chrono>
 #include <numeric>
 #include <random>
 #include <string>
@@ -207,6 +208,34 @@ TEST_F(TensorCacheTest, PinnedHostBufferStaysAliveUntilItsCopyRan) {
   }  // our handle is gone; the queued copy still reads the buffer
   gate.open();
   EXPECT_EQ(t.to_host<float>(stream), host);
+}
+
+TEST_F(TensorCacheTest, PinnedBufferUploadWhoseKeepAliveCannotBeQueuedWaitsForItsCopy) {
+  const auto host = pattern(4096, 8);
+  Stream stream(device_);
+  Gate gate;
+  gate.block(stream);
+  // From here every second stream operation fails: the upload's readiness event goes through,
+  // the host callback that keeps the buffer alive until the copy ran does not. The upload
+  // itself succeeded, so the call must too: it waits for the copy on the host instead.
+  device_.set_faults({.every_nth = 2,
+                      .copies = false,
+                      .memsets = false,
+                      .kernels = false,
+                      .stream_operations = true});
+  std::jthread opener([&gate] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    gate.open();
+  });
+  DeviceTensor t;
+  {
+    const HostBuffer pinned = HostBuffer::copy_pinned(device_, std::as_bytes(std::span(host)));
+    t = cache().upload(pinned, {4096}, DType::f32, stream, {.retention = Retention::pinned});
+  }  // the buffer is gone: the copy must have read it already
+  device_.set_faults({});
+  EXPECT_EQ(device_.injected_faults(), 1U);
+  EXPECT_EQ(t.to_host<float>(stream), host);
+  EXPECT_EQ(cache().statistics().pinned_entries, 1U);
 }
 
 TEST_F(TensorCacheTest, GetOrCreateGivesOneLiveInstancePerKey) {

@@ -472,7 +472,13 @@ DeviceTensor TensorCache::upload(const HostBuffer& host, const Shape& shape, DTy
                                stream, options, where);
   if (host.memory() == HostMemory::pinned) {
     // A copy from pinned memory reads it when it executes: keep the buffer alive until then.
-    tensor.stream().host_callback([keep = host] { (void)keep; });
+    try {
+      tensor.stream().host_callback([keep = host] { (void)keep; });
+    } catch (...) {
+      // The upload succeeded; only the keep-alive could not be queued. Without it the only safe
+      // order left is the host's: once the stream has run, the copy has read the buffer.
+      tensor.stream().synchronize();
+    }
   }
   return tensor;
 }

@@ -195,7 +195,9 @@ class TensorCache {
     return upload(std::as_bytes(host), shape, dtype_of_v<T>, stream, options, where);
   }
   /// @brief `upload` of an immutable buffer: its digest is taken once (`HostBuffer`), so
-  /// repeated uploads of it hash nothing. From pinned memory the copy is truly asynchronous.
+  /// repeated uploads of it hash nothing. From pinned memory the copy is truly asynchronous: the
+  /// stream keeps the buffer alive until it has run (should that fail to queue, the call waits
+  /// for the copy instead).
   /// @throws as `upload`
   [[nodiscard]] DeviceTensor upload(const HostBuffer& host, const Shape& shape, DType dtype,
                                     StreamView stream = {}, CacheUploadOptions options = {},
