@@ -238,6 +238,51 @@ TEST_F(TensorCacheTest, PinnedBufferUploadWhoseKeepAliveCannotBeQueuedWaitsForIt
   EXPECT_EQ(cache().statistics().pinned_entries, 1U);
 }
 
+SimFaults stream_operation_faults(std::uint64_t every_nth) {
+  return {.every_nth = every_nth,
+          .copies = false,
+          .memsets = false,
+          .kernels = false,
+          .stream_operations = true};
+}
+
+TEST_F(TensorCacheTest, AHitThatFailsLeavesTheRetentionAsItWas) {
+  const auto host = pattern(1024, 9);
+  Stream home(device_);
+  Stream other(device_);
+  DeviceTensor first = cache().upload(std::span<const float>(host), {1024}, home);
+  // A pinned hit on another stream: the wait for the upload fails, so the call fails.
+  device_.set_faults(stream_operation_faults(1));
+  EXPECT_THROW((void)cache().upload(std::span<const float>(host), {1024}, other,
+                                    {.retention = Retention::pinned}),
+               CudaError);
+  device_.set_faults({});
+  EXPECT_EQ(cache().statistics().pinned_entries, 0U) << "a failed call pinned the entry";
+  first.reset();  // the last user of a weak entry
+  EXPECT_EQ(cache().statistics().live_entries, 0U);
+  EXPECT_EQ(ctx().statistics().live_tensors, 0U);
+}
+
+TEST_F(TensorCacheTest, ALoadWhoseRequesterCannotWaitForItLeavesNoEntry) {
+  Stream home(device_);
+  Stream other(device_);
+  // The factory's tensor lives on `home`; the requester asks on `other`. The readiness event is
+  // recorded (call 1), the requester's wait for it fails (call 2).
+  device_.set_faults(stream_operation_faults(2));
+  EXPECT_THROW((void)cache().get_or_create(
+                   CacheKey::name("scratch"),
+                   [&] { return ctx().empty({256}, DType::f32, home); }, other,
+                   {.retention = Retention::pinned}),
+               CudaError);
+  device_.set_faults({});
+  EXPECT_EQ(device_.injected_faults(), 1U);
+  const CacheStatistics stats = cache().statistics();
+  EXPECT_EQ(stats.live_entries, 0U) << "a failed call left an entry";
+  EXPECT_EQ(stats.pinned_entries, 0U);
+  EXPECT_EQ(ctx().statistics().live_tensors, 0U);
+  EXPECT_FALSE(cache().find(CacheKey::name("scratch")));
+}
+
 TEST_F(TensorCacheTest, GetOrCreateGivesOneLiveInstancePerKey) {
   int calls = 0;
   auto factory = [&] {

@@ -334,11 +334,6 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
           } else if ((view = take_locked(it->second))) {
             entry = it->second;
             check_layout(*entry, request);
-            if (stronger(request.retention, entry->retention)) {
-              if (!entry->root) entry->root = owner_of(view);
-              entry->retention = request.retention;
-              leave_warm_tier(*entry);
-            }
             ++shard.hits;
             shard.bytes_deduplicated += entry->bytes;
             break;
@@ -358,8 +353,24 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
     if (!view) return load(shard, entry, request);
     // A hit. The entry stays valid while we hold `view`; the rest needs no lock.
     make_ready(*entry, view, request.stream);
+    // Only a call that succeeds changes the entry's retention: one that failed above must not
+    // leave it pinned or warm.
+    if (request.retention != Retention::weak) upgrade(shard, entry, view, request.retention);
     notify(detail::LifetimeEvent::cache_hit, view.id(), entry->bytes, entry->tag);
     return view;
+  }
+
+  /// Raises the retention of `entry`, whose tensor `view` the caller holds, if it is still in
+  /// the cache (an entry erased meanwhile stays erased).
+  void upgrade(Shard& shard, const std::shared_ptr<Entry>& entry, const DeviceTensor& view,
+               Retention retention) {
+    std::scoped_lock lock(shard.mutex);
+    auto it = shard.entries.find(entry->key);
+    if (it == shard.entries.end() || it->second != entry) return;
+    if (!stronger(retention, entry->retention)) return;
+    if (!entry->root) entry->root = owner_of(view);
+    entry->retention = retention;
+    leave_warm_tier(*entry);
   }
 
   /// A name key's entry must hold what the caller uploads under the name. Shard lock held.
@@ -381,6 +392,11 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
       loaded = request.load();
       ready = Event(arena.device());
       loaded.stream().record(ready);
+      // The requester's stream waits for the load before the entry is published, so that a
+      // failure here fails the load and leaves no entry behind.
+      if (request.stream.impl() != detail::TensorAccess::impl(loaded)->stream) {
+        request.stream.wait(ready);
+      }
     } catch (...) {
       {
         std::scoped_lock lock(shard.mutex);
@@ -409,7 +425,7 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
       if (request.counts_upload) shard.bytes_uploaded += entry->bytes;
     }
     loading->finish(nullptr);
-    make_ready(*entry, view, request.stream);
+    if (request.stream.impl() != entry->home) view.record_stream(request.stream);
     notify(detail::LifetimeEvent::cache_miss, view.id(), entry->bytes, entry->tag);
     return view;
   }
