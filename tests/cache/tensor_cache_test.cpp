@@ -283,6 +283,26 @@ TEST_F(TensorCacheTest, ALoadWhoseRequesterCannotWaitForItLeavesNoEntry) {
   EXPECT_FALSE(cache().find(CacheKey::name("scratch")));
 }
 
+TEST_F(TensorCacheTest, AViewOfAViewKeepsAWeakEntryAlive) {
+  const auto host = pattern(1024, 10);
+  DeviceTensor t = cache().upload(std::span<const float>(host), {32, 32});
+  DeviceTensor row = t.slice(0, 4, 8);           // a view of the cache's tensor
+  DeviceTensor flat = row.view({4 * 32});         // a view of that view
+  DeviceTensor part = flat.slice(0, 0, 16);       // and one more
+  t.reset();
+  row.reset();
+  flat.reset();
+  // `part` still uses the entry's memory: the entry lives, and the same content is a hit.
+  EXPECT_EQ(cache().statistics().live_entries, 1U);
+  DeviceTensor again = cache().upload(std::span<const float>(host), {32, 32});
+  EXPECT_EQ(cache().statistics().hits, 1U) << "the entry died while a view used its memory";
+  EXPECT_EQ(static_cast<const std::byte*>(again.data()) + 4 * 32 * sizeof(float),
+            static_cast<const std::byte*>(part.data()));
+  again.reset();
+  part.reset();
+  EXPECT_EQ(cache().statistics().live_entries, 0U);
+}
+
 TEST_F(TensorCacheTest, GetOrCreateGivesOneLiveInstancePerKey) {
   int calls = 0;
   auto factory = [&] {

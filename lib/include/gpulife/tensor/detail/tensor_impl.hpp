@@ -73,10 +73,12 @@ inline TensorImpl& memory_owner(TensorImpl& impl) noexcept {
   return *owner;
 }
 
-/// What a new view of `impl` holds on to: the memory's owner, or `impl` itself if it is an
-/// anchor (a tensor the cache hands out, whose life is what keeps a weak entry alive).
+/// What a new view of `impl` holds on to: the nearest anchor at or above `impl` (a tensor the
+/// cache hands out, whose life is what keeps a weak entry alive), else the memory's owner. A
+/// view's base is always its memory's owner or an anchor (views are only made over those), so
+/// that is `impl` itself or its base: a view of a view of a cache tensor holds the cache tensor.
 inline TensorImpl& view_parent(TensorImpl& impl) noexcept {
-  return impl.anchor ? impl : memory_owner(impl);
+  return impl.anchor || impl.base == nullptr ? impl : *impl.base;
 }
 
 /// The tensor died: release its memory and run its callbacks. Out of line: the cold path.
