@@ -517,6 +517,7 @@ struct Workload::State {
   void exclusive(Choices& choices);
   void check();
   void verify_bytes(const Held& held, const char* when);
+  void release_all();
   void finish();
 };
 
@@ -658,7 +659,12 @@ void Workload::State::operation(Actor& actor, Choices& choices) {
       break;
     }
     case Op::share: {
-      if (auto i = pick_held()) {
+      bool room = false;
+      {
+        std::scoped_lock lock(exchange_mutex);
+        room = exchange.size() < config.max_held;
+      }
+      if (auto i = pick_held(); i && room) {
         Held out = take_out(held, *i);
         {
           std::scoped_lock lock(model_mutex);
@@ -1265,9 +1271,7 @@ void Workload::State::check() {
   }
 }
 
-void Workload::State::finish() {
-  faults_wanted = false;
-  set_faults(false);
+void Workload::State::release_all() {
   // Everything the actors, the exchange and the ballast hold goes; the weak references after
   // (their expiry callbacks run as the tensors die, and are not cancelled first).
   for (Actor& actor : actors) {
@@ -1293,6 +1297,12 @@ void Workload::State::finish() {
   }
   for (Actor& actor : actors) actor.weaks.clear();
   check();
+}
+
+void Workload::State::finish() {
+  faults_wanted = false;
+  set_faults(false);
+  release_all();
 
   // A few tensors outlive the context: their finalizers run at shutdown (once, unless atexit is
   // off), the cache's entries go, and their memory is released when they drop afterwards.
@@ -1398,6 +1408,7 @@ Workload::Workload(Config config) : state_(std::make_unique<State>(std::move(con
   context_options.digest_threads = 1;
   context_options.staging = {.buffer_bytes = 2048, .buffers = 2};
   context_options.staging_min_bytes = kStagingMin;
+  if (s.config.context_options) s.config.context_options(context_options);
   s.ctx.emplace(std::move(context_options));
   for (std::size_t i = 0; i < s.config.streams; ++i) s.streams.emplace_back(s.device);
   s.ballast = std::make_shared<State::Ballast>(s);
@@ -1479,6 +1490,8 @@ void Workload::drive(Choices& choices, std::size_t max_operations) {
 }
 
 void Workload::check() { state_->check(); }
+
+void Workload::release_all() { state_->release_all(); }
 
 void Workload::finish() { state_->finish(); }
 

@@ -15,20 +15,17 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <random>
 #include <span>
 #include <stdexcept>
 #include <string>
 
+#include <gpulife/context.hpp>
 #include <gpulife/memory/fault_adaptor.hpp>
+#include <gpulife/memory/pool_resource.hpp>
 #include <gpulife/runtime/sim_options.hpp>
-
-namespace gpulife {
-class Context;
-class Device;
-class PoolResource;
-}  // namespace gpulife
 
 namespace gpulife::workload {
 
@@ -86,6 +83,9 @@ struct Config {
   std::size_t max_held = 24;                          ///< handles one actor holds at most
   bool sim_delay = false;       ///< random delays on the device's streams (slower; finds races)
   bool verify_contents = true;  ///< `check` compares every held tensor's bytes with the model
+  /// Adjusts the context's options before it is made (the workload sets device, resource,
+  /// cache, staging and error handler first): debug options, for instance.
+  std::function<void(ContextOptions&)> context_options{};
 };
 
 /// What the workload has done so far.
@@ -142,8 +142,13 @@ class Workload {
   /// Synchronises the device with faults off and checks every invariant.
   /// @throws InvariantViolation naming the first that failed
   void check();
-  /// Drops everything, shuts the context down with a few tensors still alive (their finalizers
-  /// run at shutdown, once), drops those, and checks that every byte went back to the device.
+  /// Drops every handle and weak reference the actors, the exchange and the pressure listener
+  /// hold, then checks: what stays alive is what the cache retains (warm and pinned entries).
+  /// @throws InvariantViolation
+  void release_all();
+  /// `release_all`, then shuts the context down with a few tensors still alive (their
+  /// finalizers run at shutdown, once), drops those, and checks that every byte went back to
+  /// the device.
   /// @throws InvariantViolation
   void finish();
 
