@@ -303,6 +303,20 @@ TEST_F(TensorCacheTest, AViewOfAViewKeepsAWeakEntryAlive) {
   EXPECT_EQ(cache().statistics().live_entries, 0U);
 }
 
+TEST_F(TensorCacheTest, ANameOfAnotherLayoutLeavesAnIdleEntryAsItWas) {
+  const auto host = pattern(64, 11);
+  const CacheKey key = CacheKey::name("idle");
+  (void)cache().upload(key, std::as_bytes(std::span(host)), {64}, DType::f32,
+                       {}, {.retention = Retention::warm});  // idle in the warm tier
+  const std::uint64_t created = ctx().statistics().tensors_created;
+  EXPECT_THROW((void)cache().upload(key, std::as_bytes(std::span(host)), {8, 8}, DType::f32),
+               std::invalid_argument);
+  EXPECT_EQ(ctx().statistics().tensors_created, created) << "the refused call made a tensor";
+  const CacheStatistics stats = cache().statistics();
+  EXPECT_EQ(stats.hits, 0U);
+  EXPECT_EQ(stats.warm_entries, 1U);
+}
+
 TEST_F(TensorCacheTest, GetOrCreateGivesOneLiveInstancePerKey) {
   int calls = 0;
   auto factory = [&] {

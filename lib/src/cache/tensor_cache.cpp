@@ -331,9 +331,9 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
         if (it != shard.entries.end()) {
           if (it->second->loading) {
             in_flight = it->second->loading;
-          } else if ((view = take_locked(it->second))) {
+          } else if (check_layout_if_alive(*it->second, request);
+                     (view = take_locked(it->second))) {
             entry = it->second;
-            check_layout(*entry, request);
             ++shard.hits;
             shard.bytes_deduplicated += entry->bytes;
             break;
@@ -371,6 +371,13 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
     if (!entry->root) entry->root = owner_of(view);
     entry->retention = retention;
     leave_warm_tier(*entry);
+  }
+
+  /// `check_layout` for an entry that is alive, before `take_locked` may make it a tensor: a
+  /// refused call must leave an idle entry as it was (no new tensor, its place in the warm
+  /// tier kept). A dying entry is replaced whatever its layout. Shard lock held.
+  static void check_layout_if_alive(const Entry& entry, const Request& request) {
+    if (entry.root || !entry.view.expired()) check_layout(entry, request);
   }
 
   /// A name key's entry must hold what the caller uploads under the name. Shard lock held.
