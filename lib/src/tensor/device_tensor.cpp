@@ -39,7 +39,7 @@ void DeviceTensor::throw_empty() {
 }
 
 void DeviceTensor::throw_dtype(DType wanted) const {
-  throw std::invalid_argument("data<T>(): " + name_of(*impl_) + " holds " +
+  throw std::invalid_argument("T: " + name_of(*impl_) + " holds " +
                               std::string(to_string(impl_->dtype)) + ", not " +
                               std::string(to_string(wanted)));
 }
@@ -62,7 +62,7 @@ TensorInfo DeviceTensor::info() const {
 DeviceTensor DeviceTensor::view(const Shape& new_shape) const {
   const detail::TensorImpl& impl = checked();
   if (!is_contiguous()) {
-    throw std::invalid_argument("view: " + name_of(impl) + " is not contiguous");
+    throw std::invalid_argument("tensor: " + name_of(impl) + " is not contiguous; view needs it");
   }
   if (new_shape.numel() != impl.shape.numel()) {
     throw std::invalid_argument("shape: " + new_shape.to_string() + " has " +
@@ -82,8 +82,9 @@ DeviceTensor DeviceTensor::slice(std::size_t dim, std::int64_t start, std::int64
                                 std::to_string(impl.shape.rank()) + " of " + name_of(impl));
   }
   if (start < 0 || stop < start || stop > impl.shape[dim]) {
-    throw std::invalid_argument("slice: [" + std::to_string(start) + ", " + std::to_string(stop) +
-                                ") is outside [0, " + std::to_string(impl.shape[dim]) +
+    throw std::invalid_argument(std::string(start < 0 ? "start" : "stop") + ": [" +
+                                std::to_string(start) + ", " + std::to_string(stop) +
+                                ") is not a range within [0, " + std::to_string(impl.shape[dim]) +
                                 ") of dimension " + std::to_string(dim) + " of " + name_of(impl));
   }
   Shape shape = impl.shape;
@@ -127,7 +128,8 @@ void DeviceTensor::download(std::span<std::byte> host, StreamView stream) const 
                                 name_of(impl) + " holds " + std::to_string(impl.bytes));
   }
   if (!is_contiguous()) {
-    throw std::invalid_argument("download: " + name_of(impl) + " is not contiguous");
+    throw std::invalid_argument("tensor: " + name_of(impl) +
+                                " is not contiguous; download needs it");
   }
   const StreamView on = stream.valid() ? stream : StreamView{impl.stream};
   if (&on.device() != &impl.arena->device().impl()) {
@@ -144,7 +146,7 @@ void DeviceTensor::upload(std::span<const std::byte> host, StreamView stream) co
                                 name_of(impl) + " holds " + std::to_string(impl.bytes));
   }
   if (!is_contiguous()) {
-    throw std::invalid_argument("upload: " + name_of(impl) + " is not contiguous");
+    throw std::invalid_argument("tensor: " + name_of(impl) + " is not contiguous; upload needs it");
   }
   const StreamView on = stream.valid() ? stream : StreamView{impl.stream};
   if (host.empty()) return;
