@@ -317,6 +317,32 @@ TEST_F(TensorCacheTest, ANameOfAnotherLayoutLeavesAnIdleEntryAsItWas) {
   EXPECT_EQ(stats.warm_entries, 1U);
 }
 
+TEST_F(TensorCacheTest, APinnedBufferUploadThatFailsAfterItsCopyWaitsForTheCopy) {
+  const auto host = pattern(4096, 12);
+  Stream stream(device_);
+  Gate gate;
+  gate.block(stream);
+  // Every stream operation fails from here: the copy is queued, recording its readiness fails,
+  // and the upload fails. The caller then frees the buffer: the queued copy must have read it.
+  device_.set_faults(stream_operation_faults(1));
+  std::jthread opener([&gate] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    gate.open();
+  });
+  {
+    const HostBuffer pinned = HostBuffer::copy_pinned(device_, std::as_bytes(std::span(host)));
+    EXPECT_THROW((void)cache().upload(pinned, {4096}, DType::f32, stream), CudaError);
+    EXPECT_TRUE(stream.view().query()) << "the call returned while its copy could still read the "
+                                          "buffer the caller frees now";
+  }
+  device_.set_faults({});
+  EXPECT_EQ(cache().statistics().live_entries, 0U);
+  // the pool could not record the free of the failed upload's memory either: contained
+  for (const std::string& error : take_errors()) {
+    EXPECT_NE(error.find("fault injected"), std::string::npos) << error;
+  }
+}
+
 TEST_F(TensorCacheTest, GetOrCreateGivesOneLiveInstancePerKey) {
   int calls = 0;
   auto factory = [&] {

@@ -489,10 +489,19 @@ DeviceTensor TensorCache::upload(const HostBuffer& host, const Shape& shape, DTy
                                  StreamView stream, CacheUploadOptions options,
                                  SourceLocation where) {
   check_upload(host.bytes(), shape, dtype);
+  const StreamView on = state_->resolve(stream);
   const Digest128 digest =
       state_->workers != nullptr ? host.digest(*state_->workers) : host.digest();
-  DeviceTensor tensor = upload(CacheKey::content(digest, dtype, shape), host.bytes(), shape, dtype,
-                               stream, options, where);
+  DeviceTensor tensor;
+  try {
+    tensor = upload(CacheKey::content(digest, dtype, shape), host.bytes(), shape, dtype, on,
+                    options, where);
+  } catch (...) {
+    // A load can fail after its copy was queued (recording its readiness, say): from pinned
+    // memory that copy still reads the buffer, which the caller may free once we throw.
+    if (host.memory() == HostMemory::pinned) on.synchronize();
+    throw;
+  }
   if (host.memory() == HostMemory::pinned) {
     // A copy from pinned memory reads it when it executes: keep the buffer alive until then.
     try {
