@@ -453,6 +453,11 @@ struct Workload::State {
       model->watch = WeakTensor(tensor);
     }
     ++model->holders;
+    if (trace) {
+      std::fprintf(stderr, "  holds tensor #%llu (%zu B at %zu of root #%llu%s)\n",
+                   static_cast<unsigned long long>(model->id), model->bytes, model->offset,
+                   static_cast<unsigned long long>(root->id), root->known ? "" : ", unknown bytes");
+    }
     into.push_back({std::move(tensor), model});
   }
 
@@ -535,7 +540,12 @@ void Workload::State::operation(Actor& actor, Choices& choices) {
   }
   auto pick_held = [&]() -> std::optional<std::size_t> {
     if (held.empty()) return std::nullopt;
-    return static_cast<std::size_t>(choices.below(held.size()));
+    const auto i = static_cast<std::size_t>(choices.below(held.size()));
+    if (trace) {
+      std::fprintf(stderr, "  on tensor #%llu\n",
+                   static_cast<unsigned long long>(held[i].model->id));
+    }
+    return i;
   };
 
   switch (full && op != Op::drop && op != Op::share ? Op::drop : op) {
@@ -879,6 +889,12 @@ void Workload::State::operation(Actor& actor, Choices& choices) {
       const DeviceTensor& dst = held[d].tensor;
       const std::size_t n = std::min(src.bytes(), dst.bytes());
       const StreamView other = pick_stream(choices);
+      if (trace) {
+        std::fprintf(stderr, "  from tensor #%llu to tensor #%llu on stream %llu\n",
+                     static_cast<unsigned long long>(held[s].model->id),
+                     static_cast<unsigned long long>(held[d].model->id),
+                     static_cast<unsigned long long>(other.id()));
+      }
       const bool stall = choices.chance(50);
       const bool drop_source = choices.chance(40);
       attempt({}, "cross-stream copy", [&] {
@@ -905,12 +921,14 @@ void Workload::State::operation(Actor& actor, Choices& choices) {
             to.root->known = false;
           }
         }
-        // Later work on dst's own stream waits for the copy on the device; the host does not,
-        // so either tensor may be dropped while the copy is still queued (record_stream's case).
+        // Later work on both tensors' own streams (reads of dst, writes of either) waits for
+        // the copy on the device; the host does not, so either tensor may be dropped while the
+        // copy is still queued (record_stream's case).
         try {
           Event copied(device);
           other.record(copied);
           dst.stream().wait(copied);
+          src.stream().wait(copied);
         } catch (...) {
           other.synchronize();  // the bytes are in place; the order is the host's
           throw;
@@ -1071,9 +1089,25 @@ void Workload::State::verify_bytes(const Held& held, const char* when) {
   const std::uint64_t actual =
       kernels::checksum(held.tensor.stream(), held.tensor.data(), held.tensor.bytes());
   if (actual != expected) {
+    // Say where and what: poison (0xDB) means freed memory, other bytes another writer.
+    std::vector<std::byte> back(m.bytes);
+    held.tensor.download(back);
+    std::size_t first = 0;
+    std::size_t last = 0;
+    std::size_t differ = 0;
+    for (std::size_t i = 0; i < m.bytes; ++i) {
+      if (back[i] != m.root->content[m.offset + i]) {
+        if (differ++ == 0) first = i;
+        last = i;
+      }
+    }
+    std::ostringstream detail;
+    detail << " (" << differ << " bytes differ in [" << first << ", " << last << "]: byte " << first
+           << " is 0x" << std::hex << static_cast<unsigned>(back[first]) << ", expected 0x"
+           << static_cast<unsigned>(m.root->content[m.offset + first]) << ")";
     fail(std::string(when) + ": tensor #" + std::to_string(m.id) + " (" + std::to_string(m.bytes) +
          " B at offset " + std::to_string(m.offset) + " of root #" + std::to_string(m.root->id) +
-         ") does not hold the bytes it should");
+         ") does not hold the bytes it should" + detail.str());
   }
 }
 
