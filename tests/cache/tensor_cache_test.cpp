@@ -269,10 +269,9 @@ TEST_F(TensorCacheTest, ALoadWhoseRequesterCannotWaitForItLeavesNoEntry) {
   // The factory's tensor lives on `home`; the requester asks on `other`. The readiness event is
   // recorded (call 1), the requester's wait for it fails (call 2).
   device_.set_faults(stream_operation_faults(2));
-  EXPECT_THROW((void)cache().get_or_create(
-                   CacheKey::name("scratch"),
-                   [&] { return ctx().empty({256}, DType::f32, home); }, other,
-                   {.retention = Retention::pinned}),
+  EXPECT_THROW((void)cache().get_or_create(CacheKey::name("scratch"),
+                                           [&] { return ctx().empty({256}, DType::f32, home); },
+                                           other, {.retention = Retention::pinned}),
                CudaError);
   device_.set_faults({});
   EXPECT_EQ(device_.injected_faults(), 1U);
@@ -286,9 +285,9 @@ TEST_F(TensorCacheTest, ALoadWhoseRequesterCannotWaitForItLeavesNoEntry) {
 TEST_F(TensorCacheTest, AViewOfAViewKeepsAWeakEntryAlive) {
   const auto host = pattern(1024, 10);
   DeviceTensor t = cache().upload(std::span<const float>(host), {32, 32});
-  DeviceTensor row = t.slice(0, 4, 8);           // a view of the cache's tensor
-  DeviceTensor flat = row.view({4 * 32});         // a view of that view
-  DeviceTensor part = flat.slice(0, 0, 16);       // and one more
+  DeviceTensor row = t.slice(0, 4, 8);       // a view of the cache's tensor
+  DeviceTensor flat = row.view({4 * 32});    // a view of that view
+  DeviceTensor part = flat.slice(0, 0, 16);  // and one more
   t.reset();
   row.reset();
   flat.reset();
@@ -306,8 +305,8 @@ TEST_F(TensorCacheTest, AViewOfAViewKeepsAWeakEntryAlive) {
 TEST_F(TensorCacheTest, ANameOfAnotherLayoutLeavesAnIdleEntryAsItWas) {
   const auto host = pattern(64, 11);
   const CacheKey key = CacheKey::name("idle");
-  (void)cache().upload(key, std::as_bytes(std::span(host)), {64}, DType::f32,
-                       {}, {.retention = Retention::warm});  // idle in the warm tier
+  (void)cache().upload(key, std::as_bytes(std::span(host)), {64}, DType::f32, {},
+                       {.retention = Retention::warm});  // idle in the warm tier
   const std::uint64_t created = ctx().statistics().tensors_created;
   EXPECT_THROW((void)cache().upload(key, std::as_bytes(std::span(host)), {8, 8}, DType::f32),
                std::invalid_argument);

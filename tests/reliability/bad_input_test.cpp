@@ -134,6 +134,8 @@ std::vector<BadInput> table() {
     {"StreamView::wait", "event", [](World& w) { Event event(w.other_ctx.device()); w.device.default_stream().wait(event); }},
     {"StreamView::synchronize", "stream", [](World&) { StreamView().synchronize(); }},
     {"Event::query", "event", [](World&) { (void)Event().query(); }},
+    {"StreamView::memset (moved-from Stream)", "stream", [](World& w) { Stream s(w.device); Stream t = std::move(s); s.view().memset(w.tensor.data(), 0, 4); }},  // NOLINT(bugprone-use-after-move)
+    {"Event::synchronize (moved-from Event)", "event", [](World& w) { Event e(w.device); Event f = std::move(e); e.synchronize(); }},  // NOLINT(bugprone-use-after-move)
     {"Device::name", "device", [](World&) { (void)Device().name(); }},
     {"Device::sim", "capacity_bytes", [](World&) { (void)Device::sim({.capacity_bytes = 0}); }},
     {"Device::sim", "faults.probability", [](World&) { (void)Device::sim({.faults = {.probability = -1}}); }},
