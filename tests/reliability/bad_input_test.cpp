@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <ostream>
 #include <span>
 #include <string>
 #include <vector>
@@ -59,6 +60,10 @@ struct BadInput {
   Call call;
   Expect expect = Expect::invalid_argument;
 };
+
+void PrintTo(const BadInput& row, std::ostream* out) {
+  *out << row.entry_point << ", bad " << row.argument;
+}
 
 const std::vector<std::byte> kSixteen(16);
 

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <iostream>
+#include <ostream>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -32,6 +33,10 @@ struct RunSpec {
   std::size_t actors;
   bool delay;
 };
+
+void PrintTo(const RunSpec& run, std::ostream* out) {
+  *out << "seed " << run.seed << ", " << run.actors << " threads" << (run.delay ? ", delays" : "");
+}
 
 class RandomisedWorkload : public ::testing::TestWithParam<RunSpec> {};
 
