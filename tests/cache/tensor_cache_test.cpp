@@ -342,6 +342,46 @@ TEST_F(TensorCacheTest, APinnedBufferUploadThatFailsAfterItsCopyWaitsForTheCopy)
   }
 }
 
+TEST_F(TensorCacheTest, EveryThreadWaitingForAFailedLoadGetsItsException) {
+  // One exception object, rethrown in two threads (std::exception_ptr); under ThreadSanitizer
+  // this needs tests/tsan.supp: the exception's reference count is in uninstrumented libstdc++.
+  std::atomic<bool> loading{false};
+  std::atomic<bool> waiter_loaded{false};
+  Gate fail;
+  std::string loader_message;
+  std::string waiter_message;
+  std::jthread loader([&] {
+    try {
+      (void)cache().get_or_create(CacheKey::name("shared"), [&]() -> DeviceTensor {
+        loading = true;
+        fail.wait();
+        throw CudaError(2, "cudaErrorMemoryAllocation", "factory", "making the entry");
+      });
+    } catch (const CudaError& e) {
+      loader_message = e.what();
+    }
+  });
+  while (!loading) std::this_thread::yield();
+  std::jthread waiter([&] {
+    try {
+      (void)cache().get_or_create(CacheKey::name("shared"), [&] {
+        waiter_loaded = true;  // it came after the failure: nothing to share
+        return ctx().empty({4}, DType::f32);
+      });
+    } catch (const CudaError& e) {
+      waiter_message = e.what();
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the waiter waits for the load
+  fail.open();
+  loader.join();
+  waiter.join();
+  EXPECT_NE(loader_message.find("making the entry"), std::string::npos) << loader_message;
+  if (!waiter_loaded) {
+    EXPECT_EQ(waiter_message, loader_message);
+  }
+}
+
 TEST_F(TensorCacheTest, GetOrCreateGivesOneLiveInstancePerKey) {
   int calls = 0;
   auto factory = [&] {
