@@ -16,7 +16,6 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -47,7 +46,10 @@ class CollectingReporter final : public benchmark::BenchmarkReporter {
       const bool single = run.run_type == Run::RT_Iteration && run.repetitions <= 1;
       if (median || single || run.error_occurred) {
         shown.push_back(run);
-        runs_[run.run_name.function_name + "/" + run.run_name.args] = run;
+        // A repetition that failed stays what the report shows for the benchmark.
+        auto [it, added] =
+            runs_.try_emplace(run.run_name.function_name + "/" + run.run_name.args, run);
+        if (!added && !it->second.error_occurred) it->second = run;
       }
     }
     if (!shown.empty()) display_->ReportRuns(shown);
