@@ -17,6 +17,7 @@
 #include <gpulife/tensor/weak_tensor.hpp>
 
 #include "detail/format.hpp"
+#include "detail/function_ref.hpp"
 #include "tensor/tensor_arena.hpp"
 
 namespace gpulife {
@@ -38,6 +39,7 @@ CacheKey CacheKey::content(const Digest128& digest, DType dtype, const Shape& sh
   key.kind_ = Kind::content;
   key.dtype_ = dtype;
   key.shape_ = shape;
+  key.seal();
   return key;
 }
 
@@ -47,7 +49,18 @@ CacheKey CacheKey::name(std::string_view name) {
   key.digest_ = gpulife::digest(name.data(), name.size());
   key.kind_ = Kind::name;
   key.label_ = name;
+  key.seal();
   return key;
+}
+
+void CacheKey::seal() noexcept {
+  // The digest is uniformly spread already; fold in what else distinguishes keys.
+  std::uint64_t h = digest_.low ^ (digest_.high * 0x9E3779B97F4A7C15ULL);
+  h ^= (static_cast<std::uint64_t>(dtype_) << 56) ^ (static_cast<std::uint64_t>(kind_) << 48);
+  for (std::int64_t extent : shape_.dims()) {
+    h = (h ^ static_cast<std::uint64_t>(extent)) * 0x100000001B3ULL;
+  }
+  hash_ = static_cast<std::size_t>(h ^ (h >> 29));
 }
 
 std::string CacheKey::to_string() const {
@@ -56,19 +69,6 @@ std::string CacheKey::to_string() const {
          std::string(gpulife::to_string(dtype_)) + shape_.to_string();
 }
 
-}  // namespace gpulife
-
-std::size_t std::hash<gpulife::CacheKey>::operator()(const gpulife::CacheKey& key) const noexcept {
-  // The digest is uniformly spread already; fold in what else distinguishes content keys.
-  std::uint64_t h = key.digest().low ^ (key.digest().high * 0x9E3779B97F4A7C15ULL);
-  h ^= static_cast<std::uint64_t>(key.dtype()) << 56;
-  for (std::int64_t extent : key.shape().dims()) {
-    h = (h ^ static_cast<std::uint64_t>(extent)) * 0x100000001B3ULL;
-  }
-  return static_cast<std::size_t>(h ^ (h >> 29));
-}
-
-namespace gpulife {
 namespace {
 
 bool stronger(Retention a, Retention b) noexcept {
@@ -148,7 +148,8 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
   }
 
   Shard& shard_for(const CacheKey& key) {
-    return *shards[std::hash<CacheKey>{}(key) & (shards.size() - 1)];
+    // High bits: the shard's map picks buckets with the low ones.
+    return *shards[(key.hash() >> 40) & (shards.size() - 1)];
   }
 
   StreamView resolve(StreamView stream) const {
@@ -313,7 +314,7 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
     const CacheKey& key;
     StreamView stream;
     Retention retention;
-    std::function<DeviceTensor()> load;  // queues the upload (or calls the factory)
+    detail::FunctionRef<DeviceTensor()> load;  // queues the upload (or calls the factory)
     bool counts_upload = false;          // the load copies bytes host to device
     const Shape* shape = nullptr;        // of an upload: checked against a name key's entry
     DType dtype = DType::byte;
@@ -414,6 +415,48 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
     return view;
   }
 
+  /// A keyed upload; `pinned_source`, when set, is the pinned buffer `host` lies in, which a miss
+  /// keeps alive until its copy has executed.
+  DeviceTensor upload(const CacheKey& key, std::span<const std::byte> host, const Shape& shape,
+                      DType dtype, StreamView stream, const CacheUploadOptions& call,
+                      const std::source_location& where, const HostBuffer* pinned_source) {
+    if (!key.is_name() && (key.dtype() != dtype || !(key.shape() == shape))) {
+      throw std::invalid_argument("key: " + key.to_string() +
+                                  " is for another dtype or shape than " +
+                                  std::string(to_string(dtype)) + shape.to_string());
+    }
+    const StreamView on = resolve(stream);
+    const Retention retention = call.retention.value_or(options.retention);
+    auto upload_root = [&] {
+      DeviceTensor root =
+          detail::TensorAccess::adopt(arena.create(shape, dtype, *on.impl(), call.tag, where));
+      root.upload(host, on);
+      if (pinned_source != nullptr) {
+        // A copy from pinned memory reads it when it executes: keep the buffer alive until then.
+        on.host_callback([keep = *pinned_source] { (void)keep; });
+      }
+      notify(detail::LifetimeEvent::upload, root.id(), host.size(), call.tag);
+      return root;
+    };
+    DeviceTensor tensor = acquire({key, on, retention, upload_root, true, &shape, dtype});
+    if (!options.verify_hits || key.is_name()) return tensor;
+    std::vector<std::byte> device_bytes(tensor.bytes());
+    tensor.download(device_bytes, on);  // pageable destination: complete on return
+    if (std::memcmp(device_bytes.data(), host.data(), host.size()) == 0) return tensor;
+    {
+      Shard& shard = shard_for(key);
+      std::scoped_lock lock(shard.mutex);
+      ++shard.verification_failures;
+    }
+    arena.report("tensor cache: the device copy of " + key.to_string() +
+                 " differs from the host bytes (a digest collision or memory corruption);"
+                 " returning an uncached upload");
+    DeviceTensor fresh =
+        detail::TensorAccess::adopt(arena.create(shape, dtype, *on.impl(), call.tag, where));
+    fresh.upload(host, on);
+    return fresh;
+  }
+
   detail::TensorArena& arena;
   const DigestWorkers* workers;
   const TensorCacheOptions options;
@@ -468,53 +511,16 @@ DeviceTensor TensorCache::upload(const HostBuffer& host, const Shape& shape, DTy
   check_upload(host.bytes(), shape, dtype);
   const Digest128 digest =
       state_->workers != nullptr ? host.digest(*state_->workers) : host.digest();
-  DeviceTensor tensor = upload(CacheKey::content(digest, dtype, shape), host.bytes(), shape, dtype,
-                               stream, options, where);
-  if (host.memory() == HostMemory::pinned) {
-    // A copy from pinned memory reads it when it executes: keep the buffer alive until then.
-    tensor.stream().host_callback([keep = host] { (void)keep; });
-  }
-  return tensor;
+  return state_->upload(CacheKey::content(digest, dtype, shape), host.bytes(), shape, dtype,
+                        stream, options, where,
+                        host.memory() == HostMemory::pinned ? &host : nullptr);
 }
 
 DeviceTensor TensorCache::upload(const CacheKey& key, std::span<const std::byte> host,
                                  const Shape& shape, DType dtype, StreamView stream,
                                  CacheUploadOptions options, std::source_location where) {
   check_upload(host, shape, dtype);
-  if (!key.is_name() && (key.dtype() != dtype || !(key.shape() == shape))) {
-    throw std::invalid_argument("key: " + key.to_string() + " is for another dtype or shape than " +
-                                std::string(to_string(dtype)) + shape.to_string());
-  }
-  State& state = *state_;
-  const StreamView on = state.resolve(stream);
-  const Retention retention = options.retention.value_or(state.options.retention);
-  auto upload_root = [&] {
-    DeviceTensor root = detail::TensorAccess::adopt(
-        state.arena.create(shape, dtype, *on.impl(), options.tag, where));
-    root.upload(host, on);
-    state.notify(detail::LifetimeEvent::upload, root.id(), host.size(), options.tag);
-    return root;
-  };
-  DeviceTensor tensor = state.acquire({key, on, retention, upload_root, true, &shape, dtype});
-  if (state.options.verify_hits && !key.is_name()) {
-    std::vector<std::byte> device_bytes(tensor.bytes());
-    tensor.download(device_bytes, on);  // pageable destination: complete on return
-    if (std::memcmp(device_bytes.data(), host.data(), host.size()) != 0) {
-      {
-        State::Shard& shard = state.shard_for(key);
-        std::scoped_lock lock(shard.mutex);
-        ++shard.verification_failures;
-      }
-      state.arena.report("tensor cache: the device copy of " + key.to_string() +
-                         " differs from the host bytes (a digest collision or memory corruption);"
-                         " returning an uncached upload");
-      DeviceTensor fresh = detail::TensorAccess::adopt(
-          state.arena.create(shape, dtype, *on.impl(), options.tag, where));
-      fresh.upload(host, on);
-      return fresh;
-    }
-  }
-  return tensor;
+  return state_->upload(key, host, shape, dtype, stream, options, where, nullptr);
 }
 
 DeviceTensor TensorCache::get_or_create(const CacheKey& key, const Factory& factory,

@@ -64,17 +64,22 @@ class CacheKey {
   [[nodiscard]] const Shape& shape() const noexcept { return shape_; }
   /// @return e.g. "name 'embedding'" or "content 3f2a…/f32[1024, 64]"
   [[nodiscard]] std::string to_string() const;
+  /// @return a hash of the identity, computed once when the key is made
+  [[nodiscard]] std::size_t hash() const noexcept { return hash_; }
 
   /// Keys are equal when they name the same entry.
   friend bool operator==(const CacheKey& a, const CacheKey& b) noexcept {
-    return a.kind_ == b.kind_ && a.digest_ == b.digest_ && a.dtype_ == b.dtype_ &&
-           a.shape_ == b.shape_;
+    // the hash first: a lookup mostly compares keys that differ
+    return a.hash_ == b.hash_ && a.digest_ == b.digest_ && a.kind_ == b.kind_ &&
+           a.dtype_ == b.dtype_ && a.shape_ == b.shape_;
   }
 
  private:
   enum class Kind : std::uint8_t { content, name };
   CacheKey() = default;
+  void seal() noexcept;  // computes hash_
 
+  std::size_t hash_ = 0;
   Digest128 digest_{};
   Kind kind_ = Kind::content;
   DType dtype_ = DType::byte;
@@ -243,7 +248,10 @@ class TensorCache {
 
 }  // namespace gpulife
 
+/// Hashes a `CacheKey` for unordered containers (the key's own, precomputed hash).
 template <>
 struct std::hash<gpulife::CacheKey> {
-  [[nodiscard]] std::size_t operator()(const gpulife::CacheKey& key) const noexcept;
+  [[nodiscard]] std::size_t operator()(const gpulife::CacheKey& key) const noexcept {
+    return key.hash();
+  }
 };
