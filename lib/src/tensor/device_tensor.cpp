@@ -55,7 +55,7 @@ TensorInfo DeviceTensor::info() const {
   return detail::TensorArena::info_of(checked());
 }
 
-DeviceTensor DeviceTensor::view(const Shape& new_shape) const {
+DeviceTensor DeviceTensor::view(const Shape& new_shape, std::source_location where) const {
   const detail::TensorImpl& impl = checked();
   if (!is_contiguous()) {
     throw std::invalid_argument("view: " + name_of(impl) + " is not contiguous");
@@ -68,10 +68,11 @@ DeviceTensor DeviceTensor::view(const Shape& new_shape) const {
   }
   detail::TensorImpl& root = root_of(impl);
   return DeviceTensor(root.arena->create_view(root, impl.data, impl.bytes, new_shape,
-                                              new_shape.contiguous_strides()));
+                                              new_shape.contiguous_strides(), where));
 }
 
-DeviceTensor DeviceTensor::slice(std::size_t dim, std::int64_t start, std::int64_t stop) const {
+DeviceTensor DeviceTensor::slice(std::size_t dim, std::int64_t start, std::int64_t stop,
+                                 std::source_location where) const {
   const detail::TensorImpl& impl = checked();
   if (dim >= impl.shape.rank()) {
     throw std::invalid_argument("dim: " + std::to_string(dim) + " is not below the rank " +
@@ -87,8 +88,8 @@ DeviceTensor DeviceTensor::slice(std::size_t dim, std::int64_t start, std::int64
   const auto offset = static_cast<std::size_t>(start * impl.strides[dim]) * size_of(impl.dtype);
   void* data = impl.data != nullptr ? static_cast<std::byte*>(impl.data) + offset : nullptr;
   detail::TensorImpl& root = root_of(impl);
-  return DeviceTensor(root.arena->create_view(root, data, span_bytes(shape, impl.strides, impl.dtype),
-                                              shape, impl.strides));
+  return DeviceTensor(root.arena->create_view(
+      root, data, span_bytes(shape, impl.strides, impl.dtype), shape, impl.strides, where));
 }
 
 void DeviceTensor::record_stream(StreamView stream) const {
