@@ -90,7 +90,10 @@ TEST_F(LeakGuardTest, DismissStopsTheCheck) {
   kept.reset();
 }
 
-class LeakGuardWithoutLeakMode : public ContextTest {};
+class LeakGuardWithoutLeakMode : public ContextTest {
+ protected:
+  LeakGuardWithoutLeakMode() : ContextTest({}, {.debug = {.use_environment = false}}) {}
+};
 
 TEST_F(LeakGuardWithoutLeakMode, FailsRatherThanPassWithoutLooking) {
   EXPECT_NONFATAL_FAILURE({ gpulife::testing::LeakGuard guard(ctx()); },

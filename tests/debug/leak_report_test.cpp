@@ -368,7 +368,11 @@ TEST_F(StackTraceTest, CapturesASymbolisedStackWithFileAndLine) {
   EXPECT_NE(report.to_text().find("      at " + stack[0]), std::string::npos);
 }
 
-class WithoutLeakMode : public ContextTest {};
+class WithoutLeakMode : public ContextTest {
+ protected:
+  // Not even through GPULIFE_DEBUG: the test is about the mode being off.
+  WithoutLeakMode() : ContextTest({}, {.debug = {.use_environment = false}}) {}
+};
 
 TEST_F(WithoutLeakMode, ReportSaysItKnowsNothing) {
   DeviceTensor t = ctx().empty({4}, DType::u8);

@@ -89,6 +89,7 @@ TEST_F(SimViolationLeakMode, MemoryThatWasNeverAllocatedNamesTheTensorOverIt) {
 
 class SimViolationWithoutLeakMode : public ContextTest {
  protected:
+  SimViolationWithoutLeakMode() : ContextTest({}, {.debug = {.use_environment = false}}) {}
   static std::vector<SimViolation> take(void* self) {
     return static_cast<SimViolationWithoutLeakMode*>(self)->take_violations();
   }

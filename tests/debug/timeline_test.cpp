@@ -245,7 +245,10 @@ TEST_F(TimelineTest, DestructionWritesTheTraceWhenAPathIsSet) {
   EXPECT_EQ(ops[1]["name"], "free");
 }
 
-class TimelineOff : public ContextTest {};
+class TimelineOff : public ContextTest {
+ protected:
+  TimelineOff() : ContextTest({}, {.debug = {.use_environment = false}}) {}
+};
 
 TEST_F(TimelineOff, RecordsNothingAndStillExportsAValidTrace) {
   DeviceTensor t = ctx().empty({8}, DType::u8);

@@ -6,7 +6,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <filesystem>
 #include <memory>
 #include <source_location>
 #include <span>
@@ -81,7 +80,8 @@ struct ContextStatistics {
 /// All members are thread-safe. The context must not be destroyed while other threads use it.
 class Context {
  public:
-  /// @throws std::invalid_argument if the resource is on another device than `device`
+  /// @throws std::invalid_argument if the resource is on another device than `device`, or
+  ///         GPULIFE_DEBUG names an unknown item (see `resolve_debug_options`)
   /// @throws CudaError if the device cannot be opened
   explicit Context(ContextOptions options = {});
   Context(const Context&) = delete;

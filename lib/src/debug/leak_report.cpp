@@ -240,7 +240,8 @@ std::string LeakReport::to_json() const {
     out += ",\"tensors\":" + std::to_string(site.tensors.size());
     out += ",\"bytes\":" + std::to_string(site.bytes) + ",\"ids\":[";
     for (std::size_t i = 0; i < site.tensors.size(); ++i) {
-      out += (i == 0 ? "" : ",") + std::to_string(site.tensors[i]->id);
+      if (i != 0) out += ',';
+      out += std::to_string(site.tensors[i]->id);
     }
     out += "]}";
   }
@@ -252,7 +253,8 @@ std::string LeakReport::to_json() const {
     out += "\"id\":" + std::to_string(tensor.id);
     out += ",\"bytes\":" + std::to_string(tensor.bytes) + ",\"shape\":[";
     for (std::size_t i = 0; i < tensor.shape.rank(); ++i) {
-      out += (i == 0 ? "" : ",") + std::to_string(tensor.shape[i]);
+      if (i != 0) out += ',';
+      out += std::to_string(tensor.shape[i]);
     }
     out += "],";
     append_json_key(out, "dtype");

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <memory>
 #include <unordered_set>
+#include <utility>
 
 #include "debug/stack_trace.hpp"
 #include "tensor/tensor_arena.hpp"

@@ -20,7 +20,11 @@ TimelineRecorder::TimelineRecorder(std::string device_name, std::size_t capacity
     : device_name_(std::move(device_name)),
       capacity_(std::max<std::size_t>(capacity, 1)),
       start_(std::chrono::steady_clock::now()),
-      start_wall_(std::chrono::system_clock::now()) {}
+      start_wall_(std::chrono::system_clock::now()) {
+  // Grown as events come, so that a large capacity costs nothing until it is used; a first
+  // block keeps the early events from reallocating under the lock.
+  ring_.reserve(std::min<std::size_t>(capacity_, 1024));
+}
 
 void TimelineRecorder::record(TimelineEventKind kind, std::uint64_t tensor_id, std::size_t bytes,
                               std::string_view tag, const Counters& counters) noexcept {
