@@ -5,6 +5,10 @@
 /// @brief Everything in gpulife's public API.
 
 #include <gpulife/context.hpp>
+#include <gpulife/debug/cache_hooks.hpp>
+#include <gpulife/debug/debug_options.hpp>
+#include <gpulife/debug/leak_report.hpp>
+#include <gpulife/debug/timeline.hpp>
 #include <gpulife/error_handler.hpp>
 #include <gpulife/errors.hpp>
 #include <gpulife/memory/async_resource.hpp>
