@@ -54,21 +54,26 @@ std::vector<const void*> capture_stack(std::size_t max_frames) {
 }
 
 std::vector<std::string> symbolise_stack(std::span<const void* const> frames) {
-  static std::mutex cache_mutex;
-  static std::unordered_map<const void*, std::string> cache;
+  // Never destroyed: a context that is a static object may make its report during static
+  // destruction, after a function-local static made later would be gone.
+  struct Cache {
+    std::mutex mutex;
+    std::unordered_map<const void*, std::string> names;
+  };
+  static Cache* const cache = new Cache();
   std::vector<std::string> lines;
   lines.reserve(frames.size());
   for (const void* address : frames) {
     if (address == nullptr) break;
     std::string line;
     {
-      std::scoped_lock lock(cache_mutex);
-      if (auto it = cache.find(address); it != cache.end()) line = it->second;
+      std::scoped_lock lock(cache->mutex);
+      if (auto it = cache->names.find(address); it != cache->names.end()) line = it->second;
     }
     if (line.empty()) {
       line = describe_frame(address);
-      std::scoped_lock lock(cache_mutex);
-      cache.emplace(address, line);
+      std::scoped_lock lock(cache->mutex);
+      cache->names.emplace(address, line);
     }
     if (lines.empty() && is_internal(line)) continue;
     lines.push_back(std::move(line));

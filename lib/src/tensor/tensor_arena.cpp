@@ -322,10 +322,14 @@ std::shared_ptr<CallbackState> TensorArena::add_callback(TensorImpl& impl,
     // count is the number of handles to this tensor that the callback holds. Exact unless
     // another thread copies or drops a handle to the tensor meanwhile (then only a report may be
     // wrong, never the tensor's lifetime).
-    const std::uint32_t before = impl.strong.load(std::memory_order_relaxed);
-    FinalizerFunction probe = state->fn;
-    const std::uint32_t after = impl.strong.load(std::memory_order_relaxed);
-    state->tensor_handles = after > before ? after - before : 0;
+    try {
+      const std::uint32_t before = impl.strong.load(std::memory_order_relaxed);
+      FinalizerFunction probe = state->fn;
+      const std::uint32_t after = impl.strong.load(std::memory_order_relaxed);
+      state->tensor_handles = after > before ? after - before : 0;
+    } catch (...) {
+      // a function that cannot be copied is registered all the same, just not measured
+    }
   }
   {
     std::scoped_lock lock(impl.lock);
