@@ -134,16 +134,21 @@ TEST_F(TimelineTest, ExportsAChromeTraceWhoseCountersEndAtTheStatistics) {
   EXPECT_EQ(stats.live_bytes, mib / 2);
   EXPECT_GT(stats.resource.bytes_cached, 0U) << "the test must see the pool's counter move";
 
-  // and along the way: after the first allocation one MiB was in use
-  bool saw_first = false;
+  // and along the way, each counter sampled after the event it follows: one MiB in use after
+  // the first allocation; after a's free only b's 4 KiB in use and a's block in the pool
+  std::map<std::string, std::size_t> after_first_alloc;
+  std::map<std::string, std::size_t> after_free_a;
+  std::size_t instant = 0;
   for (const json& event : trace["traceEvents"]) {
-    if (event["ph"] == "C" && event["name"] == "bytes_in_use") {
-      EXPECT_EQ(event["args"]["bytes"], mib);
-      saw_first = true;
-      break;
-    }
+    if (event["ph"] == "i") ++instant;
+    if (event["ph"] != "C") continue;
+    const std::size_t value = event["args"]["bytes"].get<std::size_t>();
+    if (instant == 1) after_first_alloc[event["name"]] = value;
+    if (instant == 4) after_free_a[event["name"]] = value;  // the 4th operation: free(a)
   }
-  EXPECT_TRUE(saw_first);
+  EXPECT_EQ(after_first_alloc["bytes_in_use"], mib);
+  EXPECT_EQ(after_free_a["bytes_in_use"], 4096U);
+  EXPECT_EQ(after_free_a["pool_cached_bytes"], mib);
 }
 
 class SmallTimelineTest : public TimelineTest {
