@@ -137,7 +137,19 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
     std::uint64_t bytes_uploaded = 0;
     std::uint64_t bytes_deduplicated = 0;
     std::uint64_t verification_failures = 0;
+    std::size_t live_bytes = 0;  // of the ready entries in `entries`
   };
+
+  using EntryMap = std::unordered_map<CacheKey, std::shared_ptr<Entry>>;
+
+  /// Takes an entry out of its shard's map. Shard lock held; the caller drops the entry after
+  /// unlocking.
+  static std::shared_ptr<Entry> remove_locked(Shard& shard, EntryMap::iterator it) {
+    std::shared_ptr<Entry> entry = std::move(it->second);
+    shard.entries.erase(it);
+    if (!entry->loading) shard.live_bytes -= entry->bytes;
+    return entry;
+  }
 
   State(detail::TensorArena& arena_in, const DigestWorkers* workers_in,
         TensorCacheOptions options_in)
@@ -206,8 +218,7 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
       }
       if (auto it = shard.entries.find(victim->key);
           it != shard.entries.end() && it->second == victim) {
-        doomed = std::move(it->second);
-        shard.entries.erase(it);
+        doomed = remove_locked(shard, it);
       }
       root = std::move(victim->root);
     }
@@ -254,8 +265,7 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
       }
       switch (it->second->retention) {
         case Retention::weak:
-          doomed = std::move(it->second);
-          shard.entries.erase(it);
+          doomed = remove_locked(shard, it);
           break;
         case Retention::warm:
           enter_warm_tier(it->second);
@@ -271,11 +281,12 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
 
   /// A new user-facing tensor over `owner`'s memory, registered as the entry's. Shard lock held
   /// (or the entry not yet published).
-  DeviceTensor make_view(const std::shared_ptr<Entry>& entry, const DeviceTensor& owner) {
+  DeviceTensor make_view(const std::shared_ptr<Entry>& entry, const DeviceTensor& owner,
+                         const std::source_location& where) {
     detail::TensorImpl* impl = detail::TensorAccess::impl(owner);
     detail::TensorImpl* made =
         arena.create_view(detail::memory_owner(*impl), impl->data, impl->bytes, impl->shape,
-                          impl->strides);
+                          impl->strides, where);
     // Views users make of it hold it, so that the entry lives as long as any of them.
     made->anchor = true;
     DeviceTensor view = detail::TensorAccess::adopt(made);
@@ -291,10 +302,10 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
   }
 
   /// The entry's tensor for a new user, or empty if the entry is dying. Shard lock held.
-  DeviceTensor take_locked(const std::shared_ptr<Entry>& entry) {
+  DeviceTensor take_locked(const std::shared_ptr<Entry>& entry, const std::source_location& where) {
     if (DeviceTensor view = entry->view.lock()) return view;
     if (!entry->root) return {};
-    DeviceTensor view = make_view(entry, entry->root);
+    DeviceTensor view = make_view(entry, entry->root, where);
     leave_warm_tier(*entry);
     return view;
   }
@@ -318,11 +329,13 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
     bool counts_upload = false;          // the load copies bytes host to device
     const Shape* shape = nullptr;        // of an upload: checked against a name key's entry
     DType dtype = DType::byte;
+    std::source_location where{};        // the caller's site, for leak reports
   };
 
   DeviceTensor acquire(const Request& request) {
     Shard& shard = shard_for(request.key);
     std::shared_ptr<Entry> entry;
+    std::shared_ptr<Entry> dying;  // dropped after the lock is released
     DeviceTensor view;
     for (;;) {
       std::shared_ptr<Loading> in_flight;
@@ -332,7 +345,7 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
         if (it != shard.entries.end()) {
           if (it->second->loading) {
             in_flight = it->second->loading;
-          } else if ((view = take_locked(it->second))) {
+          } else if ((view = take_locked(it->second, request.where))) {
             entry = it->second;
             check_layout(*entry, request);
             if (stronger(request.retention, entry->retention)) {
@@ -344,7 +357,9 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
             shard.bytes_deduplicated += entry->bytes;
             break;
           } else {
-            shard.entries.erase(it);  // a weak entry whose tensor is dying: replace it
+            // A weak entry whose tensor is dying: replace it. Its removal callback will find
+            // the new entry and leave it alone.
+            dying = remove_locked(shard, it);
           }
         }
         if (!in_flight) {
@@ -387,7 +402,7 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
         std::scoped_lock lock(shard.mutex);
         if (auto it = shard.entries.find(request.key);
             it != shard.entries.end() && it->second == entry) {
-          shard.entries.erase(it);  // a failed load leaves no entry
+          (void)remove_locked(shard, it);  // a failed load leaves no entry
         }
       }
       loading->finish(std::current_exception());
@@ -404,8 +419,12 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
       entry->shape = loaded.shape();
       entry->tag = loaded.tag();
       if (request.retention != Retention::weak) entry->root = loaded;
-      view = make_view(entry, loaded);
+      view = make_view(entry, loaded, request.where);
       entry->loading.reset();
+      if (auto it = shard.entries.find(request.key);
+          it != shard.entries.end() && it->second == entry) {
+        shard.live_bytes += entry->bytes;  // still in the map: a clear() did not take it
+      }
       ++shard.misses;
       if (request.counts_upload) shard.bytes_uploaded += entry->bytes;
     }
@@ -438,7 +457,7 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
       notify(detail::LifetimeEvent::upload, root.id(), host.size(), call.tag);
       return root;
     };
-    DeviceTensor tensor = acquire({key, on, retention, upload_root, true, &shape, dtype});
+    DeviceTensor tensor = acquire({key, on, retention, upload_root, true, &shape, dtype, where});
     if (!options.verify_hits || key.is_name()) return tensor;
     std::vector<std::byte> device_bytes(tensor.bytes());
     tensor.download(device_bytes, on);  // pageable destination: complete on return
@@ -524,7 +543,8 @@ DeviceTensor TensorCache::upload(const CacheKey& key, std::span<const std::byte>
 }
 
 DeviceTensor TensorCache::get_or_create(const CacheKey& key, const Factory& factory,
-                                        StreamView stream, CacheUploadOptions options) {
+                                        StreamView stream, CacheUploadOptions options,
+                                        std::source_location where) {
   if (!factory) throw std::invalid_argument("factory: empty function");
   State& state = *state_;
   const StreamView on = state.resolve(stream);
@@ -539,10 +559,11 @@ DeviceTensor TensorCache::get_or_create(const CacheKey& key, const Factory& fact
                           }
                           return made;
                         },
-                        false, nullptr, DType::byte});
+                        false, nullptr, DType::byte, where});
 }
 
-DeviceTensor TensorCache::find(const CacheKey& key, StreamView stream) {
+DeviceTensor TensorCache::find(const CacheKey& key, StreamView stream,
+                               std::source_location where) {
   State& state = *state_;
   const StreamView on = state.resolve(stream);
   State::Shard& shard = state.shard_for(key);
@@ -552,7 +573,7 @@ DeviceTensor TensorCache::find(const CacheKey& key, StreamView stream) {
     std::scoped_lock lock(shard.mutex);
     auto it = shard.entries.find(key);
     if (it == shard.entries.end() || it->second->loading) return {};
-    view = state.take_locked(it->second);
+    view = state.take_locked(it->second, where);
     entry = it->second;
   }
   if (view) State::make_ready(*entry, view, on);
@@ -567,8 +588,7 @@ bool TensorCache::erase(const CacheKey& key) {
     std::scoped_lock lock(shard.mutex);
     auto it = shard.entries.find(key);
     if (it == shard.entries.end() || it->second->loading) return false;
-    doomed = std::move(it->second);
-    shard.entries.erase(it);
+    doomed = State::remove_locked(shard, it);
     state.leave_warm_tier(*doomed);
   }
   return true;  // the entry, and the memory only it held, go here, outside the locks
@@ -583,6 +603,7 @@ void TensorCache::clear() {
     {
       std::scoped_lock lock(shard->mutex);
       gone.swap(shard->entries);
+      shard->live_bytes = 0;
       for (auto& [key, entry] : gone) state.leave_warm_tier(*entry);
     }
   }
@@ -613,6 +634,15 @@ CacheStatistics TensorCache::statistics() const {
   stats.warm_bytes = state.warm_bytes;
   stats.evictions = state.evictions;
   return stats;
+}
+
+std::size_t TensorCache::cached_bytes() const {
+  std::size_t bytes = 0;
+  for (const auto& shard : state_->shards) {
+    std::scoped_lock lock(shard->mutex);
+    bytes += shard->live_bytes;
+  }
+  return bytes;
 }
 
 std::vector<PinnedCacheEntry> TensorCache::pinned_entries() const {

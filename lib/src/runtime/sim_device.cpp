@@ -214,6 +214,8 @@ class SimDevice final : public DeviceImpl {
   void label(const void* ptr, std::string label, StreamImpl& stream) noexcept override;
   bool register_external(const void* ptr, std::size_t bytes) noexcept override;
   void unregister_external(const void* ptr) noexcept override;
+  std::uint64_t add_owner_resolver(OwnerResolver resolver) override;
+  void remove_owner_resolver(std::uint64_t token) noexcept override;
   std::vector<SimViolation> take_violations() override;
   std::size_t violation_count() const noexcept override {
     return violation_count_.load(std::memory_order_acquire);
@@ -263,6 +265,11 @@ class SimDevice final : public DeviceImpl {
   std::deque<std::uintptr_t> quarantine_;
   std::size_t quarantined_bytes_ = 0;
   std::map<std::uintptr_t, std::size_t> pinned_;
+
+  // Shared while a report asks the resolvers, so that removing one waits for those reports.
+  std::shared_mutex resolver_mutex_;
+  std::vector<std::pair<std::uint64_t, OwnerResolver>> resolvers_;
+  std::uint64_t next_resolver_ = 1;
 
   std::mutex violation_mutex_;
   std::vector<SimViolation> violations_;
@@ -860,8 +867,27 @@ bool SimDevice::check(const void* ptr, std::size_t bytes, std::string_view opera
   return false;
 }
 
+std::uint64_t SimDevice::add_owner_resolver(OwnerResolver resolver) {
+  std::unique_lock lock(resolver_mutex_);
+  const std::uint64_t token = next_resolver_++;
+  resolvers_.emplace_back(token, std::move(resolver));
+  return token;
+}
+
+void SimDevice::remove_owner_resolver(std::uint64_t token) noexcept {
+  std::unique_lock lock(resolver_mutex_);
+  std::erase_if(resolvers_, [token](const auto& entry) { return entry.first == token; });
+}
+
 void SimDevice::report(SimViolation violation) noexcept {
   try {
+    if (violation.owner.empty()) {
+      std::shared_lock lock(resolver_mutex_);
+      for (const auto& [token, resolve] : resolvers_) {
+        violation.owner = resolve(violation.ptr, violation.bytes);
+        if (!violation.owner.empty()) break;
+      }
+    }
     {
       std::scoped_lock lock(violation_mutex_);
       // Keep the first ones: a test that fails on thousands needs only the first few.

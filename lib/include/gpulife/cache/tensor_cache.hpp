@@ -221,11 +221,14 @@ class TensorCache {
   /// @throws std::invalid_argument if `factory` is empty or returns an empty or foreign tensor
   [[nodiscard]] DeviceTensor get_or_create(const CacheKey& key, const Factory& factory,
                                            StreamView stream = {},
-                                           CacheUploadOptions options = {});
+                                           CacheUploadOptions options = {},
+                                           std::source_location where =
+                                               std::source_location::current());
 
   /// @return the entry's tensor if one is alive (or retained), else an empty handle; never
   /// uploads. On another stream than the upload's, the stream is made to wait as for a hit.
-  [[nodiscard]] DeviceTensor find(const CacheKey& key, StreamView stream = {});
+  [[nodiscard]] DeviceTensor find(const CacheKey& key, StreamView stream = {},
+                                  std::source_location where = std::source_location::current());
 
   /// @brief Removes the entry of `key`, whatever its retention. Handles users hold stay valid.
   /// @return true if there was one
@@ -238,6 +241,8 @@ class TensorCache {
 
   /// @return a snapshot of the counters
   [[nodiscard]] CacheStatistics statistics() const;
+  /// @return the bytes of the entries in the cache now (the timeline's tensor-cache counter)
+  [[nodiscard]] std::size_t cached_bytes() const;
   /// @return the pinned entries (leak reports list them as pinned, not leaked)
   [[nodiscard]] std::vector<PinnedCacheEntry> pinned_entries() const;
 
