@@ -31,7 +31,8 @@ void bm_dedup(benchmark::State& state, bool use_cache) {
   const Device& device = bench_device();
   const HostModel& model = host_model(model_for(device.kind()));
   const ModelSpec& spec = model.spec();
-  Context ctx({.device = device});  // the default stack: a pool over cudaMallocAsync
+  // The default stack (a pool over cudaMallocAsync), in leak mode for the leak check.
+  Context ctx({.device = device, .debug = {.leaks = true}});
   const Stream stream(device);
   StepTimer timer(device);
 

@@ -33,7 +33,8 @@ std::shared_ptr<DeviceMemoryResource> device_resource_for(Strategy strategy, con
 
 ContextOptions options_for(Strategy strategy, const HostModel& model, const Device& device,
                            const std::shared_ptr<DeviceMemoryResource>& device_resource) {
-  ContextOptions options{.device = device, .resource = device_resource};
+  // Leak mode checks the run; it costs every strategy the same per tensor.
+  ContextOptions options{.device = device, .resource = device_resource, .debug = {.leaks = true}};
   if (strategy == Strategy::pool || strategy == Strategy::cache) {
     options.resource = std::make_shared<PoolResource>(device_resource);
   }

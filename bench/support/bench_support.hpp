@@ -66,12 +66,11 @@ class StepTimer {
 
 // ---- leak check ---------------------------------------------------------------------------------
 
-/// @brief THE LEAK HOOK: what is still alive in `ctx` once a benchmark has dropped everything it
-/// made and emptied the cache. Empty when nothing leaked.
-///
-/// For now it checks the context's live-tensor count and bytes; switch it to
-/// `ctx.leak_report()` once leak mode lands. Device violations are checked once per process, in
-/// `leak_summary`.
+/// @brief What is still alive in `ctx` once a benchmark has dropped everything it made and
+/// emptied the cache: the context's leak report (benchmark contexts run in leak mode, so every
+/// live tensor is listed with its size, tag and allocation site), or the live-tensor count for a
+/// context without leak mode. Empty when nothing leaked. Device violations are checked once per
+/// process, in `leak_summary`.
 [[nodiscard]] std::string find_leaks(Context& ctx);
 
 /// @brief At the end of a benchmark: empties `ctx`'s cache, synchronises its device and runs

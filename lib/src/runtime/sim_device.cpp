@@ -152,6 +152,11 @@ class SimStream final : public StreamImpl {
 
   /// Queues `op`; returns its ticket (1-based position in the stream).
   std::uint64_t enqueue(std::function<void()> op);
+  /// Queues an operation that only updates the device's bookkeeping (an event record, a
+  /// liveness mark, a stream-ordered free). When nothing is queued before it and the delay
+  /// option is off it runs at once on the calling thread: that is exactly when the worker would
+  /// run it, and it saves waking the worker for a few instructions.
+  void enqueue_bookkeeping(std::function<void()> op);
   /// Blocks until the op with `ticket` has executed.
   void wait_for(std::uint64_t ticket);
   /// Stops the worker after the queued work has executed.
@@ -324,6 +329,26 @@ std::uint64_t SimStream::enqueue(std::function<void()> op) {
   return ticket;
 }
 
+void SimStream::enqueue_bookkeeping(std::function<void()> op) {
+  if (!delay_) {
+    std::scoped_lock lock(mutex_);
+    if (queue_.empty() && completed_ == submitted_) {
+      // Held under the stream's lock so that no later operation of this stream overtakes it.
+      // The operation takes only the memory lock and event-node locks, never a stream's.
+      ++submitted_;
+      try {
+        op();
+      } catch (const std::exception& e) {
+        report_error(std::string("sim stream ") + std::to_string(id_) +
+                     ": queued operation threw: " + e.what());
+      }
+      ++completed_;
+      return;
+    }
+  }
+  enqueue(std::move(op));
+}
+
 void SimStream::wait_for(std::uint64_t ticket) {
   std::unique_lock lock(mutex_);
   ++waiters_;
@@ -417,7 +442,7 @@ void SimStream::host_callback(std::function<void()> fn) {
 void SimStream::record(EventImpl& event) {
   device_.maybe_fail(FaultSite::stream_operation, "cudaEventRecord", "recording an event");
   auto node = static_cast<SimEvent&>(event).begin_record();
-  enqueue([node = std::move(node)] { node->complete(); });
+  enqueue_bookkeeping([node = std::move(node)] { node->complete(); });
 }
 
 void SimStream::wait(EventImpl& event) {
@@ -609,7 +634,7 @@ void* SimDevice::allocate_async(std::size_t bytes, StreamImpl& stream) {
   if (bytes == 0) return nullptr;
   void* ptr = reserve(bytes, AllocState::pending, "cudaMallocAsync");
   // Usable in stream order: live once the stream reaches the allocation.
-  sim_stream(stream).enqueue([this, base = address(ptr)] {
+  sim_stream(stream).enqueue_bookkeeping([this, base = address(ptr)] {
     std::unique_lock lock(memory_mutex_);
     if (auto it = allocs_.find(base); it != allocs_.end() && it->second.state == AllocState::pending)
       it->second.state = AllocState::live;
@@ -631,7 +656,7 @@ void SimDevice::deallocate_async(void* ptr, std::size_t bytes, StreamImpl& strea
     it->second.free_queued = true;
   }
   try {
-    sim_stream(stream).enqueue([this, base = address(ptr)] {
+    sim_stream(stream).enqueue_bookkeeping([this, base = address(ptr)] {
       std::unique_lock lock(memory_mutex_);
       release(base);
     });
@@ -679,7 +704,7 @@ bool SimDevice::is_pinned(const void* ptr, std::size_t bytes) {
 void SimDevice::mark_allocated(const void* ptr, std::size_t bytes, StreamImpl& stream) noexcept {
   if (ptr == nullptr || bytes == 0) return;
   try {
-    sim_stream(stream).enqueue([this, ptr, bytes, stream_id = stream.id()] {
+    sim_stream(stream).enqueue_bookkeeping([this, ptr, bytes, stream_id = stream.id()] {
       std::optional<SimViolation> bad;
       {
         std::unique_lock lock(memory_mutex_);
@@ -758,7 +783,7 @@ void SimDevice::mark_freed(const void* ptr, std::size_t bytes, StreamImpl& strea
         step();
       }
     }
-    sim_stream(stream).enqueue(step);
+    sim_stream(stream).enqueue_bookkeeping(step);
   } catch (...) {
     report_error("sim: could not queue a sub-allocation free");
   }
@@ -800,7 +825,7 @@ void SimDevice::unregister_external(const void* ptr) noexcept {
 
 void SimDevice::label(const void* ptr, std::string text, StreamImpl& stream) noexcept {
   try {
-    sim_stream(stream).enqueue([this, ptr, text = std::move(text)]() mutable {
+    sim_stream(stream).enqueue_bookkeeping([this, ptr, text = std::move(text)]() mutable {
       std::unique_lock lock(memory_mutex_);
       const auto addr = address(ptr);
       auto it = find_alloc(addr);

@@ -112,6 +112,9 @@ class DeviceImpl {
   /// cudaMallocHost: page-locked host memory. Copies from it are truly asynchronous.
   virtual void* allocate_pinned(std::size_t bytes) = 0;
   virtual void deallocate_pinned(void* ptr) noexcept = 0;
+  /// Sets the release threshold of the device's default stream-ordered memory pool: memory the
+  /// pool holds beyond it goes back to the system at each synchronisation. No-op on the sim.
+  virtual void set_async_release_threshold(std::size_t bytes) { (void)bytes; }
   /// True if `[ptr, ptr + bytes)` is page-locked host memory (a copy from it is a true DMA).
   virtual bool is_pinned(const void* ptr, std::size_t bytes) = 0;
 
