@@ -38,7 +38,10 @@ if(XXHash_FOUND AND NOT TARGET XXHash::XXHash)
     IMPORTED_LOCATION "${XXHash_LIBRARY}"
     INTERFACE_INCLUDE_DIRECTORIES "${XXHash_INCLUDE_DIR}")
 endif()
-if(XXHash_FOUND AND NOT DEFINED XXHash_HAS_X86_DISPATCH)
+get_property(_xxhash_languages GLOBAL PROPERTY ENABLED_LANGUAGES)
+# A consumer of an installed gpulife may find this module from a project without C++; only the
+# build of gpulife needs the answer.
+if(XXHash_FOUND AND "CXX" IN_LIST _xxhash_languages AND NOT DEFINED XXHash_HAS_X86_DISPATCH)
   include(CheckCXXSymbolExists)
   include(CMakePushCheckState)
   cmake_push_check_state(RESET)
@@ -49,4 +52,5 @@ if(XXHash_FOUND AND NOT DEFINED XXHash_HAS_X86_DISPATCH)
   check_cxx_symbol_exists(XXH3_128bits_dispatch "xxh_x86dispatch.h" XXHash_HAS_X86_DISPATCH)
   cmake_pop_check_state()
 endif()
+unset(_xxhash_languages)
 mark_as_advanced(XXHash_INCLUDE_DIR XXHash_LIBRARY)

@@ -153,5 +153,34 @@ TEST_F(SimMemoryTest, FreeWithoutTheReadersEventIsCaught) {
   device_.impl().deallocate(chunk, 4096);
 }
 
+TEST_F(SimMemoryTest, LentHostMemoryIsDeviceMemoryWhileRegisteredAndNeverFreedOrPoisoned) {
+  std::vector<unsigned char> lent(512, 7);  // another owner's memory (a DLPack producer's)
+  Stream stream(device_);
+  stream.view().memset(lent.data(), 1, 64);
+  EXPECT_EQ(take_violations().size(), 1U) << "unknown memory before registration";
+
+  ASSERT_TRUE(device_.impl().register_external(lent.data(), lent.size()));
+  ASSERT_TRUE(device_.impl().register_external(lent.data() + 128, 64)) << "a second borrower";
+  stream.view().memset(lent.data(), 2, 512);
+  device_.impl().deallocate(lent.data(), 512);  // not the device's to free
+  const auto violations = take_violations();
+  ASSERT_EQ(violations.size(), 1U);
+  EXPECT_EQ(violations[0].kind, SimViolation::Kind::bad_free);
+  EXPECT_EQ(lent[511], 2) << "the memset ran";
+
+  device_.impl().unregister_external(lent.data());
+  stream.view().memset(lent.data() + 128, 3, 64);
+  EXPECT_TRUE(take_violations().empty()) << "the second borrower still holds its range";
+  device_.impl().unregister_external(lent.data() + 128);
+  stream.view().memset(lent.data(), 4, 64);
+  EXPECT_EQ(take_violations().size(), 1U) << "unregistered: a violation again";
+  EXPECT_EQ(lent[0], 2) << "a checked operation on dead memory does not run";
+  EXPECT_EQ(lent[300], 2) << "never poisoned";
+
+  void* own = device_.impl().allocate(256);
+  EXPECT_FALSE(device_.impl().register_external(own, 256)) << "the device's own memory";
+  device_.impl().deallocate(own, 256);
+}
+
 }  // namespace
 }  // namespace gpulife

@@ -58,6 +58,7 @@ class OutOfMemoryError : public std::bad_alloc {
   /// @param requested the size of the request that failed, in bytes
   OutOfMemoryError(std::string message, std::size_t requested);
 
+  /// @return the message given at construction
   [[nodiscard]] const char* what() const noexcept override { return message_->c_str(); }
   /// @return the size of the failed request in bytes
   [[nodiscard]] std::size_t requested_bytes() const noexcept { return requested_; }

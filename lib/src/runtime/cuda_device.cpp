@@ -211,12 +211,14 @@ class CudaDevice final : public DeviceImpl {
   void deallocate_async(void* ptr, std::size_t bytes, StreamImpl& stream) noexcept override;
   void* allocate_pinned(std::size_t bytes) override;
   void deallocate_pinned(void* ptr) noexcept override;
+  bool is_pinned(const void* ptr, std::size_t bytes) override;
+  void set_async_release_threshold(std::size_t bytes) override;
 
   /// Makes this device current on the calling thread. Compares first (as PyTorch's
   /// c10::cuda::SetDevice does): cudaGetDevice is a thread-local read, and a thread that
   /// already uses this device pays no cudaSetDevice. Unlike a cached flag it stays right when
   /// the application switches devices itself.
-  void make_current() const;
+  void make_current() const override;
   const std::string& display_name() const noexcept { return name_; }
 
  private:
@@ -596,6 +598,31 @@ void CudaDevice::deallocate_pinned(void* ptr) noexcept {
       return "freeing page-locked host memory at " + format_pointer(ptr) + " for " + name_;
     });
   });
+}
+
+void CudaDevice::set_async_release_threshold(std::size_t bytes) {
+  make_current();
+  cudaMemPool_t pool = nullptr;
+  check(cudaDeviceGetDefaultMemPool(&pool, ordinal_), "cudaDeviceGetDefaultMemPool",
+        [&] { return "finding the default memory pool of " + name_; });
+  auto threshold = static_cast<std::uint64_t>(bytes);
+  check(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold),
+        "cudaMemPoolSetAttribute", [&] {
+          return "setting the release threshold of " + name_ + "'s default memory pool to " +
+                 format_bytes(bytes);
+        });
+}
+
+bool CudaDevice::is_pinned(const void* ptr, std::size_t bytes) {
+  (void)bytes;  // a registration covers whole allocations; the first byte decides
+  cudaPointerAttributes attributes{};
+  if (cudaPointerGetAttributes(&attributes, ptr) != cudaSuccess) {
+    // Not a pointer the runtime knows: ordinary pageable memory. Clear the error so that a
+    // later cudaGetLastError (a launch check) does not see it.
+    (void)cudaGetLastError();
+    return false;
+  }
+  return attributes.type == cudaMemoryTypeHost;
 }
 
 }  // namespace

@@ -152,6 +152,11 @@ class SimStream final : public StreamImpl {
 
   /// Queues `op`; returns its ticket (1-based position in the stream).
   std::uint64_t enqueue(std::function<void()> op);
+  /// Queues an operation that only updates the device's bookkeeping (an event record, a
+  /// liveness mark, a stream-ordered free). When nothing is queued before it and the delay
+  /// option is off it runs at once on the calling thread: that is exactly when the worker would
+  /// run it, and it saves waking the worker for a few instructions.
+  void enqueue_bookkeeping(std::function<void()> op);
   /// Blocks until the op with `ticket` has executed.
   void wait_for(std::uint64_t ticket);
   /// Stops the worker after the queued work has executed.
@@ -169,6 +174,7 @@ class SimStream final : public StreamImpl {
   std::uint64_t submitted_ = 0;
   std::uint64_t completed_ = 0;
   std::size_t waiters_ = 0;
+  bool idle_ = false;
   bool stop_ = false;
   // delay state: only the worker touches it
   bool delay_;
@@ -211,6 +217,10 @@ class SimDevice final : public DeviceImpl {
   void mark_freed(const void* ptr, std::size_t bytes, StreamImpl& stream,
                   std::span<EventImpl* const> after) noexcept override;
   void label(const void* ptr, std::string label, StreamImpl& stream) noexcept override;
+  bool register_external(const void* ptr, std::size_t bytes) noexcept override;
+  void unregister_external(const void* ptr) noexcept override;
+  std::uint64_t add_owner_resolver(OwnerResolver resolver) override;
+  void remove_owner_resolver(std::uint64_t token) noexcept override;
   std::vector<SimViolation> take_violations() override;
   std::size_t violation_count() const noexcept override {
     return violation_count_.load(std::memory_order_acquire);
@@ -221,7 +231,7 @@ class SimDevice final : public DeviceImpl {
   /// Checks, as a queued operation executes, that [ptr, ptr + bytes) is live device memory.
   bool check(const void* ptr, std::size_t bytes, std::string_view operation,
              std::uint64_t stream_id) noexcept;
-  bool is_pinned(const void* ptr, std::size_t bytes) const;
+  bool is_pinned(const void* ptr, std::size_t bytes) override;
   void maybe_fail(FaultSite site, const char* call, std::string_view doing);
 
  private:
@@ -237,6 +247,8 @@ class SimDevice final : public DeviceImpl {
     AllocState state = AllocState::live;
     bool free_queued = false;
     bool sub = false;  // liveness is tracked per block handed out by a sub-allocator
+    bool external = false;  // lent by another owner (register_external): never freed here
+    std::size_t external_refs = 0;  // registrations of ranges inside it
     std::map<std::uintptr_t, Block> blocks;
     std::string label;
   };
@@ -258,6 +270,11 @@ class SimDevice final : public DeviceImpl {
   std::deque<std::uintptr_t> quarantine_;
   std::size_t quarantined_bytes_ = 0;
   std::map<std::uintptr_t, std::size_t> pinned_;
+
+  // Shared while a report asks the resolvers, so that removing one waits for those reports.
+  std::shared_mutex resolver_mutex_;
+  std::vector<std::pair<std::uint64_t, OwnerResolver>> resolvers_;
+  std::uint64_t next_resolver_ = 1;
 
   std::mutex violation_mutex_;
   std::vector<SimViolation> violations_;
@@ -301,13 +318,35 @@ DeviceImpl& SimStream::device() noexcept { return device_; }
 
 std::uint64_t SimStream::enqueue(std::function<void()> op) {
   std::uint64_t ticket = 0;
+  bool wake = false;
   {
     std::scoped_lock lock(mutex_);
     queue_.push_back(std::move(op));
     ticket = ++submitted_;
+    wake = idle_;  // a busy worker finds the op on its own; waking it costs a system call
   }
-  work_cv_.notify_one();
+  if (wake) work_cv_.notify_one();
   return ticket;
+}
+
+void SimStream::enqueue_bookkeeping(std::function<void()> op) {
+  if (!delay_) {
+    std::scoped_lock lock(mutex_);
+    if (queue_.empty() && completed_ == submitted_) {
+      // Held under the stream's lock so that no later operation of this stream overtakes it.
+      // The operation takes only the memory lock and event-node locks, never a stream's.
+      ++submitted_;
+      try {
+        op();
+      } catch (const std::exception& e) {
+        report_error(std::string("sim stream ") + std::to_string(id_) +
+                     ": queued operation threw: " + e.what());
+      }
+      ++completed_;
+      return;
+    }
+  }
+  enqueue(std::move(op));
 }
 
 void SimStream::wait_for(std::uint64_t ticket) {
@@ -320,7 +359,11 @@ void SimStream::wait_for(std::uint64_t ticket) {
 void SimStream::run() {
   std::unique_lock lock(mutex_);
   for (;;) {
-    work_cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+    if (!stop_ && queue_.empty()) {
+      idle_ = true;
+      work_cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      idle_ = false;
+    }
     if (queue_.empty()) return;  // stopped and drained
     std::function<void()> op = std::move(queue_.front());
     queue_.pop_front();
@@ -399,7 +442,7 @@ void SimStream::host_callback(std::function<void()> fn) {
 void SimStream::record(EventImpl& event) {
   device_.maybe_fail(FaultSite::stream_operation, "cudaEventRecord", "recording an event");
   auto node = static_cast<SimEvent&>(event).begin_record();
-  enqueue([node = std::move(node)] { node->complete(); });
+  enqueue_bookkeeping([node = std::move(node)] { node->complete(); });
 }
 
 void SimStream::wait(EventImpl& event) {
@@ -577,7 +620,8 @@ void SimDevice::deallocate(void* ptr, std::size_t bytes) noexcept {
   {
     std::unique_lock lock(memory_mutex_);
     auto it = allocs_.find(address(ptr));
-    if (it == allocs_.end() || it->second.state == AllocState::freed || it->second.free_queued) {
+    if (it == allocs_.end() || it->second.state == AllocState::freed || it->second.free_queued ||
+        it->second.external) {
       bad = SimViolation{SimViolation::Kind::bad_free, "cudaFree", ptr, bytes, 0, {}};
     } else {
       release(it->first);
@@ -590,7 +634,7 @@ void* SimDevice::allocate_async(std::size_t bytes, StreamImpl& stream) {
   if (bytes == 0) return nullptr;
   void* ptr = reserve(bytes, AllocState::pending, "cudaMallocAsync");
   // Usable in stream order: live once the stream reaches the allocation.
-  sim_stream(stream).enqueue([this, base = address(ptr)] {
+  sim_stream(stream).enqueue_bookkeeping([this, base = address(ptr)] {
     std::unique_lock lock(memory_mutex_);
     if (auto it = allocs_.find(base); it != allocs_.end() && it->second.state == AllocState::pending)
       it->second.state = AllocState::live;
@@ -603,7 +647,8 @@ void SimDevice::deallocate_async(void* ptr, std::size_t bytes, StreamImpl& strea
   {
     std::unique_lock lock(memory_mutex_);
     auto it = allocs_.find(address(ptr));
-    if (it == allocs_.end() || it->second.state == AllocState::freed || it->second.free_queued) {
+    if (it == allocs_.end() || it->second.state == AllocState::freed || it->second.free_queued ||
+        it->second.external) {
       lock.unlock();
       report(SimViolation{SimViolation::Kind::bad_free, "cudaFreeAsync", ptr, bytes, stream.id(), {}});
       return;
@@ -611,7 +656,7 @@ void SimDevice::deallocate_async(void* ptr, std::size_t bytes, StreamImpl& strea
     it->second.free_queued = true;
   }
   try {
-    sim_stream(stream).enqueue([this, base = address(ptr)] {
+    sim_stream(stream).enqueue_bookkeeping([this, base = address(ptr)] {
       std::unique_lock lock(memory_mutex_);
       release(base);
     });
@@ -621,7 +666,8 @@ void SimDevice::deallocate_async(void* ptr, std::size_t bytes, StreamImpl& strea
 }
 
 void* SimDevice::allocate_pinned(std::size_t bytes) {
-  const std::size_t size = round_up(std::max<std::size_t>(bytes, 1));
+  if (bytes == 0) return nullptr;  // as cudaMallocHost
+  const std::size_t size = round_up(bytes);
   void* ptr = std::aligned_alloc(sim_alignment, size);
   if (ptr == nullptr) {
     throw OutOfMemoryError("out of memory: cudaMallocHost of " + format_bytes(bytes) + " failed",
@@ -647,7 +693,7 @@ void SimDevice::deallocate_pinned(void* ptr) noexcept {
   std::free(ptr);
 }
 
-bool SimDevice::is_pinned(const void* ptr, std::size_t bytes) const {
+bool SimDevice::is_pinned(const void* ptr, std::size_t bytes) {
   std::shared_lock lock(memory_mutex_);
   auto it = pinned_.upper_bound(address(ptr));
   if (it == pinned_.begin()) return false;
@@ -658,7 +704,7 @@ bool SimDevice::is_pinned(const void* ptr, std::size_t bytes) const {
 void SimDevice::mark_allocated(const void* ptr, std::size_t bytes, StreamImpl& stream) noexcept {
   if (ptr == nullptr || bytes == 0) return;
   try {
-    sim_stream(stream).enqueue([this, ptr, bytes, stream_id = stream.id()] {
+    sim_stream(stream).enqueue_bookkeeping([this, ptr, bytes, stream_id = stream.id()] {
       std::optional<SimViolation> bad;
       {
         std::unique_lock lock(memory_mutex_);
@@ -737,15 +783,49 @@ void SimDevice::mark_freed(const void* ptr, std::size_t bytes, StreamImpl& strea
         step();
       }
     }
-    sim_stream(stream).enqueue(step);
+    sim_stream(stream).enqueue_bookkeeping(step);
   } catch (...) {
     report_error("sim: could not queue a sub-allocation free");
   }
 }
 
+bool SimDevice::register_external(const void* ptr, std::size_t bytes) noexcept {
+  if (ptr == nullptr || bytes == 0) return false;
+  try {
+    std::unique_lock lock(memory_mutex_);
+    const auto addr = address(ptr);
+    if (auto it = find_alloc(addr); it != allocs_.end()) {
+      // Lent again (two borrowers of one buffer): counted, so that it stays registered until
+      // the last one ends. Memory the device allocated itself is checked as it is already.
+      Alloc& alloc = it->second;
+      if (!alloc.external || addr + bytes > it->first + alloc.size) return false;
+      ++alloc.external_refs;
+      return true;
+    }
+    auto next = allocs_.upper_bound(addr);
+    if (next != allocs_.end() && next->first < addr + bytes) return false;
+    Alloc alloc;
+    alloc.size = bytes;
+    alloc.external = true;  // host stays null: the destructor frees nothing of it
+    alloc.external_refs = 1;
+    allocs_.emplace(addr, std::move(alloc));
+    return true;
+  } catch (...) {
+    return false;  // unregistered: accesses are reported, which is safe
+  }
+}
+
+void SimDevice::unregister_external(const void* ptr) noexcept {
+  std::unique_lock lock(memory_mutex_);
+  auto it = find_alloc(address(ptr));
+  if (it != allocs_.end() && it->second.external && --it->second.external_refs == 0) {
+    allocs_.erase(it);
+  }
+}
+
 void SimDevice::label(const void* ptr, std::string text, StreamImpl& stream) noexcept {
   try {
-    sim_stream(stream).enqueue([this, ptr, text = std::move(text)]() mutable {
+    sim_stream(stream).enqueue_bookkeeping([this, ptr, text = std::move(text)]() mutable {
       std::unique_lock lock(memory_mutex_);
       const auto addr = address(ptr);
       auto it = find_alloc(addr);
@@ -812,8 +892,27 @@ bool SimDevice::check(const void* ptr, std::size_t bytes, std::string_view opera
   return false;
 }
 
+std::uint64_t SimDevice::add_owner_resolver(OwnerResolver resolver) {
+  std::unique_lock lock(resolver_mutex_);
+  const std::uint64_t token = next_resolver_++;
+  resolvers_.emplace_back(token, std::move(resolver));
+  return token;
+}
+
+void SimDevice::remove_owner_resolver(std::uint64_t token) noexcept {
+  std::unique_lock lock(resolver_mutex_);
+  std::erase_if(resolvers_, [token](const auto& entry) { return entry.first == token; });
+}
+
 void SimDevice::report(SimViolation violation) noexcept {
   try {
+    if (violation.owner.empty()) {
+      std::shared_lock lock(resolver_mutex_);
+      for (const auto& [token, resolve] : resolvers_) {
+        violation.owner = resolve(violation.ptr, violation.bytes);
+        if (!violation.owner.empty()) break;
+      }
+    }
     {
       std::scoped_lock lock(violation_mutex_);
       // Keep the first ones: a test that fails on thousands needs only the first few.

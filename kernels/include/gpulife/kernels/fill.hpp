@@ -15,8 +15,9 @@ namespace gpulife::kernels {
 /// @brief The kernel body: element `i` of `data` becomes `value`.
 template <class T>
 struct FillBody {
-  T* data;
-  T value;
+  T* data;  ///< the array
+  T value;  ///< what every element becomes
+  /// Sets element `i`.
   GPULIFE_HOST_DEVICE void operator()(std::size_t i) const { data[i] = value; }
 };
 

@@ -37,7 +37,9 @@ struct Digest128 {
   std::uint64_t high = 0;  ///< the upper 64 bits (XXH128_hash_t::high64)
   std::uint64_t low = 0;   ///< the lower 64 bits (XXH128_hash_t::low64)
 
+  /// Equal digests: the same bytes, but for a collision.
   friend constexpr bool operator==(const Digest128&, const Digest128&) noexcept = default;
+  /// Ordered as the 128-bit number `high:low`.
   // NOLINTBEGIN(modernize-use-nullptr): clang-tidy 14 misreads a defaulted <=>
   friend constexpr std::strong_ordering operator<=>(const Digest128&,
                                                     const Digest128&) noexcept = default;

@@ -95,6 +95,8 @@ class HostBuffer {
 
   /// @brief Adopts bytes whose lifetime `owner` holds: they stay valid while `owner` lives, and
   /// the last handle releases `owner` (for a mapped file, an object whose destructor unmaps it).
+  /// @param bytes  the bytes
+  /// @param owner  keeps the bytes alive
   /// @param memory what kind of memory the bytes are in
   /// @throws std::invalid_argument naming `bytes` if its data is null and its size is not zero,
   /// or `owner` if it is empty
@@ -104,6 +106,7 @@ class HostBuffer {
 
   /// @brief Borrows bytes that the caller keeps alive, unchanged, as long as the promise above
   /// says.
+  /// @param bytes  the bytes
   /// @param memory what kind of memory the bytes are in
   /// @throws std::invalid_argument naming `bytes` if its data is null and its size is not zero
   [[nodiscard]] static HostBuffer view(std::span<const std::byte> bytes,

@@ -48,9 +48,9 @@ class PoolResource final : public DeviceMemoryResource {
  public:
   /// A block handed out and not yet returned.
   struct LiveBlock {
-    void* ptr = nullptr;
+    void* ptr = nullptr;    ///< the block's address
     std::size_t bytes = 0;  ///< size class
-    std::uint64_t stream_id = 0;
+    std::uint64_t stream_id = 0;  ///< the stream it was allocated on
   };
 
   /// @param upstream where blocks come from (shared: the pool keeps it alive)

@@ -22,7 +22,7 @@ namespace gpulife {
 struct CudaProbe {
   bool compiled = false;   ///< the CUDA backend was built into this library
   bool available = false;  ///< a device answered
-  int device_count = 0;
+  int device_count = 0;    ///< CUDA devices that answered
   std::string reason;      ///< when not available: e.g. "cudaErrorInsufficientDriver: ..."
 };
 
@@ -57,8 +57,11 @@ class Device {
   /// @throws CudaError if GPULIFE_DEVICE=cuda and no CUDA device answers
   [[nodiscard]] static Device select();
 
+  /// @return true unless empty
   [[nodiscard]] bool valid() const noexcept { return impl_ != nullptr; }
+  /// @return the backend; @throws std::invalid_argument if empty
   [[nodiscard]] BackendKind kind() const { return impl().kind(); }
+  /// @return the device's index within its backend; @throws std::invalid_argument if empty
   [[nodiscard]] int ordinal() const { return impl().ordinal(); }
   /// @return e.g. "sim:0 (simulated, 16.0 GiB)" or "cuda:0 (NVIDIA H100 80GB HBM3)"
   [[nodiscard]] std::string name() const { return impl().name(); }
@@ -96,10 +99,12 @@ class Device {
   /// @return the backend device
   /// @throws std::invalid_argument if empty
   [[nodiscard]] detail::DeviceImpl& impl() const;
+  /// @return the shared backend device (null if empty)
   [[nodiscard]] const std::shared_ptr<detail::DeviceImpl>& shared_impl() const noexcept {
     return impl_;
   }
 
+  /// @return true if both handles refer to the same device
   friend bool operator==(const Device& a, const Device& b) noexcept { return a.impl_ == b.impl_; }
 
  private:

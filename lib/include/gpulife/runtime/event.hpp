@@ -23,7 +23,9 @@ class Event {
   /// @brief Takes an event from the device's pool.
   /// @throws CudaError if the device cannot create one
   explicit Event(const Device& device);
+  /// Takes `other`'s event; `other` becomes empty.
   Event(Event&& other) noexcept;
+  /// Returns this handle's event to its pool and takes `other`'s.
   Event& operator=(Event&& other) noexcept;
   Event(const Event&) = delete;
   Event& operator=(const Event&) = delete;
@@ -39,8 +41,11 @@ class Event {
   /// @brief Same as `stream.record(*this)`.
   void record(StreamView stream) const { stream.record(*this); }
 
+  /// @return true unless empty
   [[nodiscard]] bool valid() const noexcept { return impl_ != nullptr; }
+  /// @return the backend event (null if empty)
   [[nodiscard]] detail::EventImpl* impl() const noexcept { return impl_; }
+  /// @return the backend device the event belongs to (null if empty)
   [[nodiscard]] detail::DeviceImpl* device_impl() const noexcept { return device_.get(); }
 
  private:

@@ -65,6 +65,7 @@ void for_each_index(StreamView stream, std::size_t n, const Body& body,
   }
 #if defined(__CUDACC__)
   if (n == 0) return;
+  stream.device().make_current();  // <<<>>> launches on the calling thread's current device
   constexpr unsigned block = 256;
   // enough blocks to fill any current GPU; the grid-stride loop covers the rest
   const std::size_t wanted = (n + block - 1) / block;

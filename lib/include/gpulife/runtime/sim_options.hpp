@@ -21,11 +21,11 @@ struct SimViolation {
     overlap,         ///< a sub-allocator handed out a block that overlaps a live one
     bad_free,        ///< a free of memory that is not live (double free, foreign pointer)
   };
-  Kind kind = Kind::unallocated;
+  Kind kind = Kind::unallocated;  ///< what went wrong
   std::string operation;     ///< e.g. "copy device_to_host", "memset", "kernel fill"
   const void* ptr = nullptr; ///< start of the offending range
   std::size_t bytes = 0;     ///< its length
-  std::uint64_t stream_id = 0;
+  std::uint64_t stream_id = 0;  ///< the stream the operation was queued on (0: none)
   std::string owner;  ///< label of the block the range fell in (a tensor's id and tag in leak mode)
 
   /// @return one line that describes the violation
@@ -51,7 +51,7 @@ struct SimOptions {
   /// Capacity the device pretends to have; allocations beyond it fail with out-of-memory.
   std::size_t capacity_bytes = std::size_t{16} << 30;
   /// When true, each stream worker sleeps a random time before every queued operation, which
-  /// exposes missing synchronisation. The environment variable GPULIFE_SIM_DELAY=<seed> turns it
+  /// exposes missing synchronisation. The environment variable GPULIFE_SIM_DELAY=`<seed>` turns it
   /// on for devices created with default options.
   bool delay = false;
   std::uint64_t delay_seed = 1;         ///< seed of the per-stream delay generators

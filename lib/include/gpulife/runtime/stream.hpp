@@ -24,7 +24,9 @@ class Stream {
   /// @brief Takes a stream from the device's pool.
   /// @throws CudaError if the device cannot create one
   explicit Stream(const Device& device);
+  /// Takes `other`'s stream; `other` becomes empty.
   Stream(Stream&& other) noexcept;
+  /// Returns this handle's stream to its pool and takes `other`'s.
   Stream& operator=(Stream&& other) noexcept;
   Stream(const Stream&) = delete;
   Stream& operator=(const Stream&) = delete;
@@ -32,11 +34,14 @@ class Stream {
 
   /// @return a view of the stream (empty if this handle is empty)
   [[nodiscard]] StreamView view() const noexcept { return StreamView{impl_}; }
+  /// @return `view()`: a `Stream` converts implicitly, like RMM's `cuda_stream`
   operator StreamView() const noexcept { return view(); }  // NOLINT: implicit, like RMM's
+  /// @return true unless empty
   [[nodiscard]] bool valid() const noexcept { return impl_ != nullptr; }
 
   /// Shorthands for the view's operations.
   void synchronize() const { view().synchronize(); }
+  /// @return the stream's process-unique id (0 if empty)
   [[nodiscard]] std::uint64_t id() const noexcept { return view().id(); }
 
  private:

@@ -82,6 +82,7 @@ class StreamView {
   /// @return true when all work queued so far has executed
   [[nodiscard]] bool query() const;
 
+  /// @return true if both views refer to the same stream
   friend constexpr bool operator==(StreamView, StreamView) noexcept = default;
 
  private:

@@ -1,0 +1,423 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "tensor/tensor_arena.hpp"
+
+#include <algorithm>
+#include <limits>
+#include <new>
+#include <stdexcept>
+
+#include <gpulife/errors.hpp>
+
+#include "detail/format.hpp"
+
+namespace gpulife::detail {
+namespace {
+
+constexpr std::size_t blocks_per_chunk = 64;
+
+/// Tensor ids are unique in the process. Threads take them in batches so that creating tensors
+/// on several threads does not contend on one counter.
+std::uint64_t next_tensor_id() noexcept {
+  constexpr std::uint64_t batch = 1024;
+  static std::atomic<std::uint64_t> next_batch{1};
+  thread_local std::uint64_t next = 0;
+  thread_local std::uint64_t end = 0;
+  if (next == end) {
+    next = next_batch.fetch_add(batch, std::memory_order_relaxed);
+    end = next + batch;
+  }
+  return next++;
+}
+
+std::string describe(const TensorInfo& info) {
+  std::string text = "tensor #" + std::to_string(info.id);
+  if (!info.tag.empty()) text += " '" + info.tag + "'";
+  return text;
+}
+
+}  // namespace
+
+// ---- callbacks ---------------------------------------------------------------------------------
+
+bool CallbackState::run() noexcept {
+  Status expected = Status::pending;
+  if (!status.compare_exchange_strong(expected, Status::running, std::memory_order_acq_rel)) {
+    return false;
+  }
+  bool failed = false;
+  try {
+    fn(info);
+  } catch (const std::exception& e) {
+    failed = true;
+    arena->report(std::string(kind == Kind::finalizer ? "finalizer" : "expiry callback") +
+                  " of " + describe(info) + " threw: " + e.what());
+  } catch (...) {
+    failed = true;
+    arena->report(std::string(kind == Kind::finalizer ? "finalizer" : "expiry callback") +
+                  " of " + describe(info) + " threw a non-standard exception");
+  }
+  // Dropping the function releases what it captured, which may be the last handle to a tensor
+  // (a finalizer that captured its own tensor ends its cycle here).
+  FinalizerFunction done = std::move(fn);
+  status.store(Status::done, std::memory_order_release);
+  done = nullptr;
+  arena->count_finalizer(failed);
+  // Finalizers only: expiry callbacks include the cache's own bookkeeping, which is not news.
+  if (TensorObserver* observer = arena->observer(); observer != nullptr && kind == Kind::finalizer) {
+    observer->on_event(LifetimeEvent::finalizer_run, info.id, info.bytes, info.tag);
+  }
+  return true;
+}
+
+bool CallbackState::detach() noexcept {
+  Status expected = Status::pending;
+  if (!status.compare_exchange_strong(expected, Status::detached, std::memory_order_acq_rel)) {
+    return false;
+  }
+  fn = nullptr;
+  return true;
+}
+
+// ---- arena -------------------------------------------------------------------------------------
+
+TensorArena* TensorArena::create(Config config) { return new TensorArena(std::move(config)); }
+
+TensorArena::TensorArena(Config config)
+    : config_(std::move(config)), staging_(config_.device, config_.staging) {
+  if (!config_.device.valid()) throw std::invalid_argument("device: empty Device");
+  if (!config_.resource) throw std::invalid_argument("resource: null memory resource");
+  if (config_.resource->device() != config_.device) {
+    throw std::invalid_argument("resource: allocates on " + config_.resource->device().name() +
+                                ", not on " + config_.device.name());
+  }
+}
+
+TensorArena::~TensorArena() = default;
+
+void TensorArena::unref() noexcept {
+  if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+}
+
+void TensorArena::report(std::string_view message) const noexcept {
+  if (!config_.error_handler) {
+    report_error(message);
+    return;
+  }
+  try {
+    config_.error_handler(message);
+  } catch (...) {
+    report_error(message);
+  }
+}
+
+TensorImpl* TensorArena::new_block() {
+  void* slot = nullptr;
+  {
+    std::scoped_lock lock(slab_mutex_);
+    if (free_blocks_.empty()) {
+      auto chunk = std::make_unique<std::byte[]>(blocks_per_chunk * sizeof(TensorImpl));
+      free_blocks_.reserve(free_blocks_.size() + blocks_per_chunk);
+      for (std::size_t i = blocks_per_chunk; i-- > 0;) {
+        free_blocks_.push_back(chunk.get() + i * sizeof(TensorImpl));
+      }
+      chunks_.push_back(std::move(chunk));
+    }
+    slot = free_blocks_.back();
+    free_blocks_.pop_back();
+  }
+  auto* impl = new (slot) TensorImpl();
+  impl->arena = this;
+  ref();
+  return impl;
+}
+
+void TensorArena::free_block(TensorImpl* impl) noexcept {
+  impl->~TensorImpl();
+  {
+    std::scoped_lock lock(slab_mutex_);
+    // capacity was reserved when the chunk was made: this cannot throw
+    free_blocks_.push_back(impl);
+  }
+  unref();
+}
+
+void* TensorArena::allocate(std::size_t bytes, StreamView stream) {
+  try {
+    return config_.resource->allocate(bytes, stream);
+  } catch (const OutOfMemoryError& first) {
+    if (pressure_handler_) {
+      pressure_handler_(bytes, stream);
+      try {
+        return config_.resource->allocate(bytes, stream);
+      } catch (const OutOfMemoryError&) {
+        // fall through to the message below, which says what is still alive
+      }
+    }
+    const ArenaStatistics stats = statistics();
+    if (observer_ != nullptr) observer_->on_event(LifetimeEvent::out_of_memory, 0, bytes, {});
+    throw OutOfMemoryError(std::string(first.what()) + "; live tensors: " +
+                               std::to_string(stats.live_tensors) + " holding " +
+                               format_bytes(stats.live_bytes),
+                           bytes);
+  }
+}
+
+void TensorArena::copy_to_device(void* dst, std::span<const std::byte> src, StreamView stream) {
+  if (src.size() >= config_.staging_min_bytes &&
+      !config_.device.impl().is_pinned(src.data(), src.size())) {
+    staging_.upload(dst, src, stream);
+    return;
+  }
+  stream.copy(dst, src.data(), src.size(), CopyKind::host_to_device);
+}
+
+TensorImpl* TensorArena::create(const Shape& shape, DType dtype, StreamImpl& stream,
+                                std::string_view tag, const std::source_location& where) {
+  const auto numel = static_cast<std::uint64_t>(shape.numel());
+  if (numel > std::numeric_limits<std::size_t>::max() / size_of(dtype)) {
+    throw std::invalid_argument("shape: " + shape.to_string() + " of " +
+                                std::string(to_string(dtype)) + " overflows the address space");
+  }
+  const std::size_t bytes = numel * size_of(dtype);
+  void* data = bytes != 0 ? allocate(bytes, StreamView{&stream}) : nullptr;
+  TensorImpl* impl = nullptr;
+  try {
+    impl = new_block();
+    impl->tag.assign(tag);
+  } catch (...) {
+    if (impl != nullptr) free_block(impl);
+    config_.resource->deallocate(data, bytes, StreamView{&stream});
+    throw;
+  }
+  impl->dtype = dtype;
+  impl->data = data;
+  impl->bytes = bytes;
+  impl->alloc_bytes = bytes;
+  impl->stream = &stream;
+  impl->id = next_tensor_id();
+  impl->shape = shape;
+  impl->strides = shape.contiguous_strides();
+  live_tensors_.fetch_add(1, std::memory_order_relaxed);
+  live_bytes_.fetch_add(bytes, std::memory_order_relaxed);
+  created_.fetch_add(1, std::memory_order_relaxed);
+  if (observer_ != nullptr) observer_->on_create(*impl, where);
+  return impl;
+}
+
+TensorImpl* TensorArena::create_external(void* data, std::size_t bytes, const Shape& shape,
+                                         const Shape& strides, DType dtype, StreamImpl& stream,
+                                         std::string_view tag, const std::source_location& where) {
+  TensorImpl* impl = new_block();
+  try {
+    impl->tag.assign(tag);
+  } catch (...) {
+    free_block(impl);
+    throw;
+  }
+  impl->external = true;
+  impl->dtype = dtype;
+  impl->data = data;
+  impl->bytes = bytes;
+  impl->alloc_bytes = bytes;
+  impl->stream = &stream;
+  impl->id = next_tensor_id();
+  impl->shape = shape;
+  impl->strides = strides;
+  live_tensors_.fetch_add(1, std::memory_order_relaxed);
+  created_.fetch_add(1, std::memory_order_relaxed);
+  if (observer_ != nullptr) observer_->on_create(*impl, where);
+  return impl;
+}
+
+TensorImpl* TensorArena::create_view(TensorImpl& parent, void* data, std::size_t bytes,
+                                     const Shape& shape, const Shape& strides,
+                                     const std::source_location& where) {
+  const TensorImpl& owner = memory_owner(parent);
+  TensorImpl* impl = new_block();
+  try {
+    impl->tag = owner.tag;
+  } catch (...) {
+    free_block(impl);
+    throw;
+  }
+  retain_strong(&parent);
+  impl->base = &parent;
+  impl->dtype = owner.dtype;
+  impl->external = owner.external;
+  impl->data = data;
+  impl->bytes = bytes;
+  impl->stream = owner.stream;
+  impl->id = next_tensor_id();
+  impl->shape = shape;
+  impl->strides = strides;
+  live_tensors_.fetch_add(1, std::memory_order_relaxed);
+  created_.fetch_add(1, std::memory_order_relaxed);
+  if (observer_ != nullptr) observer_->on_create(*impl, where);
+  return impl;
+}
+
+void TensorArena::release_memory(TensorImpl& root) noexcept {
+  if (root.data == nullptr) return;
+  StreamView home{root.stream};
+  std::vector<Event> after;
+  if (root.recorded != nullptr) {
+    for (StreamImpl* other : *root.recorded) {
+      try {
+        Event event(config_.device);
+        StreamView{other}.record(event);
+        after.push_back(std::move(event));
+      } catch (const std::exception& e) {
+        // Without an event the only safe order left is the host's.
+        report(std::string("record_stream: recording an event failed (") + e.what() +
+               "); waiting for the stream on the host");
+        try {
+          StreamView{other}.synchronize();
+        } catch (...) {
+          report("record_stream: stream synchronize failed; the memory is not released");
+          return;
+        }
+      }
+    }
+  }
+  if (root.external) {
+    // The owner's release function gives the memory back; queue the recorded streams' work
+    // before anything its owner queues on the home stream afterwards (or waits for there).
+    for (const Event& event : after) {
+      try {
+        home.wait(event);
+      } catch (const std::exception& e) {
+        report(std::string("record_stream: waiting for an event failed (") + e.what() +
+               "); waiting for it on the host");
+        try {
+          event.synchronize();
+        } catch (...) {
+          report("record_stream: event synchronize failed");
+        }
+      }
+    }
+    return;
+  }
+  if (after.empty()) {
+    config_.resource->deallocate(root.data, root.alloc_bytes, home);
+  } else {
+    config_.resource->deallocate_after(root.data, root.alloc_bytes, home, std::move(after));
+  }
+}
+
+void TensorArena::release(TensorImpl* impl) noexcept {
+  if (impl->base == nullptr) {
+    release_memory(*impl);
+    live_bytes_.fetch_sub(impl->external ? 0 : impl->alloc_bytes, std::memory_order_relaxed);
+  }
+  live_tensors_.fetch_sub(1, std::memory_order_relaxed);
+  // After the memory went back, so that the timeline's counters include this free; before the
+  // callbacks are taken, so that a leak report that still sees the tensor registered (under the
+  // tracker's lock) may read them.
+  if (observer_ != nullptr) observer_->on_release(*impl);
+
+  // No other thread can reach the callbacks now: no strong handle is left, and registering
+  // needs one.
+  std::unique_ptr<std::vector<std::shared_ptr<CallbackState>>> callbacks(impl->callbacks);
+  impl->callbacks = nullptr;
+  delete impl->recorded;
+  impl->recorded = nullptr;
+  if (callbacks) {
+    // newest first, like a stack of cleanups
+    for (auto it = callbacks->rbegin(); it != callbacks->rend(); ++it) (*it)->run();
+  }
+  TensorImpl* base = impl->base;
+  drop_weak(impl);
+  if (base != nullptr) drop_strong(base);
+}
+
+TensorInfo TensorArena::info_of(const TensorImpl& impl) {
+  TensorInfo info;
+  info.data = impl.data;
+  info.bytes = impl.base == nullptr ? impl.alloc_bytes : impl.bytes;
+  info.shape = impl.shape;
+  info.dtype = impl.dtype;
+  info.id = impl.id;
+  info.tag = impl.tag;
+  info.stream_id = impl.stream != nullptr ? impl.stream->id() : 0;
+  return info;
+}
+
+std::shared_ptr<CallbackState> TensorArena::add_callback(TensorImpl& impl,
+                                                         CallbackState::Kind kind,
+                                                         FinalizerFunction fn) {
+  auto state = std::make_shared<CallbackState>(kind, std::move(fn), info_of(impl), *this);
+  if (observer_ != nullptr) {
+    // std::function hides its captures, but copying it copies them: the rise of the strong
+    // count is the number of handles to this tensor that the callback holds. Exact unless
+    // another thread copies or drops a handle to the tensor meanwhile (then only a report may be
+    // wrong, never the tensor's lifetime).
+    try {
+      const std::uint32_t before = impl.strong.load(std::memory_order_relaxed);
+      FinalizerFunction probe = state->fn;
+      const std::uint32_t after = impl.strong.load(std::memory_order_relaxed);
+      state->tensor_handles = after > before ? after - before : 0;
+    } catch (...) {
+      // a function that cannot be copied is registered all the same, just not measured
+    }
+  }
+  {
+    std::scoped_lock lock(impl.lock);
+    if (impl.callbacks == nullptr) {
+      impl.callbacks = new std::vector<std::shared_ptr<CallbackState>>();
+    }
+    auto& list = *impl.callbacks;
+    // Detached callbacks (erased WeakKeyMap entries, dropped weak references) would pile up on a
+    // long-lived tensor; sweeping at each doubling keeps the list proportional to live ones.
+    if (list.size() >= 8 && (list.size() & (list.size() - 1)) == 0) {
+      std::erase_if(list, [](const auto& s) {
+        return s->status.load(std::memory_order_acquire) != CallbackState::Status::pending;
+      });
+    }
+    list.push_back(state);
+  }
+  if (kind == CallbackState::Kind::finalizer) {
+    std::scoped_lock lock(registry_mutex_);
+    if (registry_.size() >= registry_sweep_at_) {
+      std::erase_if(registry_, [](const std::weak_ptr<CallbackState>& w) {
+        const auto s = w.lock();
+        return !s || s->status.load(std::memory_order_acquire) != CallbackState::Status::pending;
+      });
+      registry_sweep_at_ = std::max<std::size_t>(64, registry_.size() * 2);
+    }
+    registry_.push_back(state);
+  }
+  return state;
+}
+
+std::size_t TensorArena::run_atexit_finalizers() noexcept {
+  std::vector<std::weak_ptr<CallbackState>> pending;
+  {
+    std::scoped_lock lock(registry_mutex_);
+    pending.swap(registry_);
+  }
+  std::size_t ran = 0;
+  for (auto it = pending.rbegin(); it != pending.rend(); ++it) {
+    if (auto state = it->lock(); state && state->atexit.load(std::memory_order_acquire)) {
+      if (state->run()) ++ran;
+    }
+  }
+  return ran;
+}
+
+ArenaStatistics TensorArena::statistics() const noexcept {
+  ArenaStatistics stats;
+  stats.live_tensors = live_tensors_.load(std::memory_order_relaxed);
+  stats.live_bytes = live_bytes_.load(std::memory_order_relaxed);
+  stats.tensors_created = created_.load(std::memory_order_relaxed);
+  stats.finalizers_run = finalizers_run_.load(std::memory_order_relaxed);
+  stats.finalizer_errors = finalizer_errors_.load(std::memory_order_relaxed);
+  return stats;
+}
+
+// ---- the control block's slow paths ------------------------------------------------------------
+
+void release_strong(TensorImpl* impl) noexcept { impl->arena->release(impl); }
+
+void release_weak(TensorImpl* impl) noexcept { impl->arena->free_block(impl); }
+
+}  // namespace gpulife::detail

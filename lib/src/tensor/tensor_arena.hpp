@@ -1,0 +1,205 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+// The shared state of one context's tensors: device, memory resource, control-block slab,
+// counters, and the registry of pending finalizers. Tensors keep it alive, so that a handle
+// dropped after its context was destroyed still releases its memory correctly.
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <source_location>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <gpulife/error_handler.hpp>
+#include <gpulife/memory/device_memory_resource.hpp>
+#include <gpulife/memory/pinned_staging_pool.hpp>
+#include <gpulife/runtime/device.hpp>
+#include <gpulife/tensor/detail/tensor_impl.hpp>
+#include <gpulife/tensor/device_tensor.hpp>
+#include <gpulife/tensor/finalizer.hpp>
+
+namespace gpulife::detail {
+
+class TensorArena;
+
+/// A finalizer or an expiry callback registered on a tensor.
+struct CallbackState {
+  enum class Status : std::uint8_t { pending, running, done, detached };
+  enum class Kind : std::uint8_t { finalizer, expiry };
+
+  CallbackState(Kind kind_in, FinalizerFunction fn_in, TensorInfo info_in, TensorArena& arena_in)
+      : kind(kind_in), fn(std::move(fn_in)), info(std::move(info_in)), arena(&arena_in) {}
+
+  /// Runs the function unless it already ran or was detached; contains its exceptions.
+  bool run() noexcept;
+  /// Cancels; true if it was pending.
+  bool detach() noexcept;
+
+  std::atomic<Status> status{Status::pending};
+  std::atomic<bool> atexit{true};
+  const Kind kind;
+  FinalizerFunction fn;  // touched only by whoever moved status away from pending
+  const TensorInfo info;
+  TensorArena* arena;  // for error reports; the tensor holding this state keeps it alive
+  /// Leak mode: strong handles to the tensor that `fn` holds (captured by value), measured when
+  /// it was registered. Written before the state is published, read-only afterwards.
+  std::uint32_t tensor_handles = 0;
+};
+
+/// Grants gpulife's own layers the handle internals.
+struct TensorAccess {
+  static DeviceTensor adopt(TensorImpl* impl) noexcept { return DeviceTensor(impl); }
+  static TensorImpl* impl(const DeviceTensor& tensor) noexcept { return tensor.impl_; }
+};
+
+/// What happened to a tensor or the cache, for the debug layer's timeline.
+enum class LifetimeEvent : std::uint8_t {
+  allocate,        ///< a tensor got memory (on_create also tells this)
+  free,            ///< a tensor's memory went back (on_release also tells this)
+  upload,          ///< bytes were copied host to device for a tensor
+  cache_hit,       ///< the tensor cache returned an existing tensor
+  cache_miss,      ///< the tensor cache had to upload
+  cache_eviction,  ///< the tensor cache dropped a retained entry
+  finalizer_run,   ///< a finalizer or expiry callback ran
+  out_of_memory,   ///< an allocation failed after the memory-pressure chain
+};
+
+/// Told about every tensor's birth and death and about lifetime events; the debug layer (leak
+/// tracker, timeline) implements it. When no observer is installed each hook costs one
+/// predictable branch. Hooks run on the thread that caused the event, with no gpulife lock held,
+/// and must not throw.
+class TensorObserver {
+ public:
+  virtual ~TensorObserver() = default;
+  /// A tensor (root or view) was made; its fields are final. Roots have their memory.
+  virtual void on_create(TensorImpl& impl, const std::source_location& where) noexcept = 0;
+  /// A tensor died: its memory has been given back (stream-ordered) and the arena's counters
+  /// updated; its callbacks have not run yet and its block is still valid.
+  virtual void on_release(TensorImpl& impl) noexcept = 0;
+  /// `tensor_id` is 0 where no tensor is involved (an out-of-memory before creation).
+  virtual void on_event(LifetimeEvent event, std::uint64_t tensor_id, std::size_t bytes,
+                        std::string_view tag) noexcept = 0;
+};
+
+/// Counters of one arena.
+struct ArenaStatistics {
+  std::size_t live_tensors = 0;  ///< roots and views
+  std::size_t live_bytes = 0;    ///< memory owned by live roots
+  std::uint64_t tensors_created = 0;
+  std::uint64_t finalizers_run = 0;
+  std::uint64_t finalizer_errors = 0;
+};
+
+class TensorArena {
+ public:
+  struct Config {
+    Device device;
+    std::shared_ptr<DeviceMemoryResource> resource;
+    ErrorHandler error_handler;  // empty: the default handler
+    StagingOptions staging{};
+    /// Pageable uploads of at least this many bytes go through the pinned staging buffers.
+    std::size_t staging_min_bytes = std::size_t{1} << 20;
+  };
+  /// Called when an allocation failed; frees what it can. Must not throw.
+  using PressureHandler = std::function<void(std::size_t requested, StreamView stream)>;
+
+  /// A new arena with one reference, owned by the caller.
+  static TensorArena* create(Config config);
+  void ref() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
+  void unref() noexcept;
+
+  [[nodiscard]] const Device& device() const noexcept { return config_.device; }
+  [[nodiscard]] DeviceMemoryResource& resource() const noexcept { return *config_.resource; }
+  [[nodiscard]] const std::shared_ptr<DeviceMemoryResource>& shared_resource() const noexcept {
+    return config_.resource;
+  }
+  /// Set once by the owner before tensors are made. The arena keeps the observer alive as long
+  /// as itself, because tensors that outlive their context still report their release.
+  void set_observer(std::shared_ptr<TensorObserver> observer) noexcept {
+    observer_owner_ = std::move(observer);
+    observer_ = observer_owner_.get();
+  }
+  [[nodiscard]] TensorObserver* observer() const noexcept { return observer_; }
+  void set_pressure_handler(PressureHandler handler) { pressure_handler_ = std::move(handler); }
+
+  /// Allocates with the memory-pressure chain: on out-of-memory the handler frees what it can
+  /// and the allocation is retried once.
+  void* allocate(std::size_t bytes, StreamView stream);
+
+  /// Copies host bytes to device memory in `stream` order: pageable sources of at least
+  /// `staging_min_bytes` through the pinned staging buffers, the rest directly. The host bytes
+  /// are consumed when it returns unless they are pinned.
+  void copy_to_device(void* dst, std::span<const std::byte> src, StreamView stream);
+
+  /// A new root tensor with fresh memory on `stream`.
+  TensorImpl* create(const Shape& shape, DType dtype, StreamImpl& stream, std::string_view tag,
+                     const std::source_location& where);
+  /// A new root tensor over memory someone else owns; `on_release` gives it back.
+  TensorImpl* create_external(void* data, std::size_t bytes, const Shape& shape,
+                              const Shape& strides, DType dtype, StreamImpl& stream,
+                              std::string_view tag, const std::source_location& where);
+  /// A new view held by `parent` (which gains a strong reference): the memory's owner, or an
+  /// anchor view (see `view_parent`).
+  TensorImpl* create_view(TensorImpl& parent, void* data, std::size_t bytes, const Shape& shape,
+                          const Shape& strides, const std::source_location& where);
+
+  /// The strong count reached zero.
+  void release(TensorImpl* impl) noexcept;
+  /// The weak count reached zero.
+  void free_block(TensorImpl* impl) noexcept;
+
+  /// Registers a callback on `impl`; finalizers also join the shutdown registry. With an
+  /// observer installed (leak mode), it first measures how many handles to `impl` the function
+  /// holds: see `CallbackState::tensor_handles`.
+  std::shared_ptr<CallbackState> add_callback(TensorImpl& impl, CallbackState::Kind kind,
+                                              FinalizerFunction fn);
+  /// Runs the pending finalizers whose `atexit` is set, newest first (context shutdown).
+  std::size_t run_atexit_finalizers() noexcept;
+
+  [[nodiscard]] ArenaStatistics statistics() const noexcept;
+  /// Sends `message` to the configured error handler.
+  void report(std::string_view message) const noexcept;
+  void count_finalizer(bool failed) noexcept {
+    (failed ? finalizer_errors_ : finalizers_run_).fetch_add(1, std::memory_order_relaxed);
+  }
+
+  /// The description callbacks receive.
+  static TensorInfo info_of(const TensorImpl& impl);
+
+ private:
+  explicit TensorArena(Config config);
+  ~TensorArena();
+
+  TensorImpl* new_block();
+  void release_memory(TensorImpl& root) noexcept;
+
+  Config config_;
+  PinnedStagingPool staging_;
+  TensorObserver* observer_ = nullptr;  // the hot path reads this plain pointer
+  std::shared_ptr<TensorObserver> observer_owner_;
+  PressureHandler pressure_handler_;
+  std::atomic<std::uint32_t> refs_{1};
+
+  // control blocks: a free list over chunks, so that a tensor costs no malloc in steady state
+  std::mutex slab_mutex_;
+  std::vector<void*> free_blocks_;
+  std::vector<std::unique_ptr<std::byte[]>> chunks_;
+
+  std::atomic<std::size_t> live_tensors_{0};
+  std::atomic<std::size_t> live_bytes_{0};
+  std::atomic<std::uint64_t> created_{0};
+  std::atomic<std::uint64_t> finalizers_run_{0};
+  std::atomic<std::uint64_t> finalizer_errors_{0};
+
+  std::mutex registry_mutex_;
+  std::vector<std::weak_ptr<CallbackState>> registry_;  // finalizers, oldest first
+  std::size_t registry_sweep_at_ = 64;
+};
+
+}  // namespace gpulife::detail

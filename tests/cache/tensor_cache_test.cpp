@@ -1,0 +1,455 @@
+// SPDX-License-Identifier: Apache-2.0
+// TensorCache: dedup of identical uploads, weak expiry, retention tiers, keys, readiness across
+// streams, single flight, memory pressure, bad input, and a randomised multi-threaded run.
+
+#include <atomic>
+#include <barrier>
+#include <numeric>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include <gpulife/cache/tensor_cache.hpp>
+#include <gpulife/context.hpp>
+#include <gpulife/errors.hpp>
+#include <gpulife/tensor/weak_tensor.hpp>
+
+#include "support/context_test.hpp"
+#include "tensor/tensor_arena.hpp"
+
+namespace gpulife {
+namespace {
+
+using testing::ContextTest;
+using testing::Gate;
+
+std::vector<float> pattern(std::size_t n, float seed) {
+  std::vector<float> v(n);
+  std::iota(v.begin(), v.end(), seed);
+  return v;
+}
+
+class TensorCacheTest : public ContextTest {
+ protected:
+  TensorCache& cache() { return ctx().cache(); }
+  std::size_t pool_allocations() { return ctx().statistics().resource.allocations; }
+};
+
+TEST_F(TensorCacheTest, IdenticalBytesAreUploadedOnceAndShared) {
+  const auto host = pattern(1024, 1);
+  DeviceTensor a = cache().upload(std::span<const float>(host), {32, 32});
+  const auto copy = host;  // other memory, same bytes
+  DeviceTensor b = cache().upload(std::span<const float>(copy), {32, 32});
+  EXPECT_EQ(a, b) << "a hit returns the same tensor";
+  EXPECT_EQ(a.data(), b.data());
+  EXPECT_EQ(pool_allocations(), 1U);
+  const CacheStatistics stats = cache().statistics();
+  EXPECT_EQ(stats.misses, 1U);
+  EXPECT_EQ(stats.hits, 1U);
+  EXPECT_EQ(stats.bytes_uploaded, 4096U);
+  EXPECT_EQ(stats.bytes_deduplicated, 4096U);
+  EXPECT_EQ(stats.live_entries, 1U);
+  EXPECT_EQ(stats.live_bytes, 4096U);
+  EXPECT_EQ(b.to_host<float>(), host);
+}
+
+TEST_F(TensorCacheTest, ShapeAndDtypeArePartOfTheKey) {
+  const auto host = pattern(1024, 1);
+  DeviceTensor a = cache().upload(std::span<const float>(host), {32, 32});
+  DeviceTensor b = cache().upload(std::span<const float>(host), {1024});
+  DeviceTensor c = cache().upload(std::as_bytes(std::span(host)), {4096}, DType::u8);
+  EXPECT_NE(a, b);
+  EXPECT_NE(a, c);
+  EXPECT_EQ(cache().statistics().misses, 3U);
+}
+
+TEST_F(TensorCacheTest, WeakEntryDiesWithItsLastUser) {
+  const auto host = pattern(1024, 2);
+  {
+    DeviceTensor a = cache().upload(std::span<const float>(host), {1024});
+    DeviceTensor view = a.slice(0, 0, 10);
+    a.reset();
+    EXPECT_EQ(cache().statistics().live_entries, 1U) << "a view still uses it";
+  }
+  const CacheStatistics stats = cache().statistics();
+  EXPECT_EQ(stats.live_entries, 0U);
+  EXPECT_EQ(ctx().statistics().live_tensors, 0U);
+  EXPECT_EQ(ctx().statistics().resource.bytes_in_use, 0U);
+  DeviceTensor again = cache().upload(std::span<const float>(host), {1024});
+  EXPECT_EQ(cache().statistics().misses, 2U) << "an expired entry is not a hit";
+}
+
+TEST_F(TensorCacheTest, WarmTierKeepsRecentlyUsedEntriesWithinItsBudget) {
+  ctx_.reset();
+  ctx_.emplace(ContextOptions{.device = device_,
+                              .cache = {.retention = Retention::warm,
+                                        .warm_budget_bytes = 2 * 4096}});
+  const auto a = pattern(1024, 10);
+  const auto b = pattern(1024, 20);
+  const auto c = pattern(1024, 30);
+  (void)cache().upload(std::span<const float>(a), {1024});  // dropped at once: warm
+  (void)cache().upload(std::span<const float>(b), {1024});
+  CacheStatistics stats = cache().statistics();
+  EXPECT_EQ(stats.warm_entries, 2U);
+  EXPECT_EQ(stats.warm_bytes, 8192U);
+  (void)cache().upload(std::span<const float>(a), {1024});  // a is used again: most recent
+  EXPECT_EQ(cache().statistics().hits, 1U);
+  (void)cache().upload(std::span<const float>(c), {1024});  // over budget: b is the oldest
+  stats = cache().statistics();
+  EXPECT_EQ(stats.evictions, 1U);
+  EXPECT_EQ(stats.warm_entries, 2U);
+  (void)cache().upload(std::span<const float>(a), {1024});
+  (void)cache().upload(std::span<const float>(c), {1024});
+  EXPECT_EQ(cache().statistics().hits, 3U) << "a and c stayed";
+  (void)cache().upload(std::span<const float>(b), {1024});
+  EXPECT_EQ(cache().statistics().misses, 4U) << "b was evicted";
+  EXPECT_GE(cache().clear_warm(), 2 * 4096U);
+  EXPECT_EQ(cache().statistics().warm_entries, 0U);
+  EXPECT_EQ(ctx().statistics().live_tensors, 0U);
+}
+
+TEST_F(TensorCacheTest, EntriesInUseAreNotInTheWarmTier) {
+  ctx_.reset();
+  ctx_.emplace(ContextOptions{.device = device_,
+                              .cache = {.retention = Retention::warm, .warm_budget_bytes = 0}});
+  const auto a = pattern(1024, 10);
+  DeviceTensor held = cache().upload(std::span<const float>(a), {1024});
+  EXPECT_EQ(cache().statistics().warm_entries, 0U);
+  EXPECT_EQ(cache().clear_warm(), 0U);
+  EXPECT_EQ(held.to_host<float>(), a) << "an entry in use is never evicted";
+  held.reset();  // budget 0: evicted as soon as it is idle
+  EXPECT_EQ(cache().statistics().evictions, 1U);
+  EXPECT_EQ(ctx().statistics().live_tensors, 0U);
+}
+
+TEST_F(TensorCacheTest, PinnedEntriesStayUntilErased) {
+  const auto host = pattern(256, 3);
+  const CacheKey key = CacheKey::content(digest(std::as_bytes(std::span(host))), DType::f32, {256});
+  (void)cache().upload(std::span<const float>(host), {256}, {},
+                       {.retention = Retention::pinned, .tag = "table"});
+  CacheStatistics stats = cache().statistics();
+  EXPECT_EQ(stats.pinned_entries, 1U);
+  EXPECT_EQ(stats.live_entries, 1U);
+  const auto pinned = cache().pinned_entries();
+  ASSERT_EQ(pinned.size(), 1U);
+  EXPECT_EQ(pinned[0].tag, "table");
+  EXPECT_EQ(pinned[0].bytes, 1024U);
+  DeviceTensor found = cache().find(key);
+  ASSERT_TRUE(found.defined());
+  EXPECT_EQ(found.to_host<float>(), host);
+  found.reset();
+  EXPECT_TRUE(cache().erase(key));
+  EXPECT_FALSE(cache().erase(key));
+  EXPECT_FALSE(cache().find(key).defined());
+  EXPECT_EQ(ctx().statistics().live_tensors, 0U);
+}
+
+TEST_F(TensorCacheTest, StrongerRetentionOnAHitUpgradesTheEntry) {
+  const auto host = pattern(256, 4);
+  DeviceTensor t = cache().upload(std::span<const float>(host), {256});
+  (void)cache().upload(std::span<const float>(host), {256}, {}, {.retention = Retention::pinned});
+  t.reset();
+  EXPECT_EQ(cache().statistics().pinned_entries, 1U);
+  (void)cache().upload(std::span<const float>(host), {256}, {}, {.retention = Retention::weak});
+  EXPECT_EQ(cache().statistics().pinned_entries, 1U) << "never downgraded";
+}
+
+TEST_F(TensorCacheTest, NameKeysSkipHashingAndNeverMatchContent) {
+  const auto first = pattern(64, 1);
+  const auto other = pattern(64, 99);
+  DeviceTensor a = cache().upload(CacheKey::name("embedding"), std::as_bytes(std::span(first)),
+                                  {64}, DType::f32);
+  // The caller answers for the name: other bytes under the same name are the same entry.
+  DeviceTensor b = cache().upload(CacheKey::name("embedding"), std::as_bytes(std::span(other)),
+                                  {64}, DType::f32);
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(b.to_host<float>(), first);
+  DeviceTensor by_content = cache().upload(std::span<const float>(first), {64});
+  EXPECT_NE(by_content, a) << "a name key is not a content key";
+  EXPECT_THROW((void)cache().upload(CacheKey::name("embedding"), std::as_bytes(std::span(first)),
+                                    {8, 8}, DType::f32),
+               std::invalid_argument);
+  EXPECT_THROW((void)CacheKey::name(""), std::invalid_argument);
+}
+
+TEST_F(TensorCacheTest, ADigestComputedEarlierFindsTheContentEntry) {
+  const auto host = pattern(512, 5);
+  const auto bytes = std::as_bytes(std::span(host));
+  DeviceTensor a = cache().upload(std::span<const float>(host), {512});
+  DeviceTensor b =
+      cache().upload(CacheKey::content(digest(bytes), DType::f32, {512}), bytes, {512}, DType::f32);
+  EXPECT_EQ(a, b);
+  EXPECT_THROW((void)cache().upload(CacheKey::content(digest(bytes), DType::f32, {256, 2}), bytes,
+                                    {512}, DType::f32),
+               std::invalid_argument);
+}
+
+TEST_F(TensorCacheTest, HostBufferIsHashedOnce) {
+  const auto host = pattern(4096, 6);
+  const HostBuffer buffer = HostBuffer::copy(std::as_bytes(std::span(host)));
+  for (int i = 0; i < 3; ++i) (void)cache().upload(buffer, {4096}, DType::f32);
+  EXPECT_EQ(buffer.hash_count(), 1U);
+  EXPECT_EQ(cache().statistics().misses, 3U) << "each upload dropped its tensor";
+}
+
+TEST_F(TensorCacheTest, PinnedHostBufferStaysAliveUntilItsCopyRan) {
+  const auto host = pattern(4096, 7);
+  Stream stream(device_);
+  Gate gate;
+  gate.block(stream);
+  DeviceTensor t;
+  {
+    const HostBuffer pinned = HostBuffer::copy_pinned(device_, std::as_bytes(std::span(host)));
+    t = cache().upload(pinned, {4096}, DType::f32, stream);
+  }  // our handle is gone; the queued copy still reads the buffer
+  gate.open();
+  EXPECT_EQ(t.to_host<float>(stream), host);
+}
+
+TEST_F(TensorCacheTest, GetOrCreateGivesOneLiveInstancePerKey) {
+  int calls = 0;
+  auto factory = [&] {
+    ++calls;
+    return ctx().empty({16}, DType::i32, {}, "singleton");
+  };
+  DeviceTensor a = cache().get_or_create(CacheKey::name("scratch"), factory);
+  DeviceTensor b = cache().get_or_create(CacheKey::name("scratch"), factory);
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(calls, 1);
+  a.reset();
+  b.reset();
+  DeviceTensor c = cache().get_or_create(CacheKey::name("scratch"), factory);
+  EXPECT_EQ(calls, 2) << "weak: the instance died with its users";
+  EXPECT_EQ(cache().statistics().bytes_uploaded, 0U);
+}
+
+TEST_F(TensorCacheTest, FactoryExceptionsLeaveNoEntry) {
+  EXPECT_THROW((void)cache().get_or_create(CacheKey::name("x"),
+                                           []() -> DeviceTensor { throw std::runtime_error("no"); }),
+               std::runtime_error);
+  EXPECT_THROW((void)cache().get_or_create(CacheKey::name("x"), [] { return DeviceTensor{}; }),
+               std::invalid_argument);
+  Context other({.device = device_});
+  EXPECT_THROW((void)cache().get_or_create(CacheKey::name("x"),
+                                           [&] { return other.empty({4}, DType::f32); }),
+               std::invalid_argument);
+  EXPECT_FALSE(cache().find(CacheKey::name("x")).defined());
+  EXPECT_EQ(cache().statistics().live_entries, 0U);
+  DeviceTensor fine =
+      cache().get_or_create(CacheKey::name("x"), [&] { return ctx().empty({4}, DType::f32); });
+  EXPECT_TRUE(fine.defined());
+}
+
+TEST_F(TensorCacheTest, BadInputIsRejectedAndLeavesTheCacheUnchanged) {
+  const auto host = pattern(16, 1);
+  const auto bytes = std::as_bytes(std::span(host));
+  struct Case {
+    const char* what;
+    std::function<void()> call;
+  };
+  const std::vector<Case> cases = {
+      {"empty span", [&] { (void)cache().upload(bytes.first(0), {0}, DType::f32); }},
+      {"size mismatch", [&] { (void)cache().upload(bytes, {15}, DType::f32); }},
+      {"zero extent", [&] { (void)cache().upload(bytes, {16, 0}, DType::f32); }},
+      {"null host",
+       [&] {
+         (void)cache().upload(std::span<const std::byte>(static_cast<const std::byte*>(nullptr),
+                                                         std::size_t{0}),
+                              {4}, DType::f32);
+       }},
+      {"negative extent", [&] { (void)cache().upload(bytes, {-4, -4}, DType::f32); }},
+  };
+  for (const Case& c : cases) {
+    EXPECT_THROW(c.call(), std::invalid_argument) << c.what;
+  }
+  const CacheStatistics stats = cache().statistics();
+  EXPECT_EQ(stats.hits + stats.misses, 0U);
+  EXPECT_EQ(stats.live_entries, 0U);
+  EXPECT_EQ(ctx().statistics().tensors_created, 0U);
+}
+
+// A dying weak entry's removal must not remove the newer entry stored under the same key. The
+// expiry callbacks of a tensor run newest first, so a user's callback registered after the
+// cache's runs first, and re-uploads the same bytes while the old entry is dying.
+TEST_F(TensorCacheTest, RemovalOfADyingEntryNeverRemovesItsReplacement) {
+  const auto host = pattern(256, 8);
+  DeviceTensor replacement;
+  {
+    DeviceTensor first = cache().upload(std::span<const float>(host), {256});
+    WeakTensor watcher(first, [&](const TensorInfo&) {
+      replacement = cache().upload(std::span<const float>(host), {256});
+    });
+    first.reset();  // the user callback runs, then the cache's removal of the old entry
+  }
+  ASSERT_TRUE(replacement.defined());
+  EXPECT_EQ(cache().statistics().misses, 2U);
+  EXPECT_EQ(cache().statistics().live_entries, 1U);
+  DeviceTensor again = cache().upload(std::span<const float>(host), {256});
+  EXPECT_EQ(again, replacement) << "the replacement entry survived the old one's removal";
+}
+
+class DelayedTensorCacheTest : public ContextTest {
+ protected:
+  DelayedTensorCacheTest() : ContextTest(testing::delayed_options(3)) {}
+  /// The violations seen so far, after `stream`'s work ran (the device may have other work
+  /// held at a gate, so the whole device is not synchronised).
+  std::vector<SimViolation> take_violations_of(const Stream& stream) {
+    stream.synchronize();
+    return device_.take_violations();
+  }
+};
+
+TEST_F(DelayedTensorCacheTest, HitOnAnotherStreamWaitsForTheUploadOnTheDevice) {
+  Stream uploader(device_);
+  Stream user(device_);
+  const auto host = pattern(1 << 16, 9);
+  Gate gate;
+  gate.block(uploader);  // the upload cannot execute yet
+  DeviceTensor first = ctx().cache().upload(std::span<const float>(host), {1 << 16}, uploader);
+
+  // The hazard is real: reading the memory on the other stream without the wait touches memory
+  // that, in the uploader's stream order, is not even allocated yet. The simulated device
+  // catches it, and the bytes read are not the upload's.
+  std::vector<float> unsynchronised(host.size());
+  user.view().copy(unsynchronised.data(), first.data(), first.bytes(), CopyKind::device_to_host);
+  EXPECT_NE(unsynchronised, host);
+  const auto violations = take_violations_of(user);
+  ASSERT_EQ(violations.size(), 1U);
+  EXPECT_EQ(violations[0].stream_id, user.id());
+
+  DeviceTensor hit = ctx().cache().upload(std::span<const float>(host), {1 << 16}, user);
+  EXPECT_EQ(hit, first);
+  auto* pinned = static_cast<float*>(device_.allocate_pinned(hit.bytes()));
+  user.view().copy(pinned, hit.data(), hit.bytes(), CopyKind::device_to_host);
+  EXPECT_FALSE(user.view().query()) << "the user stream waits for the upload, on the device";
+  gate.open();
+  user.synchronize();
+  EXPECT_TRUE(std::equal(host.begin(), host.end(), pinned));
+  device_.deallocate_pinned(pinned);
+  // The hit's stream is recorded: the release also waits for the user's work.
+  ASSERT_NE(detail::TensorAccess::impl(hit)->base->recorded, nullptr);
+}
+
+TEST_F(DelayedTensorCacheTest, HitOnTheUploadStreamNeedsNoWait) {
+  Stream uploader(device_);
+  const auto host = pattern(1024, 9);
+  DeviceTensor first = ctx().cache().upload(std::span<const float>(host), {1024}, uploader);
+  DeviceTensor hit = ctx().cache().upload(std::span<const float>(host), {1024}, uploader);
+  EXPECT_EQ(hit.to_host<float>(uploader), host);
+  EXPECT_EQ(detail::TensorAccess::impl(hit)->base->recorded, nullptr);
+}
+
+TEST_F(TensorCacheTest, ConcurrentIdenticalUploadsMakeOneAllocationAndOneCopy) {
+  const auto host = pattern(std::size_t{4} << 20, 11);  // 16 MiB: hashing takes a while
+  for (int round = 0; round < 5; ++round) {
+    std::barrier start(2);
+    DeviceTensor results[2];
+    auto worker = [&](int i) {
+      start.arrive_and_wait();
+      results[i] = cache().upload(std::span<const float>(host), {std::int64_t{4} << 20});
+    };
+    const auto allocations_before = pool_allocations();
+    const auto uploaded_before = cache().statistics().bytes_uploaded;
+    std::thread a(worker, 0);
+    std::thread b(worker, 1);
+    a.join();
+    b.join();
+    EXPECT_EQ(results[0], results[1]);
+    EXPECT_EQ(pool_allocations() - allocations_before, 1U) << "round " << round;
+    EXPECT_EQ(cache().statistics().bytes_uploaded - uploaded_before, host.size() * sizeof(float));
+  }
+}
+
+class PressuredTensorCacheTest : public ContextTest {
+ protected:
+  PressuredTensorCacheTest()
+      : ContextTest(SimOptions{.capacity_bytes = std::size_t{64} << 20},
+                    ContextOptions{.cache = {.retention = Retention::warm,
+                                             .warm_budget_bytes = std::size_t{1} << 30}}) {}
+};
+
+TEST_F(PressuredTensorCacheTest, FailedAllocationEvictsTheWarmTierAndRetries) {
+  const auto a = pattern(std::size_t{6} << 20, 1);  // 24 MiB each
+  const auto b = pattern(std::size_t{6} << 20, 2);
+  const auto c = pattern(std::size_t{6} << 20, 3);
+  (void)ctx().cache().upload(std::span<const float>(a), {std::int64_t{6} << 20});
+  (void)ctx().cache().upload(std::span<const float>(b), {std::int64_t{6} << 20});
+  EXPECT_EQ(ctx().cache().statistics().warm_entries, 2U);
+  DeviceTensor t = ctx().cache().upload(std::span<const float>(c), {std::int64_t{6} << 20});
+  EXPECT_EQ(t.to_host<float>(), c);
+  EXPECT_GE(ctx().cache().statistics().evictions, 1U);
+}
+
+TEST_F(PressuredTensorCacheTest, EntriesInUseSurvivePressure) {
+  const auto a = pattern(std::size_t{6} << 20, 1);
+  const auto b = pattern(std::size_t{6} << 20, 2);
+  const auto c = pattern(std::size_t{6} << 20, 3);
+  DeviceTensor held_a = ctx().cache().upload(std::span<const float>(a), {std::int64_t{6} << 20});
+  DeviceTensor held_b = ctx().cache().upload(std::span<const float>(b), {std::int64_t{6} << 20});
+  EXPECT_THROW((void)ctx().cache().upload(std::span<const float>(c), {std::int64_t{6} << 20}),
+               OutOfMemoryError);
+  EXPECT_EQ(held_a.to_host<float>(), a);
+  EXPECT_EQ(held_b.to_host<float>(), b);
+  EXPECT_EQ(ctx().cache().statistics().live_entries, 2U);
+}
+
+TEST_F(TensorCacheTest, VerificationTurnsACorruptedHitIntoAMiss) {
+  ctx_.reset();
+  ctx_.emplace(ContextOptions{.device = device_, .cache = {.verify_hits = true}});
+  const auto host = pattern(256, 12);
+  DeviceTensor cached = cache().upload(std::span<const float>(host), {256});
+  cached.stream().memset(cached.data(), 0, 16);  // corrupt the device copy behind the cache
+  DeviceTensor again = cache().upload(std::span<const float>(host), {256});
+  EXPECT_NE(again, cached);
+  EXPECT_EQ(again.to_host<float>(), host);
+  EXPECT_EQ(cache().statistics().verification_failures, 1U);
+  const auto errors = take_errors();
+  ASSERT_EQ(errors.size(), 1U);
+  EXPECT_NE(errors[0].find("differs from the host bytes"), std::string::npos);
+}
+
+// Two threads, several streams, every retention policy: every tensor returned holds the bytes
+// of its source, and at the end nothing is left. Run under ThreadSanitizer by the tsan preset.
+TEST_F(TensorCacheTest, RandomisedTwoThreadsAlwaysReturnTheRightBytes) {
+  constexpr int sources = 12;
+  std::vector<std::vector<float>> host;
+  for (int i = 0; i < sources; ++i) host.push_back(pattern(512 + 64 * static_cast<std::size_t>(i), static_cast<float>(i * 1000)));
+  std::vector<Stream> streams;
+  for (int i = 0; i < 3; ++i) streams.emplace_back(device_);
+  std::atomic<int> wrong{0};
+  auto worker = [&](unsigned seed) {
+    std::mt19937 rng(seed);
+    std::vector<std::pair<int, DeviceTensor>> held;
+    for (int op = 0; op < 600; ++op) {
+      const int which = static_cast<int>(rng() % sources);
+      const Retention retention = static_cast<Retention>(rng() % 3);
+      StreamView stream = streams[rng() % streams.size()];
+      DeviceTensor t = cache().upload(std::span<const float>(host[static_cast<std::size_t>(which)]),
+                                      {static_cast<std::int64_t>(host[static_cast<std::size_t>(which)].size())}, stream,
+                                      {.retention = retention});
+      if (rng() % 4 == 0 && t.to_host<float>(stream) != host[static_cast<std::size_t>(which)]) ++wrong;
+      held.emplace_back(which, std::move(t));
+      if (held.size() > 6) held.erase(held.begin() + static_cast<std::ptrdiff_t>(rng() % held.size()));
+      if (rng() % 50 == 0) (void)cache().clear_warm();
+    }
+  };
+  std::thread a(worker, 1U);
+  std::thread b(worker, 2U);
+  a.join();
+  b.join();
+  EXPECT_EQ(wrong.load(), 0);
+  cache().clear();
+  EXPECT_EQ(ctx().statistics().live_tensors, 0U);
+  const CacheStatistics stats = cache().statistics();
+  std::printf("hits %llu, misses %llu, evictions %llu\n",
+              static_cast<unsigned long long>(stats.hits),
+              static_cast<unsigned long long>(stats.misses),
+              static_cast<unsigned long long>(stats.evictions));
+  EXPECT_GT(stats.hits, 0U);
+}
+
+}  // namespace
+}  // namespace gpulife

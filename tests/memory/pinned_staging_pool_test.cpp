@@ -1,0 +1,115 @@
+// SPDX-License-Identifier: Apache-2.0
+#include <cstring>
+#include <numeric>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include <gpulife/context.hpp>
+#include <gpulife/memory/pinned_staging_pool.hpp>
+
+#include "support/context_test.hpp"
+#include "support/sim_test.hpp"
+
+namespace gpulife {
+namespace {
+
+using testing::Gate;
+
+std::vector<std::byte> bytes_of(std::size_t n, unsigned seed) {
+  std::vector<std::byte> v(n);
+  for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<std::byte>((i * 131 + seed) & 0xFF);
+  return v;
+}
+
+class PinnedStagingPoolTest : public testing::SimTest {
+ protected:
+  PinnedStagingPoolTest() : SimTest(testing::delayed_options(5)) {}
+};
+
+TEST_F(PinnedStagingPoolTest, UploadLargerThanTheRingArrivesIntact) {
+  PinnedStagingPool staging(device_, {.buffer_bytes = 64 << 10, .buffers = 2});
+  Stream stream(device_);
+  const auto src = bytes_of((64 << 10) * 10 + 123, 1);
+  void* dst = device_.impl().allocate(src.size());
+  staging.upload(dst, src, stream);
+  std::vector<std::byte> back(src.size());
+  stream.view().copy(back.data(), dst, back.size(), CopyKind::device_to_host);
+  EXPECT_EQ(back, src);
+  device_.impl().deallocate(dst, src.size());
+}
+
+TEST_F(PinnedStagingPoolTest, SourceMayBeReusedWhenUploadReturns) {
+  PinnedStagingPool staging(device_, {.buffer_bytes = 1 << 20, .buffers = 2});
+  Stream stream(device_);
+  Gate gate;
+  gate.block(stream);  // no copy can run before upload returns
+  auto src = bytes_of(1 << 20, 2);
+  const auto expected = src;
+  void* dst = device_.impl().allocate(src.size());
+  staging.upload(dst, src, stream);
+  std::fill(src.begin(), src.end(), std::byte{0});
+  gate.open();
+  std::vector<std::byte> back(src.size());
+  stream.view().copy(back.data(), dst, back.size(), CopyKind::device_to_host);
+  EXPECT_EQ(back, expected);
+  device_.impl().deallocate(dst, src.size());
+}
+
+TEST_F(PinnedStagingPoolTest, ConcurrentUploadsShareTheRing) {
+  PinnedStagingPool staging(device_, {.buffer_bytes = 16 << 10, .buffers = 3});
+  std::atomic<int> wrong{0};
+  auto worker = [&](unsigned seed) {
+    Stream stream(device_);
+    for (int i = 0; i < 20; ++i) {
+      const auto src = bytes_of((16 << 10) * 5 + seed, seed + static_cast<unsigned>(i));
+      void* dst = device_.impl().allocate(src.size());
+      staging.upload(dst, src, stream);
+      std::vector<std::byte> back(src.size());
+      stream.view().copy(back.data(), dst, back.size(), CopyKind::device_to_host);
+      if (back != src) ++wrong;
+      device_.impl().deallocate(dst, src.size());
+    }
+  };
+  std::thread a(worker, 1U);
+  std::thread b(worker, 2U);
+  a.join();
+  b.join();
+  EXPECT_EQ(wrong.load(), 0);
+}
+
+TEST_F(PinnedStagingPoolTest, BadArgumentsAreRejected) {
+  EXPECT_THROW(PinnedStagingPool(Device{}), std::invalid_argument);
+  EXPECT_THROW(PinnedStagingPool(device_, {.buffer_bytes = 0}), std::invalid_argument);
+  EXPECT_THROW(PinnedStagingPool(device_, {.buffers = 0}), std::invalid_argument);
+  PinnedStagingPool staging(device_);
+  const auto src = bytes_of(16, 3);
+  EXPECT_THROW(staging.upload(nullptr, src, device_.default_stream()), std::invalid_argument);
+  EXPECT_THROW(staging.upload(reinterpret_cast<void*>(256), src, StreamView{}),
+               std::invalid_argument);
+  Device other = Device::sim();
+  EXPECT_THROW(staging.upload(reinterpret_cast<void*>(256), src, other.default_stream()),
+               std::invalid_argument);
+}
+
+class StagedTensorUploadTest : public testing::ContextTest {
+ protected:
+  StagedTensorUploadTest()
+      : ContextTest(testing::delayed_options(9),
+                    ContextOptions{.staging = {.buffer_bytes = 4096, .buffers = 2},
+                                   .staging_min_bytes = 1}) {}
+};
+
+TEST_F(StagedTensorUploadTest, ContextAndCacheUploadsGoThroughStaging) {
+  std::vector<float> host(10000);
+  std::iota(host.begin(), host.end(), 0.0F);
+  Stream stream(device_);
+  DeviceTensor a = ctx().upload(std::span<const float>(host), {10000}, stream);
+  DeviceTensor b = ctx().cache().upload(std::span<const float>(host), {100, 100}, stream);
+  EXPECT_EQ(a.to_host<float>(), host);
+  EXPECT_EQ(b.to_host<float>(), host);
+}
+
+}  // namespace
+}  // namespace gpulife
