@@ -34,7 +34,9 @@ std::shared_ptr<DeviceMemoryResource> device_resource_for(Strategy strategy, con
 ContextOptions options_for(Strategy strategy, const HostModel& model, const Device& device,
                            const std::shared_ptr<DeviceMemoryResource>& device_resource) {
   // Leak mode checks the run; it costs every strategy the same per tensor.
-  ContextOptions options{.device = device, .resource = device_resource, .debug = {.leaks = true}};
+  ContextOptions options{.device = device,
+                         .resource = device_resource,
+                         .debug = {.leaks = true, .report_when_clean = false}};
   if (strategy == Strategy::pool || strategy == Strategy::cache) {
     options.resource = std::make_shared<PoolResource>(device_resource);
   }

@@ -337,6 +337,27 @@ TEST_F(LeakReportTest, ACleanShutdownSaysSoInOneLine) {
   EXPECT_EQ(printed, "gpulife leak report for " + device_.name() + ": no leaks\n");
 }
 
+TEST_F(LeakReportTest, ACleanShutdownCanBeSilentButALeakIsAlwaysPrinted) {
+  for (const bool leak : {false, true}) {
+    ContextOptions options = leak_mode();
+    options.device = device_;
+    options.debug.report_when_clean = false;
+    auto local = std::make_unique<Context>(std::move(options));
+    DeviceTensor t = local->empty({4}, DType::u8, {}, "kept");
+    if (!leak) t.reset();
+    ::testing::internal::CaptureStderr();
+    local.reset();
+    const std::string printed = ::testing::internal::GetCapturedStderr();
+    if (leak) {
+      EXPECT_NE(printed.find("'kept'"), std::string::npos) << printed;
+      t.reset();
+      (void)take_errors();  // the shutdown's count of live tensors
+    } else {
+      EXPECT_EQ(printed, "");
+    }
+  }
+}
+
 class StackTraceTest : public ContextTest {
  protected:
   StackTraceTest() : ContextTest({}, leak_mode(/*stacks=*/true)) {}

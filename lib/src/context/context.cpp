@@ -63,8 +63,10 @@ bool Context::report_leaks_at_shutdown() noexcept {
   try {
     const LeakReport report = debug_->leak_report({});
     const std::string text = report.to_text();
-    std::fputs(text.c_str(), stderr);
-    std::fflush(stderr);
+    if (report.has_leaks() || debug_options_.report_when_clean) {
+      std::fputs(text.c_str(), stderr);
+      std::fflush(stderr);
+    }
     if (const std::string& path = debug_options_.report_path; !path.empty()) {
       const bool json = path.size() >= 5 && path.compare(path.size() - 5, 5, ".json") == 0;
       std::ofstream file(path, std::ios::binary | std::ios::trunc);

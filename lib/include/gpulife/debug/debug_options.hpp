@@ -42,6 +42,9 @@ struct DebugOptions {
   /// Leak mode: the report is also written to this file when the context is destroyed (JSON if
   /// the name ends in ".json", text otherwise). Empty: stderr only.
   std::string report_path{};
+  /// Leak mode: print the one-line report at destruction also when nothing leaked. Programs that
+  /// make many contexts (benchmarks) turn it off; a leak is printed either way.
+  bool report_when_clean = true;
   /// Timeline: the Chrome trace is written to this file when the context is destroyed.
   std::string timeline_path{};
   /// Let GPULIFE_DEBUG, GPULIFE_LEAK_REPORT and GPULIFE_TIMELINE turn things on.
