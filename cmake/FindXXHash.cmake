@@ -3,6 +3,10 @@
 #
 # Provides the imported target XXHash::XXHash and XXHash_FOUND, XXHash_VERSION,
 # XXHash_INCLUDE_DIR, XXHash_LIBRARY. pkg-config's libxxhash is used as a hint when present.
+#
+# XXHash_HAS_X86_DISPATCH is true when the library exports the x86 run-time dispatch entry points
+# of xxh_x86dispatch.h (XXH3_128bits_dispatch, ...), which pick AVX2 or AVX-512 code for the CPU;
+# Debian's libxxhash does on x86-64. Its plain XXH3 entry points are baseline (SSE2) code.
 
 find_package(PkgConfig QUIET)
 if(PkgConfig_FOUND)
@@ -34,4 +38,19 @@ if(XXHash_FOUND AND NOT TARGET XXHash::XXHash)
     IMPORTED_LOCATION "${XXHash_LIBRARY}"
     INTERFACE_INCLUDE_DIRECTORIES "${XXHash_INCLUDE_DIR}")
 endif()
+get_property(_xxhash_languages GLOBAL PROPERTY ENABLED_LANGUAGES)
+# A consumer of an installed gpulife may find this module from a project without C++; only the
+# build of gpulife needs the answer.
+if(XXHash_FOUND AND "CXX" IN_LIST _xxhash_languages AND NOT DEFINED XXHash_HAS_X86_DISPATCH)
+  include(CheckCXXSymbolExists)
+  include(CMakePushCheckState)
+  cmake_push_check_state(RESET)
+  set(CMAKE_REQUIRED_INCLUDES "${XXHash_INCLUDE_DIR}")
+  set(CMAKE_REQUIRED_LIBRARIES "${XXHash_LIBRARY}")
+  set(CMAKE_REQUIRED_DEFINITIONS -DXXH_DISPATCH_DISABLE_REPLACE)
+  set(CMAKE_REQUIRED_QUIET ON)
+  check_cxx_symbol_exists(XXH3_128bits_dispatch "xxh_x86dispatch.h" XXHash_HAS_X86_DISPATCH)
+  cmake_pop_check_state()
+endif()
+unset(_xxhash_languages)
 mark_as_advanced(XXHash_INCLUDE_DIR XXHash_LIBRARY)

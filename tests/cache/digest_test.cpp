@@ -19,6 +19,9 @@ namespace gpulife {
 namespace {
 
 constexpr std::size_t chunk = digest_chunk_bytes;
+// The smallest buffer that DigestWorkers hashes on several threads.
+constexpr std::size_t parallel = DigestWorkers::parallel_min_bytes;
+static_assert(parallel % chunk == 0);
 
 /// Deterministic, non-repeating bytes (a 64-bit LCG), so that moving a chunk boundary or
 /// swapping two chunks changes what is hashed.
@@ -136,12 +139,14 @@ TEST(DigestTest, TreeFormIsDomainSeparatedFromTheOneChunkForm) {
 }
 
 TEST(DigestTest, OneByteChangeAnywhereChangesTheDigest) {
-  const std::size_t size = 3 * chunk + 777;  // three whole chunks and a partial one
+  // Whole chunks and a partial one, large enough for the workers to share.
+  const std::size_t size = parallel + 3 * chunk + 777;
+  const std::size_t last_chunk = size - 777;
   const auto original = pattern(size);
   const Digest128 expected = digest(original);
   DigestWorkers workers(3);
-  for (std::size_t at :
-       {std::size_t{0}, chunk / 2, chunk - 1, chunk, 2 * chunk + 3, 3 * chunk, size - 1}) {
+  for (std::size_t at : {std::size_t{0}, chunk / 2, chunk - 1, chunk, 2 * chunk + 3, size / 2,
+                         last_chunk - 1, last_chunk, size - 1}) {
     SCOPED_TRACE(at);
     auto changed = original;
     changed[at] ^= std::byte{0x01};
@@ -196,8 +201,17 @@ TEST(DigestWorkersTest, ThreadCountIncludesTheCaller) {
 }
 
 TEST(DigestWorkersTest, IdenticalAcrossThreadCountsAndRuns) {
-  const std::vector<std::size_t> sizes = {0,         1,         chunk - 1,     chunk,
-                                          chunk + 1, 2 * chunk, 2 * chunk + 1, 13 * chunk + 4321};
+  const std::vector<std::size_t> sizes = {0,
+                                          1,
+                                          chunk - 1,
+                                          chunk,
+                                          chunk + 1,
+                                          2 * chunk + 1,
+                                          parallel - 1,
+                                          parallel,
+                                          parallel + 1,
+                                          parallel + chunk + 1,
+                                          3 * parallel + 4321};
   std::vector<std::vector<std::byte>> buffers;
   std::vector<Digest128> expected;
   for (std::size_t size : sizes) {
@@ -223,9 +237,8 @@ TEST(DigestWorkersTest, ConcurrentDigestsFromManyThreads) {
   std::vector<std::vector<std::byte>> buffers;
   std::vector<Digest128> expected;
   for (int i = 0; i < callers; ++i) {
-    buffers.push_back(
-        pattern((3 + static_cast<std::size_t>(i)) * chunk + 99 * static_cast<std::size_t>(i),
-                static_cast<std::uint64_t>(i) + 100));
+    buffers.push_back(pattern(parallel + static_cast<std::size_t>(i) * (chunk + 99),
+                              static_cast<std::uint64_t>(i) + 100));
     expected.push_back(digest(buffers.back()));
   }
   DigestWorkers workers(3);
@@ -249,7 +262,7 @@ TEST(DigestWorkersTest, ConcurrentDigestsFromManyThreads) {
 TEST(DigestWorkersTest, DestroysCleanlyWhenIdleOrUnused) {
   for (int i = 0; i < 20; ++i) {
     DigestWorkers workers(4);
-    if (i % 2 == 0) (void)workers.digest(pattern(3 * chunk));
+    if (i % 2 == 0) (void)workers.digest(pattern(parallel + chunk));
   }
 }
 

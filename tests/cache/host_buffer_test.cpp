@@ -24,6 +24,8 @@ namespace gpulife {
 namespace {
 
 constexpr std::size_t chunk = digest_chunk_bytes;
+// The smallest buffer that DigestWorkers hashes on several threads.
+constexpr std::size_t parallel = DigestWorkers::parallel_min_bytes;
 
 std::vector<std::byte> pattern(std::size_t size, std::uint64_t seed = 1) {
   std::vector<std::byte> bytes(size);
@@ -165,7 +167,7 @@ TEST(HostBufferTest, BadArgumentsAreRejectedNamingTheArgument) {
 }
 
 TEST(HostBufferTest, HashesOnceHoweverOftenAndFromHoweverManyCopies) {
-  const auto source = pattern(5 * chunk + 3);
+  const auto source = pattern(parallel + 5 * chunk + 3);
   const Digest128 expected = digest(source);
   const HostBuffer buffer = HostBuffer::view(source);
   EXPECT_FALSE(buffer.has_digest());
@@ -180,7 +182,7 @@ TEST(HostBufferTest, HashesOnceHoweverOftenAndFromHoweverManyCopies) {
 }
 
 TEST(HostBufferTest, ConcurrentFirstDigestsHashOnce) {
-  const auto source = pattern(4 * chunk);
+  const auto source = pattern(parallel + chunk);
   const Digest128 expected = digest(source);
   for (int round = 0; round < 5; ++round) {
     const HostBuffer buffer = HostBuffer::view(source);
@@ -200,7 +202,7 @@ TEST(HostBufferTest, ConcurrentFirstDigestsHashOnce) {
 }
 
 TEST(HostBufferTest, VerifyDetectsAModifiedByte) {
-  for (std::size_t size : {std::size_t{100}, 3 * chunk + 17}) {
+  for (std::size_t size : {std::size_t{100}, 3 * chunk + 17, parallel + 17}) {
     SCOPED_TRACE(size);
     auto source = pattern(size);
     const HostBuffer buffer = HostBuffer::view(source);

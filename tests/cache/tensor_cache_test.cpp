@@ -215,14 +215,16 @@ TEST_F(TensorCacheTest, PinnedBufferUploadWhoseKeepAliveCannotBeQueuedWaitsForIt
   Stream stream(device_);
   Gate gate;
   gate.block(stream);
-  // From here every second stream operation fails: the upload's readiness event goes through,
-  // the host callback that keeps the buffer alive until the copy ran does not. The upload
-  // itself succeeded, so the call must too: it waits for the copy on the host instead.
+  // From here every second stream operation fails. The first is ours; the second is the host
+  // callback, queued right after the copy, that keeps the buffer alive until the copy ran; the
+  // third, the upload's readiness event, goes through. The upload itself succeeded, so the call
+  // must too: it waits for the copy on the host instead.
   device_.set_faults({.every_nth = 2,
                       .copies = false,
                       .memsets = false,
                       .kernels = false,
                       .stream_operations = true});
+  stream.view().host_callback([] {});
   std::jthread opener([&gate] {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     gate.open();

@@ -12,6 +12,9 @@
 
 #include <gpulife/cache/digest_workers.hpp>
 #include <gpulife/cache/tensor_cache.hpp>
+#include <gpulife/debug/debug_options.hpp>
+#include <gpulife/debug/leak_report.hpp>
+#include <gpulife/debug/timeline.hpp>
 #include <gpulife/error_handler.hpp>
 #include <gpulife/memory/device_memory_resource.hpp>
 #include <gpulife/memory/memory_pressure.hpp>
@@ -26,7 +29,8 @@ namespace gpulife {
 
 namespace detail {
 class TensorArena;
-}
+class DebugObserver;
+}  // namespace detail
 
 /// @brief How a `Context` is set up. Every field has a default; use designated initialisers:
 /// `Context ctx({.device = Device::sim(), .pool = {.max_cached_bytes = 1 << 30}});`
@@ -48,6 +52,9 @@ struct ContextOptions {
   StagingOptions staging{};
   /// Pageable uploads of at least this many bytes are staged; smaller ones go directly.
   std::size_t staging_min_bytes = std::size_t{1} << 20;
+  /// Leak mode, stack traces, timeline; all off by default (then free: one predictable branch
+  /// per tensor hook). The environment (GPULIFE_DEBUG) can turn them on; see `DebugOptions`.
+  DebugOptions debug{};
 };
 
 /// @brief Counters of a context.
@@ -70,11 +77,24 @@ struct ContextStatistics {
 /// many tensors are still alive, and gives the pool's cached memory back. Tensors that outlive
 /// the context stay valid: their memory is released when they drop.
 ///
+/// In leak mode (`ContextOptions::debug`, or GPULIFE_DEBUG=leaks) the destructor first makes a
+/// leak report, before any finalizer runs, so that it shows what the program left alive: it
+/// goes to stderr (one line when nothing leaked) and, with `DebugOptions::report_path` or
+/// GPULIFE_LEAK_REPORT, to that file. With `DebugOptions::exit_on_leak` a leak makes the
+/// process's exit status `leak_exit_code`: the destructor records it, and when the process
+/// exits normally (`exit`, a return from `main`, `quick_exit`) a handler registered when the
+/// context was made flushes stdio and ends the process with `std::_Exit(leak_exit_code)`;
+/// destructors and handlers that would have run after it do not. A context destroyed after that
+/// handler has run (a static object destroyed late) ends the process at once, at the end of its
+/// destructor, the same way. With the timeline on and `DebugOptions::timeline_path` set, the
+/// destructor writes the Chrome trace there last.
+///
 /// @par Thread safety
 /// All members are thread-safe. The context must not be destroyed while other threads use it.
 class Context {
  public:
-  /// @throws std::invalid_argument if the resource is on another device than `device`
+  /// @throws std::invalid_argument if the resource is on another device than `device`, or
+  ///         GPULIFE_DEBUG names an unknown item (see `resolve_debug_options`)
   /// @throws CudaError if the device cannot be opened
   explicit Context(ContextOptions options = {});
   Context(const Context&) = delete;
@@ -150,6 +170,30 @@ class Context {
   [[nodiscard]] TensorCache& cache() noexcept { return *cache_; }
   /// @return the threads that hash large buffers for the cache
   [[nodiscard]] const DigestWorkers& digest_workers() const noexcept { return *digest_workers_; }
+  /// @return the debug options in force (the given ones with the environment applied)
+  [[nodiscard]] const DebugOptions& debug_options() const noexcept;
+  /// @return a point from which `leak_report(checkpoint)` lists only tensors made afterwards
+  ///         (what a test's leak guard uses); an empty checkpoint without leak mode
+  [[nodiscard]] LeakCheckpoint leak_checkpoint() const noexcept;
+  /// @brief The live tensors, with their allocation sites and why they are alive.
+  ///
+  /// Without leak mode this returns an empty report whose `tracking` is false rather than
+  /// throwing, so that a server's debug endpoint can always call it; a test that must know uses
+  /// the flag (the test helpers in gpulife/testing fail when it is false).
+  /// @param since list only tensors made after this checkpoint (default: all)
+  /// @throws what the cache's `pinned_entries` hook throws; std::bad_alloc
+  /// @par Thread safety
+  /// May run concurrently with tensors being made and dropped: each tensor listed was alive at
+  /// some moment during the call. A tensor being made at that moment may be missing, and its
+  /// pool block may be listed as unowned. The `kept_by_callback` status relies on a count
+  /// measured when the callback was registered, which is exact unless another thread copied or
+  /// dropped a handle to that tensor at that very moment, and which does not see handles to
+  /// views of the tensor that the callback captured.
+  [[nodiscard]] LeakReport leak_report(LeakCheckpoint since = {}) const;
+  /// @brief The events recorded so far, oldest first (empty, with `recording` false, when the
+  /// timeline is off). `ctx.timeline().write_chrome_trace("trace.json")` makes a file that
+  /// Perfetto and chrome://tracing open.
+  [[nodiscard]] Timeline timeline() const;
 
   /// @return the listeners told when an allocation fails (held weakly)
   [[nodiscard]] WeakSet<MemoryPressureListener>& pressure_listeners() noexcept;
@@ -157,11 +201,15 @@ class Context {
  private:
   StreamView resolve(StreamView stream) const;
   void on_memory_pressure(std::size_t requested, StreamView stream) noexcept;
+  /// The leak report at destruction; true if the process must exit for a leak.
+  bool report_leaks_at_shutdown() noexcept;
 
   Device device_;
   std::shared_ptr<DeviceMemoryResource> resource_;
   ErrorHandler error_handler_;
+  DebugOptions debug_options_;
   detail::TensorArena* arena_ = nullptr;  // one reference; live tensors hold the others
+  std::shared_ptr<detail::DebugObserver> debug_;  // null unless leak mode or the timeline is on
   WeakSet<MemoryPressureListener> pressure_listeners_;
   std::unique_ptr<DigestWorkers> digest_workers_;
   std::unique_ptr<TensorCache> cache_;

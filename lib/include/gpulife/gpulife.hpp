@@ -6,6 +6,9 @@
 /// (`gpulife/interop/dlpack.hpp`) and the kernels (`gpulife/kernels/`).
 
 #include <gpulife/context.hpp>
+#include <gpulife/debug/debug_options.hpp>
+#include <gpulife/debug/leak_report.hpp>
+#include <gpulife/debug/timeline.hpp>
 #include <gpulife/error_handler.hpp>
 #include <gpulife/errors.hpp>
 #include <gpulife/memory/async_resource.hpp>

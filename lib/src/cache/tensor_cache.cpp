@@ -17,6 +17,7 @@
 #include <gpulife/tensor/weak_tensor.hpp>
 
 #include "detail/format.hpp"
+#include "detail/function_ref.hpp"
 #include "tensor/tensor_arena.hpp"
 
 namespace gpulife {
@@ -38,6 +39,7 @@ CacheKey CacheKey::content(const Digest128& digest, DType dtype, const Shape& sh
   key.kind_ = Kind::content;
   key.dtype_ = dtype;
   key.shape_ = shape;
+  key.seal();
   return key;
 }
 
@@ -47,7 +49,18 @@ CacheKey CacheKey::name(std::string_view name) {
   key.digest_ = gpulife::digest(name.data(), name.size());
   key.kind_ = Kind::name;
   key.label_ = name;
+  key.seal();
   return key;
+}
+
+void CacheKey::seal() noexcept {
+  // The digest is uniformly spread already; fold in what else distinguishes keys.
+  std::uint64_t h = digest_.low ^ (digest_.high * 0x9E3779B97F4A7C15ULL);
+  h ^= (static_cast<std::uint64_t>(dtype_) << 56) ^ (static_cast<std::uint64_t>(kind_) << 48);
+  for (std::int64_t extent : shape_.dims()) {
+    h = (h ^ static_cast<std::uint64_t>(extent)) * 0x100000001B3ULL;
+  }
+  hash_ = static_cast<std::size_t>(h ^ (h >> 29));
 }
 
 std::string CacheKey::to_string() const {
@@ -56,19 +69,6 @@ std::string CacheKey::to_string() const {
          std::string(gpulife::to_string(dtype_)) + shape_.to_string();
 }
 
-}  // namespace gpulife
-
-std::size_t std::hash<gpulife::CacheKey>::operator()(const gpulife::CacheKey& key) const noexcept {
-  // The digest is uniformly spread already; fold in what else distinguishes content keys.
-  std::uint64_t h = key.digest().low ^ (key.digest().high * 0x9E3779B97F4A7C15ULL);
-  h ^= static_cast<std::uint64_t>(key.dtype()) << 56;
-  for (std::int64_t extent : key.shape().dims()) {
-    h = (h ^ static_cast<std::uint64_t>(extent)) * 0x100000001B3ULL;
-  }
-  return static_cast<std::size_t>(h ^ (h >> 29));
-}
-
-namespace gpulife {
 namespace {
 
 bool stronger(Retention a, Retention b) noexcept {
@@ -137,7 +137,19 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
     std::uint64_t bytes_uploaded = 0;
     std::uint64_t bytes_deduplicated = 0;
     std::uint64_t verification_failures = 0;
+    std::size_t live_bytes = 0;  // of the ready entries in `entries`
   };
+
+  using EntryMap = std::unordered_map<CacheKey, std::shared_ptr<Entry>>;
+
+  /// Takes an entry out of its shard's map. Shard lock held; the caller drops the entry after
+  /// unlocking.
+  static std::shared_ptr<Entry> remove_locked(Shard& shard, EntryMap::iterator it) {
+    std::shared_ptr<Entry> entry = std::move(it->second);
+    shard.entries.erase(it);
+    if (!entry->loading) shard.live_bytes -= entry->bytes;
+    return entry;
+  }
 
   State(detail::TensorArena& arena_in, const DigestWorkers* workers_in,
         TensorCacheOptions options_in)
@@ -148,7 +160,8 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
   }
 
   Shard& shard_for(const CacheKey& key) {
-    return *shards[std::hash<CacheKey>{}(key) & (shards.size() - 1)];
+    // High bits: the shard's map picks buckets with the low ones.
+    return *shards[(key.hash() >> 40) & (shards.size() - 1)];
   }
 
   StreamView resolve(StreamView stream) const {
@@ -205,8 +218,7 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
       }
       if (auto it = shard.entries.find(victim->key);
           it != shard.entries.end() && it->second == victim) {
-        doomed = std::move(it->second);
-        shard.entries.erase(it);
+        doomed = remove_locked(shard, it);
       }
       root = std::move(victim->root);
     }
@@ -253,8 +265,7 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
       }
       switch (it->second->retention) {
         case Retention::weak:
-          doomed = std::move(it->second);
-          shard.entries.erase(it);
+          doomed = remove_locked(shard, it);
           break;
         case Retention::warm:
           enter_warm_tier(it->second);
@@ -270,11 +281,12 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
 
   /// A new user-facing tensor over `owner`'s memory, registered as the entry's. Shard lock held
   /// (or the entry not yet published).
-  DeviceTensor make_view(const std::shared_ptr<Entry>& entry, const DeviceTensor& owner) {
+  DeviceTensor make_view(const std::shared_ptr<Entry>& entry, const DeviceTensor& owner,
+                         const SourceLocation& where) {
     detail::TensorImpl* impl = detail::TensorAccess::impl(owner);
     detail::TensorImpl* made =
         arena.create_view(detail::memory_owner(*impl), impl->data, impl->bytes, impl->shape,
-                          impl->strides);
+                          impl->strides, where);
     // Views users make of it hold it, so that the entry lives as long as any of them.
     made->anchor = true;
     DeviceTensor view = detail::TensorAccess::adopt(made);
@@ -290,10 +302,10 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
   }
 
   /// The entry's tensor for a new user, or empty if the entry is dying. Shard lock held.
-  DeviceTensor take_locked(const std::shared_ptr<Entry>& entry) {
+  DeviceTensor take_locked(const std::shared_ptr<Entry>& entry, const SourceLocation& where) {
     if (DeviceTensor view = entry->view.lock()) return view;
     if (!entry->root) return {};
-    DeviceTensor view = make_view(entry, entry->root);
+    DeviceTensor view = make_view(entry, entry->root, where);
     leave_warm_tier(*entry);
     return view;
   }
@@ -313,15 +325,17 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
     const CacheKey& key;
     StreamView stream;
     Retention retention;
-    std::function<DeviceTensor()> load;  // queues the upload (or calls the factory)
+    detail::FunctionRef<DeviceTensor()> load;  // queues the upload (or calls the factory)
     bool counts_upload = false;          // the load copies bytes host to device
     const Shape* shape = nullptr;        // of an upload: checked against a name key's entry
     DType dtype = DType::byte;
+    SourceLocation where{};        // the caller's site, for leak reports
   };
 
   DeviceTensor acquire(const Request& request) {
     Shard& shard = shard_for(request.key);
     std::shared_ptr<Entry> entry;
+    std::shared_ptr<Entry> dying;  // dropped after the lock is released
     DeviceTensor view;
     for (;;) {
       std::shared_ptr<Loading> in_flight;
@@ -332,13 +346,15 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
           if (it->second->loading) {
             in_flight = it->second->loading;
           } else if (check_layout_if_alive(*it->second, request);
-                     (view = take_locked(it->second))) {
+                     (view = take_locked(it->second, request.where))) {
             entry = it->second;
             ++shard.hits;
             shard.bytes_deduplicated += entry->bytes;
             break;
           } else {
-            shard.entries.erase(it);  // a weak entry whose tensor is dying: replace it
+            // A weak entry whose tensor is dying: replace it. Its removal callback will find
+            // the new entry and leave it alone.
+            dying = remove_locked(shard, it);
           }
         }
         if (!in_flight) {
@@ -409,7 +425,7 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
         std::scoped_lock lock(shard.mutex);
         if (auto it = shard.entries.find(request.key);
             it != shard.entries.end() && it->second == entry) {
-          shard.entries.erase(it);  // a failed load leaves no entry
+          (void)remove_locked(shard, it);  // a failed load leaves no entry
         }
       }
       loading->finish(std::current_exception());
@@ -426,8 +442,12 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
       entry->shape = loaded.shape();
       entry->tag = loaded.tag();
       if (request.retention != Retention::weak) entry->root = loaded;
-      view = make_view(entry, loaded);
+      view = make_view(entry, loaded, request.where);
       entry->loading.reset();
+      if (auto it = shard.entries.find(request.key);
+          it != shard.entries.end() && it->second == entry) {
+        shard.live_bytes += entry->bytes;  // still in the map: a clear() did not take it
+      }
       ++shard.misses;
       if (request.counts_upload) shard.bytes_uploaded += entry->bytes;
     }
@@ -435,6 +455,66 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
     if (request.stream.impl() != entry->home) view.record_stream(request.stream);
     notify(detail::LifetimeEvent::cache_miss, view.id(), entry->bytes, entry->tag);
     return view;
+  }
+
+  /// A keyed upload; `pinned_source`, when set, is the pinned buffer `host` lies in, which a miss
+  /// keeps alive until its copy has executed.
+  DeviceTensor upload(const CacheKey& key, std::span<const std::byte> host, const Shape& shape,
+                      DType dtype, StreamView stream, const CacheUploadOptions& call,
+                      const SourceLocation& where, const HostBuffer* pinned_source) {
+    if (!key.is_name() && (key.dtype() != dtype || !(key.shape() == shape))) {
+      throw std::invalid_argument("key: " + key.to_string() +
+                                  " is for another dtype or shape than " +
+                                  std::string(to_string(dtype)) + shape.to_string());
+    }
+    const StreamView on = resolve(stream);
+    const Retention retention = call.retention.value_or(options.retention);
+    auto upload_root = [&] {
+      DeviceTensor root =
+          detail::TensorAccess::adopt(arena.create(shape, dtype, *on.impl(), call.tag, where));
+      root.upload(host, on);
+      if (pinned_source != nullptr) keep_alive_until_executed(*pinned_source, on);
+      notify(detail::LifetimeEvent::upload, root.id(), host.size(), call.tag);
+      return root;
+    };
+    DeviceTensor tensor;
+    try {
+      tensor = acquire({key, on, retention, upload_root, true, &shape, dtype, where});
+    } catch (...) {
+      // A load can fail after its copy was queued (recording its readiness, say): from pinned
+      // memory that copy still reads the buffer, which the caller may free once we throw.
+      if (pinned_source != nullptr) on.synchronize();
+      throw;
+    }
+    if (!options.verify_hits || key.is_name()) return tensor;
+    std::vector<std::byte> device_bytes(tensor.bytes());
+    tensor.download(device_bytes, on);  // pageable destination: complete on return
+    if (std::memcmp(device_bytes.data(), host.data(), host.size()) == 0) return tensor;
+    {
+      Shard& shard = shard_for(key);
+      std::scoped_lock lock(shard.mutex);
+      ++shard.verification_failures;
+    }
+    arena.report("tensor cache: the device copy of " + key.to_string() +
+                 " differs from the host bytes (a digest collision or memory corruption);"
+                 " returning an uncached upload");
+    DeviceTensor fresh =
+        detail::TensorAccess::adopt(arena.create(shape, dtype, *on.impl(), call.tag, where));
+    fresh.upload(host, on);
+    if (pinned_source != nullptr) keep_alive_until_executed(*pinned_source, on);
+    return fresh;
+  }
+
+  /// A copy from pinned memory reads it when it executes: keeps `buffer` alive until the work
+  /// queued on `stream` so far has run.
+  static void keep_alive_until_executed(const HostBuffer& buffer, StreamView stream) {
+    try {
+      stream.host_callback([keep = buffer] { (void)keep; });
+    } catch (...) {
+      // Only the keep-alive could not be queued. Without it the only safe order left is the
+      // host's: once the stream has run, the copy has read the buffer.
+      stream.synchronize();
+    }
   }
 
   detail::TensorArena& arena;
@@ -489,74 +569,24 @@ DeviceTensor TensorCache::upload(const HostBuffer& host, const Shape& shape, DTy
                                  StreamView stream, CacheUploadOptions options,
                                  SourceLocation where) {
   check_upload(host.bytes(), shape, dtype);
-  const StreamView on = state_->resolve(stream);
+  const StreamView on = state_->resolve(stream);  // a bad stream fails before the hashing
   const Digest128 digest =
       state_->workers != nullptr ? host.digest(*state_->workers) : host.digest();
-  DeviceTensor tensor;
-  try {
-    tensor = upload(CacheKey::content(digest, dtype, shape), host.bytes(), shape, dtype, on,
-                    options, where);
-  } catch (...) {
-    // A load can fail after its copy was queued (recording its readiness, say): from pinned
-    // memory that copy still reads the buffer, which the caller may free once we throw.
-    if (host.memory() == HostMemory::pinned) on.synchronize();
-    throw;
-  }
-  if (host.memory() == HostMemory::pinned) {
-    // A copy from pinned memory reads it when it executes: keep the buffer alive until then.
-    try {
-      tensor.stream().host_callback([keep = host] { (void)keep; });
-    } catch (...) {
-      // The upload succeeded; only the keep-alive could not be queued. Without it the only safe
-      // order left is the host's: once the stream has run, the copy has read the buffer.
-      tensor.stream().synchronize();
-    }
-  }
-  return tensor;
+  return state_->upload(CacheKey::content(digest, dtype, shape), host.bytes(), shape, dtype,
+                        on, options, where,
+                        host.memory() == HostMemory::pinned ? &host : nullptr);
 }
 
 DeviceTensor TensorCache::upload(const CacheKey& key, std::span<const std::byte> host,
                                  const Shape& shape, DType dtype, StreamView stream,
                                  CacheUploadOptions options, SourceLocation where) {
   check_upload(host, shape, dtype);
-  if (!key.is_name() && (key.dtype() != dtype || !(key.shape() == shape))) {
-    throw std::invalid_argument("key: " + key.to_string() + " is for another dtype or shape than " +
-                                std::string(to_string(dtype)) + shape.to_string());
-  }
-  State& state = *state_;
-  const StreamView on = state.resolve(stream);
-  const Retention retention = options.retention.value_or(state.options.retention);
-  auto upload_root = [&] {
-    DeviceTensor root = detail::TensorAccess::adopt(
-        state.arena.create(shape, dtype, *on.impl(), options.tag, where));
-    root.upload(host, on);
-    state.notify(detail::LifetimeEvent::upload, root.id(), host.size(), options.tag);
-    return root;
-  };
-  DeviceTensor tensor = state.acquire({key, on, retention, upload_root, true, &shape, dtype});
-  if (state.options.verify_hits && !key.is_name()) {
-    std::vector<std::byte> device_bytes(tensor.bytes());
-    tensor.download(device_bytes, on);  // pageable destination: complete on return
-    if (std::memcmp(device_bytes.data(), host.data(), host.size()) != 0) {
-      {
-        State::Shard& shard = state.shard_for(key);
-        std::scoped_lock lock(shard.mutex);
-        ++shard.verification_failures;
-      }
-      state.arena.report("tensor cache: the device copy of " + key.to_string() +
-                         " differs from the host bytes (a digest collision or memory corruption);"
-                         " returning an uncached upload");
-      DeviceTensor fresh = detail::TensorAccess::adopt(
-          state.arena.create(shape, dtype, *on.impl(), options.tag, where));
-      fresh.upload(host, on);
-      return fresh;
-    }
-  }
-  return tensor;
+  return state_->upload(key, host, shape, dtype, stream, options, where, nullptr);
 }
 
 DeviceTensor TensorCache::get_or_create(const CacheKey& key, const Factory& factory,
-                                        StreamView stream, CacheUploadOptions options) {
+                                        StreamView stream, CacheUploadOptions options,
+                                        SourceLocation where) {
   if (!factory) throw std::invalid_argument("factory: empty function");
   State& state = *state_;
   const StreamView on = state.resolve(stream);
@@ -571,10 +601,11 @@ DeviceTensor TensorCache::get_or_create(const CacheKey& key, const Factory& fact
                           }
                           return made;
                         },
-                        false, nullptr, DType::byte});
+                        false, nullptr, DType::byte, where});
 }
 
-DeviceTensor TensorCache::find(const CacheKey& key, StreamView stream) {
+DeviceTensor TensorCache::find(const CacheKey& key, StreamView stream,
+                               SourceLocation where) {
   State& state = *state_;
   const StreamView on = state.resolve(stream);
   State::Shard& shard = state.shard_for(key);
@@ -584,7 +615,7 @@ DeviceTensor TensorCache::find(const CacheKey& key, StreamView stream) {
     std::scoped_lock lock(shard.mutex);
     auto it = shard.entries.find(key);
     if (it == shard.entries.end() || it->second->loading) return {};
-    view = state.take_locked(it->second);
+    view = state.take_locked(it->second, where);
     entry = it->second;
   }
   if (view) State::make_ready(*entry, view, on);
@@ -599,8 +630,7 @@ bool TensorCache::erase(const CacheKey& key) {
     std::scoped_lock lock(shard.mutex);
     auto it = shard.entries.find(key);
     if (it == shard.entries.end() || it->second->loading) return false;
-    doomed = std::move(it->second);
-    shard.entries.erase(it);
+    doomed = State::remove_locked(shard, it);
     state.leave_warm_tier(*doomed);
   }
   return true;  // the entry, and the memory only it held, go here, outside the locks
@@ -615,6 +645,7 @@ void TensorCache::clear() {
     {
       std::scoped_lock lock(shard->mutex);
       gone.swap(shard->entries);
+      shard->live_bytes = 0;
       for (auto& [key, entry] : gone) state.leave_warm_tier(*entry);
     }
   }
@@ -645,6 +676,15 @@ CacheStatistics TensorCache::statistics() const {
   stats.warm_bytes = state.warm_bytes;
   stats.evictions = state.evictions;
   return stats;
+}
+
+std::size_t TensorCache::cached_bytes() const {
+  std::size_t bytes = 0;
+  for (const auto& shard : state_->shards) {
+    std::scoped_lock lock(shard->mutex);
+    bytes += shard->live_bytes;
+  }
+  return bytes;
 }
 
 std::vector<PinnedCacheEntry> TensorCache::pinned_entries() const {

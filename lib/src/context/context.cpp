@@ -1,12 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
 #include <gpulife/context.hpp>
 
+#include <cstdio>
+#include <fstream>
 #include <mutex>
 #include <stdexcept>
 #include <string>
 
 #include <gpulife/memory/async_resource.hpp>
 
+#include "debug/debug_observer.hpp"
+#include "debug/exit_on_leak.hpp"
 #include "detail/format.hpp"
 #include "tensor/tensor_arena.hpp"
 
@@ -17,7 +21,8 @@ Context::Context(ContextOptions options)
       resource_(options.resource ? std::move(options.resource)
                                  : std::make_shared<PoolResource>(
                                        std::make_shared<AsyncResource>(device_), options.pool)),
-      error_handler_(std::move(options.error_handler)) {
+      error_handler_(std::move(options.error_handler)),
+      debug_options_(resolve_debug_options(std::move(options.debug))) {
   arena_ = detail::TensorArena::create(
       {device_, resource_, error_handler_, options.staging, options.staging_min_bytes});
   try {
@@ -30,6 +35,50 @@ Context::Context(ContextOptions options)
   }
   arena_->set_pressure_handler(
       [this](std::size_t requested, StreamView stream) { on_memory_pressure(requested, stream); });
+  if (debug_options_.leaks || debug_options_.timeline) {
+    try {
+      debug_ = std::make_shared<detail::DebugObserver>(debug_options_, *arena_);
+    } catch (...) {
+      cache_.reset();
+      arena_->unref();
+      throw;
+    }
+    arena_->set_observer(debug_);
+    TensorCache* cache = cache_.get();
+    debug_->set_cache_hooks(
+        {[cache] { return cache->cached_bytes(); },
+         [cache] {
+           std::vector<PinnedEntry> pinned;
+           for (PinnedCacheEntry& entry : cache->pinned_entries()) {
+             pinned.push_back({entry.tensor_id, entry.bytes, std::move(entry.tag),
+                               std::move(entry.key)});
+           }
+           return pinned;
+         }});
+    if (debug_options_.exit_on_leak) detail::arm_exit_on_leak();
+  }
+}
+
+bool Context::report_leaks_at_shutdown() noexcept {
+  try {
+    const LeakReport report = debug_->leak_report({});
+    const std::string text = report.to_text();
+    if (report.has_leaks() || debug_options_.report_when_clean) {
+      std::fputs(text.c_str(), stderr);
+      std::fflush(stderr);
+    }
+    if (const std::string& path = debug_options_.report_path; !path.empty()) {
+      const bool json = path.size() >= 5 && path.compare(path.size() - 5, 5, ".json") == 0;
+      std::ofstream file(path, std::ios::binary | std::ios::trunc);
+      file << (json ? report.to_json() : text);
+      file.close();
+      if (!file) arena_->report("context shutdown: cannot write the leak report to " + path);
+    }
+    return debug_options_.exit_on_leak && report.has_leaks();
+  } catch (const std::exception& e) {
+    arena_->report(std::string("context shutdown: the leak report failed: ") + e.what());
+  }
+  return false;
 }
 
 Context::~Context() {
@@ -38,8 +87,14 @@ Context::~Context() {
   } catch (const std::exception& e) {
     arena_->report(std::string("context shutdown: device synchronize failed: ") + e.what());
   }
-  // The cache's warm and pinned entries are the context's own references: they go first, so
-  // that what remains alive is what users still hold.
+  // The warm tier is the cache's own reference, not something the program left alive: it goes
+  // before the report. Pinned entries are reported as pinned (through the hooks).
+  cache_->clear_warm();
+  // Before the finalizers run: a finalizer that holds its own tensor would otherwise end the
+  // cycle here and hide it, and the report is about what the program left alive.
+  const bool exit_for_leak = debug_ && debug_->tracking_leaks() && report_leaks_at_shutdown();
+  if (debug_) debug_->set_cache_hooks({});
+  // The cache's pinned entries go next, so that what remains alive is what users still hold.
   cache_->clear();
   const std::size_t ran = arena_->run_atexit_finalizers();
   const detail::ArenaStatistics stats = arena_->statistics();
@@ -52,7 +107,16 @@ Context::~Context() {
   arena_->set_pressure_handler({});
   cache_.reset();
   resource_->release_cached();
+  if (debug_ && debug_->recording_timeline() && !debug_options_.timeline_path.empty()) {
+    try {
+      debug_->timeline().write_chrome_trace(debug_options_.timeline_path);
+    } catch (const std::exception& e) {
+      arena_->report(std::string("context shutdown: ") + e.what());
+    }
+  }
+  debug_.reset();  // the arena keeps the observer as long as tensors need it
   arena_->unref();
+  if (exit_for_leak) detail::exit_on_leak(debug_options_.leak_exit_code);
 }
 
 const Device& Context::device() const noexcept { return device_; }
@@ -123,6 +187,31 @@ DeviceTensor Context::wrap(void* data, const Shape& shape, const Shape& strides,
   Finalizer owner = tensor.on_release(std::move(release));
   owner.set_atexit(false);  // the memory is the producer's: give it back only at the real release
   return tensor;
+}
+
+const DebugOptions& Context::debug_options() const noexcept { return debug_options_; }
+
+LeakCheckpoint Context::leak_checkpoint() const noexcept {
+  return debug_ ? debug_->checkpoint() : LeakCheckpoint{};
+}
+
+LeakReport Context::leak_report(LeakCheckpoint since) const {
+  if (!debug_ || !debug_->tracking_leaks()) {
+    LeakReport report;
+    report.device = device_.name();
+    report.taken = std::chrono::system_clock::now();
+    return report;
+  }
+  return debug_->leak_report(since);
+}
+
+Timeline Context::timeline() const {
+  if (!debug_ || !debug_->recording_timeline()) {
+    Timeline timeline;
+    timeline.device = device_.name();
+    return timeline;
+  }
+  return debug_->timeline();
 }
 
 ContextStatistics Context::statistics() const {

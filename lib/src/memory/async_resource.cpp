@@ -3,7 +3,12 @@
 
 namespace gpulife {
 
-AsyncResource::AsyncResource(Device device) : DeviceMemoryResource(std::move(device)) {}
+AsyncResource::AsyncResource(Device device, AsyncOptions options)
+    : DeviceMemoryResource(std::move(device)) {
+  if (options.release_threshold) {
+    this->device().impl().set_async_release_threshold(*options.release_threshold);
+  }
+}
 
 void* AsyncResource::do_allocate(std::size_t bytes, StreamView stream) {
   try {

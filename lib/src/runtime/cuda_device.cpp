@@ -210,6 +210,7 @@ class CudaDevice final : public DeviceImpl {
   void* allocate_pinned(std::size_t bytes) override;
   void deallocate_pinned(void* ptr) noexcept override;
   bool is_pinned(const void* ptr, std::size_t bytes) override;
+  void set_async_release_threshold(std::size_t bytes) override;
 
   /// Makes this device current on the calling thread. Compares first (as PyTorch's
   /// c10::cuda::SetDevice does): cudaGetDevice is a thread-local read, and a thread that
@@ -595,6 +596,19 @@ void CudaDevice::deallocate_pinned(void* ptr) noexcept {
       return "freeing page-locked host memory at " + format_pointer(ptr) + " for " + name_;
     });
   });
+}
+
+void CudaDevice::set_async_release_threshold(std::size_t bytes) {
+  make_current();
+  cudaMemPool_t pool = nullptr;
+  check(cudaDeviceGetDefaultMemPool(&pool, ordinal_), "cudaDeviceGetDefaultMemPool",
+        [&] { return "finding the default memory pool of " + name_; });
+  auto threshold = static_cast<std::uint64_t>(bytes);
+  check(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold),
+        "cudaMemPoolSetAttribute", [&] {
+          return "setting the release threshold of " + name_ + "'s default memory pool to " +
+                 format_bytes(bytes);
+        });
 }
 
 bool CudaDevice::is_pinned(const void* ptr, std::size_t bytes) {

@@ -153,6 +153,11 @@ class SimStream final : public StreamImpl {
 
   /// Queues `op`; returns its ticket (1-based position in the stream).
   std::uint64_t enqueue(std::function<void()> op);
+  /// Queues an operation that only updates the device's bookkeeping (an event record, a
+  /// liveness mark, a stream-ordered free). When nothing is queued before it and the delay
+  /// option is off it runs at once on the calling thread: that is exactly when the worker would
+  /// run it, and it saves waking the worker for a few instructions.
+  void enqueue_bookkeeping(std::function<void()> op);
   /// Blocks until the op with `ticket` has executed.
   void wait_for(std::uint64_t ticket);
   /// Stops the worker after the queued work has executed.
@@ -215,6 +220,8 @@ class SimDevice final : public DeviceImpl {
   void label(const void* ptr, std::string label, StreamImpl& stream) noexcept override;
   bool register_external(const void* ptr, std::size_t bytes) noexcept override;
   void unregister_external(const void* ptr) noexcept override;
+  std::uint64_t add_owner_resolver(OwnerResolver resolver) override;
+  void remove_owner_resolver(std::uint64_t token) noexcept override;
   std::vector<SimViolation> take_violations() override;
   std::size_t violation_count() const noexcept override {
     return violation_count_.load(std::memory_order_acquire);
@@ -275,6 +282,11 @@ class SimDevice final : public DeviceImpl {
   std::size_t quarantined_bytes_ = 0;
   std::map<std::uintptr_t, std::size_t> pinned_;
 
+  // Shared while a report asks the resolvers, so that removing one waits for those reports.
+  std::shared_mutex resolver_mutex_;
+  std::vector<std::pair<std::uint64_t, OwnerResolver>> resolvers_;
+  std::uint64_t next_resolver_ = 1;
+
   std::mutex violation_mutex_;
   std::vector<SimViolation> violations_;
   std::atomic<std::size_t> violation_count_{0};
@@ -332,6 +344,26 @@ std::uint64_t SimStream::enqueue(std::function<void()> op) {
   }
   if (wake) work_cv_.notify_one();
   return ticket;
+}
+
+void SimStream::enqueue_bookkeeping(std::function<void()> op) {
+  if (!delay_) {
+    std::scoped_lock lock(mutex_);
+    if (queue_.empty() && completed_ == submitted_) {
+      // Held under the stream's lock so that no later operation of this stream overtakes it.
+      // The operation takes only the memory lock and event-node locks, never a stream's.
+      ++submitted_;
+      try {
+        op();
+      } catch (const std::exception& e) {
+        report_error(std::string("sim stream ") + std::to_string(id_) +
+                     ": queued operation threw: " + e.what());
+      }
+      ++completed_;
+      return;
+    }
+  }
+  enqueue(std::move(op));
 }
 
 void SimStream::wait_for(std::uint64_t ticket) {
@@ -427,7 +459,7 @@ void SimStream::host_callback(std::function<void()> fn) {
 void SimStream::record(EventImpl& event) {
   device_.maybe_fail(FaultSite::stream_operation, "cudaEventRecord", "recording an event");
   auto node = static_cast<SimEvent&>(event).begin_record();
-  enqueue([node = std::move(node)] { node->complete(); });
+  enqueue_bookkeeping([node = std::move(node)] { node->complete(); });
 }
 
 void SimStream::wait(EventImpl& event) {
@@ -618,7 +650,7 @@ void* SimDevice::allocate_async(std::size_t bytes, StreamImpl& stream) {
   if (bytes == 0) return nullptr;
   void* ptr = reserve(bytes, AllocState::pending, "cudaMallocAsync");
   // Usable in stream order: live once the stream reaches the allocation.
-  sim_stream(stream).enqueue([this, base = address(ptr)] {
+  sim_stream(stream).enqueue_bookkeeping([this, base = address(ptr)] {
     std::unique_lock lock(memory_mutex_);
     if (auto it = allocs_.find(base); it != allocs_.end() && it->second.state == AllocState::pending)
       it->second.state = AllocState::live;
@@ -640,7 +672,7 @@ void SimDevice::deallocate_async(void* ptr, std::size_t bytes, StreamImpl& strea
     it->second.free_queued = true;
   }
   try {
-    sim_stream(stream).enqueue([this, base = address(ptr)] {
+    sim_stream(stream).enqueue_bookkeeping([this, base = address(ptr)] {
       std::unique_lock lock(memory_mutex_);
       release(base);
     });
@@ -688,7 +720,7 @@ bool SimDevice::is_pinned(const void* ptr, std::size_t bytes) {
 void SimDevice::mark_allocated(const void* ptr, std::size_t bytes, StreamImpl& stream) noexcept {
   if (ptr == nullptr || bytes == 0) return;
   try {
-    sim_stream(stream).enqueue([this, ptr, bytes, stream_id = stream.id()] {
+    sim_stream(stream).enqueue_bookkeeping([this, ptr, bytes, stream_id = stream.id()] {
       std::optional<SimViolation> bad;
       {
         std::unique_lock lock(memory_mutex_);
@@ -767,7 +799,7 @@ void SimDevice::mark_freed(const void* ptr, std::size_t bytes, StreamImpl& strea
         step();
       }
     }
-    sim_stream(stream).enqueue(step);
+    sim_stream(stream).enqueue_bookkeeping(step);
   } catch (...) {
     report_error("sim: could not queue a sub-allocation free");
   }
@@ -809,7 +841,7 @@ void SimDevice::unregister_external(const void* ptr) noexcept {
 
 void SimDevice::label(const void* ptr, std::string text, StreamImpl& stream) noexcept {
   try {
-    sim_stream(stream).enqueue([this, ptr, text = std::move(text)]() mutable {
+    sim_stream(stream).enqueue_bookkeeping([this, ptr, text = std::move(text)]() mutable {
       std::unique_lock lock(memory_mutex_);
       const auto addr = address(ptr);
       auto it = find_alloc(addr);
@@ -876,8 +908,27 @@ bool SimDevice::check(const void* ptr, std::size_t bytes, std::string_view opera
   return false;
 }
 
+std::uint64_t SimDevice::add_owner_resolver(OwnerResolver resolver) {
+  std::unique_lock lock(resolver_mutex_);
+  const std::uint64_t token = next_resolver_++;
+  resolvers_.emplace_back(token, std::move(resolver));
+  return token;
+}
+
+void SimDevice::remove_owner_resolver(std::uint64_t token) noexcept {
+  std::unique_lock lock(resolver_mutex_);
+  std::erase_if(resolvers_, [token](const auto& entry) { return entry.first == token; });
+}
+
 void SimDevice::report(SimViolation violation) noexcept {
   try {
+    if (violation.owner.empty()) {
+      std::shared_lock lock(resolver_mutex_);
+      for (const auto& [token, resolve] : resolvers_) {
+        violation.owner = resolve(violation.ptr, violation.bytes);
+        if (!violation.owner.empty()) break;
+      }
+    }
     {
       std::scoped_lock lock(violation_mutex_);
       // Keep the first ones: a test that fails on thousands needs only the first few.

@@ -59,7 +59,7 @@ TensorInfo DeviceTensor::info() const {
   return detail::TensorArena::info_of(checked());
 }
 
-DeviceTensor DeviceTensor::view(const Shape& new_shape) const {
+DeviceTensor DeviceTensor::view(const Shape& new_shape, SourceLocation where) const {
   const detail::TensorImpl& impl = checked();
   if (!is_contiguous()) {
     throw std::invalid_argument("tensor: " + name_of(impl) + " is not contiguous; view needs it");
@@ -72,10 +72,11 @@ DeviceTensor DeviceTensor::view(const Shape& new_shape) const {
   }
   detail::TensorImpl& parent = parent_of(impl);
   return DeviceTensor(parent.arena->create_view(parent, impl.data, impl.bytes, new_shape,
-                                                new_shape.contiguous_strides()));
+                                                new_shape.contiguous_strides(), where));
 }
 
-DeviceTensor DeviceTensor::slice(std::size_t dim, std::int64_t start, std::int64_t stop) const {
+DeviceTensor DeviceTensor::slice(std::size_t dim, std::int64_t start, std::int64_t stop,
+                                 SourceLocation where) const {
   const detail::TensorImpl& impl = checked();
   if (dim >= impl.shape.rank()) {
     throw std::invalid_argument("dim: " + std::to_string(dim) + " is not below the rank " +
@@ -93,7 +94,7 @@ DeviceTensor DeviceTensor::slice(std::size_t dim, std::int64_t start, std::int64
   void* data = impl.data != nullptr ? static_cast<std::byte*>(impl.data) + offset : nullptr;
   detail::TensorImpl& parent = parent_of(impl);
   return DeviceTensor(parent.arena->create_view(
-      parent, data, span_bytes(shape, impl.strides, impl.dtype), shape, impl.strides));
+      parent, data, span_bytes(shape, impl.strides, impl.dtype), shape, impl.strides, where));
 }
 
 void DeviceTensor::record_stream(StreamView stream) const {

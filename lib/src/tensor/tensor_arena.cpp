@@ -62,7 +62,8 @@ bool CallbackState::run() noexcept {
   status.store(Status::done, std::memory_order_release);
   done = nullptr;
   arena->count_finalizer(failed);
-  if (TensorObserver* observer = arena->observer()) {
+  // Finalizers only: expiry callbacks include the cache's own bookkeeping, which is not news.
+  if (TensorObserver* observer = arena->observer(); observer != nullptr && kind == Kind::finalizer) {
     observer->on_event(LifetimeEvent::finalizer_run, info.id, info.bytes, info.tag);
   }
   return true;
@@ -229,7 +230,8 @@ TensorImpl* TensorArena::create_external(void* data, std::size_t bytes, const Sh
 }
 
 TensorImpl* TensorArena::create_view(TensorImpl& parent, void* data, std::size_t bytes,
-                                     const Shape& shape, const Shape& strides) {
+                                     const Shape& shape, const Shape& strides,
+                                     const SourceLocation& where) {
   const TensorImpl& owner = memory_owner(parent);
   TensorImpl* impl = new_block();
   try {
@@ -250,6 +252,7 @@ TensorImpl* TensorArena::create_view(TensorImpl& parent, void* data, std::size_t
   impl->strides = strides;
   live_tensors_.fetch_add(1, std::memory_order_relaxed);
   created_.fetch_add(1, std::memory_order_relaxed);
+  if (observer_ != nullptr) observer_->on_create(*impl, where);
   return impl;
 }
 
@@ -302,12 +305,15 @@ void TensorArena::release_memory(TensorImpl& root) noexcept {
 }
 
 void TensorArena::release(TensorImpl* impl) noexcept {
-  if (observer_ != nullptr) observer_->on_release(*impl);
   if (impl->base == nullptr) {
     release_memory(*impl);
     live_bytes_.fetch_sub(impl->external ? 0 : impl->alloc_bytes, std::memory_order_relaxed);
   }
   live_tensors_.fetch_sub(1, std::memory_order_relaxed);
+  // After the memory went back, so that the timeline's counters include this free; before the
+  // callbacks are taken, so that a leak report that still sees the tensor registered (under the
+  // tracker's lock) may read them.
+  if (observer_ != nullptr) observer_->on_release(*impl);
 
   // No other thread can reach the callbacks now: no strong handle is left, and registering
   // needs one.
@@ -340,6 +346,20 @@ std::shared_ptr<CallbackState> TensorArena::add_callback(TensorImpl& impl,
                                                          CallbackState::Kind kind,
                                                          FinalizerFunction fn) {
   auto state = std::make_shared<CallbackState>(kind, std::move(fn), info_of(impl), *this);
+  if (observer_ != nullptr) {
+    // std::function hides its captures, but copying it copies them: the rise of the strong
+    // count is the number of handles to this tensor that the callback holds. Exact unless
+    // another thread copies or drops a handle to the tensor meanwhile (then only a report may be
+    // wrong, never the tensor's lifetime).
+    try {
+      const std::uint32_t before = impl.strong.load(std::memory_order_relaxed);
+      FinalizerFunction probe = state->fn;
+      const std::uint32_t after = impl.strong.load(std::memory_order_relaxed);
+      state->tensor_handles = after > before ? after - before : 0;
+    } catch (...) {
+      // a function that cannot be copied is registered all the same, just not measured
+    }
+  }
   {
     std::scoped_lock lock(impl.lock);
     if (impl.callbacks == nullptr) {

@@ -47,6 +47,9 @@ struct CallbackState {
   FinalizerFunction fn;  // touched only by whoever moved status away from pending
   const TensorInfo info;
   TensorArena* arena;  // for error reports; the tensor holding this state keeps it alive
+  /// Leak mode: strong handles to the tensor that `fn` holds (captured by value), measured when
+  /// it was registered. Written before the state is published, read-only afterwards.
+  std::uint32_t tensor_handles = 0;
 };
 
 /// Grants gpulife's own layers the handle internals.
@@ -74,7 +77,10 @@ enum class LifetimeEvent : std::uint8_t {
 class TensorObserver {
  public:
   virtual ~TensorObserver() = default;
+  /// A tensor (root or view) was made; its fields are final. Roots have their memory.
   virtual void on_create(TensorImpl& impl, const SourceLocation& where) noexcept = 0;
+  /// A tensor died: its memory has been given back (stream-ordered) and the arena's counters
+  /// updated; its callbacks have not run yet and its block is still valid.
   virtual void on_release(TensorImpl& impl) noexcept = 0;
   /// `tensor_id` is 0 where no tensor is involved (an out-of-memory before creation).
   virtual void on_event(LifetimeEvent event, std::uint64_t tensor_id, std::size_t bytes,
@@ -113,8 +119,12 @@ class TensorArena {
   [[nodiscard]] const std::shared_ptr<DeviceMemoryResource>& shared_resource() const noexcept {
     return config_.resource;
   }
-  /// Set once by the owner before tensors are made.
-  void set_observer(TensorObserver* observer) noexcept { observer_ = observer; }
+  /// Set once by the owner before tensors are made. The arena keeps the observer alive as long
+  /// as itself, because tensors that outlive their context still report their release.
+  void set_observer(std::shared_ptr<TensorObserver> observer) noexcept {
+    observer_owner_ = std::move(observer);
+    observer_ = observer_owner_.get();
+  }
   [[nodiscard]] TensorObserver* observer() const noexcept { return observer_; }
   void set_pressure_handler(PressureHandler handler) { pressure_handler_ = std::move(handler); }
 
@@ -137,14 +147,16 @@ class TensorArena {
   /// A new view held by `parent` (which gains a strong reference): the memory's owner, or an
   /// anchor view (see `view_parent`).
   TensorImpl* create_view(TensorImpl& parent, void* data, std::size_t bytes, const Shape& shape,
-                          const Shape& strides);
+                          const Shape& strides, const SourceLocation& where);
 
   /// The strong count reached zero.
   void release(TensorImpl* impl) noexcept;
   /// The weak count reached zero.
   void free_block(TensorImpl* impl) noexcept;
 
-  /// Registers a callback on `impl`; finalizers also join the shutdown registry.
+  /// Registers a callback on `impl`; finalizers also join the shutdown registry. With an
+  /// observer installed (leak mode), it first measures how many handles to `impl` the function
+  /// holds: see `CallbackState::tensor_handles`.
   std::shared_ptr<CallbackState> add_callback(TensorImpl& impl, CallbackState::Kind kind,
                                               FinalizerFunction fn);
   /// Runs the pending finalizers whose `atexit` is set, newest first (context shutdown).
@@ -169,7 +181,8 @@ class TensorArena {
 
   Config config_;
   PinnedStagingPool staging_;
-  TensorObserver* observer_ = nullptr;
+  TensorObserver* observer_ = nullptr;  // the hot path reads this plain pointer
+  std::shared_ptr<TensorObserver> observer_owner_;
   PressureHandler pressure_handler_;
   std::atomic<std::uint32_t> refs_{1};
 

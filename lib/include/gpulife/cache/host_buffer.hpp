@@ -49,8 +49,10 @@ class ModifiedBufferError : public Error {
 /// default-constructed handle holds no bytes.
 ///
 /// @par Thread safety
-/// All members may be called from any number of threads at once. Concurrent first calls of
-/// `digest()` hash once; the others wait for that result.
+/// Const members may be called from any number of threads at once, on one handle or on copies.
+/// Concurrent first calls of `digest()` hash once; the others wait for that result. As with
+/// `std::shared_ptr`, assigning to a handle object while another thread uses that same object
+/// is a race; copies are independent objects.
 class HostBuffer {
  public:
   /// An empty buffer: no bytes, the digest of zero bytes.

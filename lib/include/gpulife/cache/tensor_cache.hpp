@@ -64,17 +64,22 @@ class CacheKey {
   [[nodiscard]] const Shape& shape() const noexcept { return shape_; }
   /// @return e.g. "name 'embedding'" or "content 3f2a…/f32[1024, 64]"
   [[nodiscard]] std::string to_string() const;
+  /// @return a hash of the identity, computed once when the key is made
+  [[nodiscard]] std::size_t hash() const noexcept { return hash_; }
 
   /// Keys are equal when they name the same entry.
   friend bool operator==(const CacheKey& a, const CacheKey& b) noexcept {
-    return a.kind_ == b.kind_ && a.digest_ == b.digest_ && a.dtype_ == b.dtype_ &&
-           a.shape_ == b.shape_;
+    // the hash first: a lookup mostly compares keys that differ
+    return a.hash_ == b.hash_ && a.digest_ == b.digest_ && a.kind_ == b.kind_ &&
+           a.dtype_ == b.dtype_ && a.shape_ == b.shape_;
   }
 
  private:
   enum class Kind : std::uint8_t { content, name };
   CacheKey() = default;
+  void seal() noexcept;  // computes hash_
 
+  std::size_t hash_ = 0;
   Digest128 digest_{};
   Kind kind_ = Kind::content;
   DType dtype_ = DType::byte;
@@ -218,11 +223,14 @@ class TensorCache {
   /// @throws std::invalid_argument if `factory` is empty or returns an empty or foreign tensor
   [[nodiscard]] DeviceTensor get_or_create(const CacheKey& key, const Factory& factory,
                                            StreamView stream = {},
-                                           CacheUploadOptions options = {});
+                                           CacheUploadOptions options = {},
+                                           SourceLocation where =
+                                               SourceLocation::current());
 
   /// @return the entry's tensor if one is alive (or retained), else an empty handle; never
   /// uploads. On another stream than the upload's, the stream is made to wait as for a hit.
-  [[nodiscard]] DeviceTensor find(const CacheKey& key, StreamView stream = {});
+  [[nodiscard]] DeviceTensor find(const CacheKey& key, StreamView stream = {},
+                                  SourceLocation where = SourceLocation::current());
 
   /// @brief Removes the entry of `key`, whatever its retention. Handles users hold stay valid.
   /// @return true if there was one
@@ -235,6 +243,8 @@ class TensorCache {
 
   /// @return a snapshot of the counters
   [[nodiscard]] CacheStatistics statistics() const;
+  /// @return the bytes of the entries in the cache now (the timeline's tensor-cache counter)
+  [[nodiscard]] std::size_t cached_bytes() const;
   /// @return the pinned entries (leak reports list them as pinned, not leaked)
   [[nodiscard]] std::vector<PinnedCacheEntry> pinned_entries() const;
 
@@ -245,7 +255,10 @@ class TensorCache {
 
 }  // namespace gpulife
 
+/// Hashes a `CacheKey` for unordered containers (the key's own, precomputed hash).
 template <>
 struct std::hash<gpulife::CacheKey> {
-  [[nodiscard]] std::size_t operator()(const gpulife::CacheKey& key) const noexcept;
+  [[nodiscard]] std::size_t operator()(const gpulife::CacheKey& key) const noexcept {
+    return key.hash();
+  }
 };

@@ -4,20 +4,37 @@
 /// @file
 /// @brief `AsyncResource`: cudaMallocAsync / cudaFreeAsync on the device's default memory pool.
 
+#include <cstddef>
+#include <limits>
+#include <optional>
+
 #include <gpulife/memory/detail/usage_counters.hpp>
 #include <gpulife/memory/device_memory_resource.hpp>
 
 namespace gpulife {
 
-/// @brief Stream-ordered allocation by the driver (cudaMallocAsync / cudaFreeAsync).
+/// @brief Options of an `AsyncResource`.
+struct AsyncOptions {
+  /// Release threshold to set on the device's default memory pool (cudaMemPoolAttrReleaseThreshold).
+  /// The driver's default is 0: every synchronisation gives the pool's free memory back to the
+  /// system and the next allocation maps it again. The default here keeps it, as PyTorch's
+  /// cudaMallocAsync backend does. The pool is the device's, shared with the rest of the process;
+  /// empty leaves it as it is.
+  std::optional<std::size_t> release_threshold = std::numeric_limits<std::size_t>::max();
+};
+
+/// @brief Stream-ordered allocation by the driver (cudaMallocAsync / cudaFreeAsync) from the
+/// device's default memory pool.
 ///
 /// The driver's pool caches memory itself; this resource adds only counting. On the simulated
 /// device the memory becomes live when the stream reaches the allocation and dead when it
 /// reaches the free.
 class AsyncResource final : public DeviceMemoryResource {
  public:
-  /// @param device the device to allocate on
-  explicit AsyncResource(Device device);
+  /// @param device  the device to allocate on
+  /// @param options the pool's release threshold
+  /// @throws CudaError if the threshold cannot be set
+  explicit AsyncResource(Device device, AsyncOptions options = {});
 
  private:
   void* do_allocate(std::size_t bytes, StreamView stream) override;

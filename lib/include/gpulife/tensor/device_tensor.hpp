@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <gpulife/source_location.hpp>
 #include <span>
 #include <string>
 #include <string_view>
@@ -118,11 +119,20 @@ class DeviceTensor {
   [[nodiscard]] TensorInfo info() const;
 
   /// @brief A tensor of another shape over the same contiguous elements.
+  /// @param shape the new extents, with as many elements
+  /// @param where the site leak reports name for the view; leave defaulted
   /// @throws std::invalid_argument if not contiguous or `shape.numel() != numel()`
-  [[nodiscard]] DeviceTensor view(const Shape& shape) const;
+  [[nodiscard]] DeviceTensor view(
+      const Shape& shape, SourceLocation where = SourceLocation::current()) const;
   /// @brief The elements `[start, stop)` along dimension `dim`, sharing memory.
+  /// @param dim   the dimension to slice
+  /// @param start the first index kept
+  /// @param stop  one past the last index kept
+  /// @param where the site leak reports name for the view; leave defaulted
   /// @throws std::invalid_argument if `dim >= rank()` or the range is outside `[0, shape[dim]]`
-  [[nodiscard]] DeviceTensor slice(std::size_t dim, std::int64_t start, std::int64_t stop) const;
+  [[nodiscard]] DeviceTensor slice(
+      std::size_t dim, std::int64_t start, std::int64_t stop,
+      SourceLocation where = SourceLocation::current()) const;
 
   /// @brief Makes the release of the memory also wait for the work queued on `stream` by then
   /// (PyTorch's `record_stream`): use it when another stream reads or writes the tensor.

@@ -112,6 +112,9 @@ class DeviceImpl {
   /// cudaMallocHost: page-locked host memory. Copies from it are truly asynchronous.
   virtual void* allocate_pinned(std::size_t bytes) = 0;
   virtual void deallocate_pinned(void* ptr) noexcept = 0;
+  /// Sets the release threshold of the device's default stream-ordered memory pool: memory the
+  /// pool holds beyond it goes back to the system at each synchronisation. No-op on the sim.
+  virtual void set_async_release_threshold(std::size_t bytes) { (void)bytes; }
   /// True if `[ptr, ptr + bytes)` is page-locked host memory (a copy from it is a true DMA).
   virtual bool is_pinned(const void* ptr, std::size_t bytes) = 0;
 
@@ -143,6 +146,18 @@ class DeviceImpl {
   }
   /// Ends a registration; later accesses to the range are violations again.
   virtual void unregister_external(const void* ptr) noexcept { (void)ptr; }
+  /// Names the owner of a range that no label covers (memory a tensor uses before its
+  /// allocation reached the stream, or memory that was never allocated), for violation reports.
+  /// Called on a stream worker with no device lock held; must be thread-safe and not call into
+  /// the device. Returns "" when it knows no owner.
+  using OwnerResolver = std::function<std::string(const void* ptr, std::size_t bytes)>;
+  /// Adds a resolver (leak mode adds one per context); the token removes it.
+  virtual std::uint64_t add_owner_resolver(OwnerResolver resolver) {
+    (void)resolver;
+    return 0;
+  }
+  /// Removes a resolver; when it returns, no report is still calling it.
+  virtual void remove_owner_resolver(std::uint64_t token) noexcept { (void)token; }
   /// Violations recorded so far, cleared by the call. Always empty on CUDA.
   virtual std::vector<SimViolation> take_violations() { return {}; }
   virtual std::size_t violation_count() const noexcept { return 0; }

@@ -1,0 +1,68 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+/// @file
+/// @brief `DebugOptions`: leak mode, stack traces and the timeline of a `Context`.
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace gpulife {
+
+/// @brief What a context's debug layer records. Everything is off by default, and then the
+/// tensor paths pay one predictable branch per hook and nothing else.
+///
+/// The environment turns on what the options leave off (unless `use_environment` is false):
+/// - `GPULIFE_DEBUG=leaks[,stacks][,timeline][,exit]`: a comma-separated list; `stacks` implies
+///   `leaks`; `exit` sets `exit_on_leak` (and implies `leaks`).
+/// - `GPULIFE_LEAK_REPORT=path`: `report_path`, when the options leave it empty.
+/// - `GPULIFE_TIMELINE=path`: `timeline_path`, when the options leave it empty.
+/// The two paths say where output goes; they turn nothing on by themselves.
+struct DebugOptions {
+  /// Leak mode: every live tensor is known with its size, shape, dtype, tag, stream, creation
+  /// time and allocation site; `Context::leak_report()` lists them, and the context prints the
+  /// report to stderr when it is destroyed.
+  bool leaks = false;
+  /// Also capture the call stack of every allocation (raw frames; symbolised with file:line
+  /// when a report is made). Implies `leaks`. Costs a stack walk per tensor.
+  bool stacks = false;
+  /// Frames kept per captured stack.
+  std::size_t max_stack_frames = 32;
+  /// Record lifetime events (allocate, free, upload, cache hit/miss/eviction, finalizer run,
+  /// out-of-memory) into a ring buffer; `Context::timeline()` exports them.
+  bool timeline = false;
+  /// Events the ring keeps; the oldest are overwritten (and counted as dropped).
+  std::size_t timeline_capacity = std::size_t{1} << 16;
+  /// Leak mode: when the context is destroyed with leaks, the process's exit status becomes
+  /// `leak_exit_code`. See `Context::~Context` for how and when it exits.
+  bool exit_on_leak = false;
+  /// The exit status `exit_on_leak` sets; non-zero.
+  int leak_exit_code = 3;
+  /// Leak mode: the report is also written to this file when the context is destroyed (JSON if
+  /// the name ends in ".json", text otherwise). Empty: stderr only.
+  std::string report_path{};
+  /// Leak mode: print the one-line report at destruction also when nothing leaked. Programs that
+  /// make many contexts (benchmarks) turn it off; a leak is printed either way.
+  bool report_when_clean = true;
+  /// Timeline: the Chrome trace is written to this file when the context is destroyed.
+  std::string timeline_path{};
+  /// Let GPULIFE_DEBUG, GPULIFE_LEAK_REPORT and GPULIFE_TIMELINE turn things on.
+  bool use_environment = true;
+};
+
+/// @brief Applies a GPULIFE_DEBUG-style list ("leaks,stacks,timeline,exit") to `options`: each
+/// item turns its option on; spaces around items and empty items are ignored.
+/// @throws std::invalid_argument naming an unknown item
+void apply_debug_flags(std::string_view flags, DebugOptions& options);
+
+/// @brief `options` with what the environment asks for added (see `DebugOptions`); returns
+/// `options` unchanged when `options.use_environment` is false. Also makes `stacks` and
+/// `exit_on_leak` imply `leaks`.
+/// @throws std::invalid_argument if GPULIFE_DEBUG holds an unknown item, or
+/// `leak_exit_code` is zero while `exit_on_leak` is set
+/// @par Thread safety
+/// Reads the environment: do not call concurrently with `setenv`.
+[[nodiscard]] DebugOptions resolve_debug_options(DebugOptions options);
+
+}  // namespace gpulife

@@ -1,0 +1,318 @@
+// SPDX-License-Identifier: Apache-2.0
+#include <gpulife/debug/leak_report.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <map>
+#include <tuple>
+
+#include "debug/json.hpp"
+#include "detail/format.hpp"
+
+namespace gpulife {
+namespace {
+
+using detail::append_json_key;
+using detail::append_json_string;
+using detail::format_bytes;
+
+bool is_leak(const LiveTensor& tensor) noexcept {
+  return tensor.status != LiveTensorStatus::pinned;
+}
+
+/// Memory a tensor keeps alive that no other entry counts: views share their root's.
+std::size_t own_bytes(const LiveTensor& tensor) noexcept {
+  return tensor.view_of == 0 ? tensor.bytes : 0;
+}
+
+struct Site {
+  const AllocationSite* site = nullptr;
+  std::vector<const LiveTensor*> tensors;
+  std::size_t bytes = 0;
+};
+
+/// Leaked tensors grouped by allocation site, largest site first.
+std::vector<Site> group_by_site(const std::vector<LiveTensor>& tensors) {
+  std::map<std::tuple<std::string_view, std::uint32_t, std::string_view>, Site> sites;
+  for (const LiveTensor& tensor : tensors) {
+    if (!is_leak(tensor)) continue;
+    Site& site = sites[{tensor.site.file, tensor.site.line, tensor.site.function}];
+    site.site = &tensor.site;
+    site.tensors.push_back(&tensor);
+    site.bytes += own_bytes(tensor);
+  }
+  std::vector<Site> sorted;
+  sorted.reserve(sites.size());
+  for (auto& [key, site] : sites) sorted.push_back(std::move(site));
+  std::stable_sort(sorted.begin(), sorted.end(), [](const Site& a, const Site& b) {
+    return a.bytes != b.bytes ? a.bytes > b.bytes : a.tensors.size() > b.tensors.size();
+  });
+  return sorted;
+}
+
+std::string plural(std::size_t count, std::string_view one, std::string_view many) {
+  return std::to_string(count) + " " + std::string(count == 1 ? one : many);
+}
+
+std::string seconds_between(std::chrono::system_clock::time_point from,
+                            std::chrono::system_clock::time_point to) {
+  const double seconds = std::chrono::duration<double>(to - from).count();
+  char text[32];
+  std::snprintf(text, sizeof text, "%.3f s", std::max(seconds, 0.0));
+  return text;
+}
+
+std::int64_t unix_ms(std::chrono::system_clock::time_point time) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(time.time_since_epoch()).count();
+}
+
+std::string describe(const LiveTensor& tensor, std::chrono::system_clock::time_point now) {
+  std::string text = "tensor #" + std::to_string(tensor.id);
+  if (!tensor.tag.empty()) text += " '" + tensor.tag + "'";
+  if (tensor.view_of != 0) text += " (view of #" + std::to_string(tensor.view_of) + ")";
+  if (tensor.external) text += " (external memory)";
+  text += " " + std::string(to_string(tensor.dtype)) + " " + tensor.shape.to_string() + ", " +
+          format_bytes(tensor.bytes) + ", stream " + std::to_string(tensor.stream_id) + ", made " +
+          seconds_between(tensor.created, now) + " ago, " +
+          plural(tensor.handles, "handle", "handles");
+  if (tensor.status == LiveTensorStatus::kept_by_callback) {
+    text += ": kept alive only by its own finalizer or expiry callback, which holds " +
+            plural(tensor.callback_handles, "handle", "handles") +
+            " to it (a cycle: the callback captured the tensor; capture its TensorInfo instead)";
+  }
+  return text;
+}
+
+}  // namespace
+
+std::string AllocationSite::to_string() const {
+  std::string text = file.empty() ? std::string("<unknown>") : file;
+  text += ":" + std::to_string(line);
+  if (!function.empty()) text += " in " + function;
+  return text;
+}
+
+std::string_view to_string(LiveTensorStatus status) noexcept {
+  switch (status) {
+    case LiveTensorStatus::leaked:
+      return "leaked";
+    case LiveTensorStatus::kept_by_callback:
+      return "kept_by_callback";
+    case LiveTensorStatus::pinned:
+      return "pinned";
+  }
+  return "leaked";
+}
+
+std::size_t LeakReport::leaked_tensors() const noexcept {
+  return static_cast<std::size_t>(std::count_if(tensors.begin(), tensors.end(), is_leak));
+}
+
+std::size_t LeakReport::leaked_bytes() const noexcept {
+  std::size_t bytes = 0;
+  for (const LiveTensor& tensor : tensors) {
+    if (is_leak(tensor)) bytes += own_bytes(tensor);
+  }
+  return bytes;
+}
+
+bool LeakReport::has_leaks() const noexcept {
+  return leaked_tensors() != 0 || !unowned_blocks.empty();
+}
+
+std::string LeakReport::to_text() const {
+  if (!tracking) {
+    return "gpulife leak report: leak mode is off, so nothing is known about live tensors; turn "
+           "it on with ContextOptions::debug.leaks or GPULIFE_DEBUG=leaks\n";
+  }
+  const std::vector<Site> sites = group_by_site(tensors);
+  const std::size_t leaked = leaked_tensors();
+  const auto cycles = static_cast<std::size_t>(std::count_if(
+      tensors.begin(), tensors.end(),
+      [](const LiveTensor& t) { return t.status == LiveTensorStatus::kept_by_callback; }));
+  std::size_t unowned_bytes = 0;
+  for (const UnownedBlock& block : unowned_blocks) unowned_bytes += block.bytes;
+  std::size_t pinned_bytes = 0;
+  for (const PinnedEntry& entry : pinned) pinned_bytes += entry.bytes;
+
+  std::string text = "gpulife leak report for " + device + ": ";
+  if (!has_leaks()) {
+    text += "no leaks";
+  } else {
+    text += plural(leaked, "tensor", "tensors") + " leaked holding " +
+            format_bytes(leaked_bytes()) + " at " + plural(sites.size(), "site", "sites");
+    if (!unowned_blocks.empty()) {
+      text += "; " + plural(unowned_blocks.size(), "pool block", "pool blocks") + " (" +
+              format_bytes(unowned_bytes) + ") that no tensor owns";
+    }
+  }
+  text += "\n";
+  if (cycles != 0) {
+    text += "  " + plural(cycles, "tensor is", "tensors are") +
+            " kept alive only by its own finalizer or expiry callback\n";
+  }
+  if (!pinned.empty()) {
+    text += "  " + plural(pinned.size(), "pinned cache entry", "pinned cache entries") +
+            " holding " + format_bytes(pinned_bytes) + " (not leaks)\n";
+  }
+  if (untracked != 0) {
+    text += "  " + plural(untracked, "tensor was", "tensors were") +
+            " not tracked (out of host memory while recording)\n";
+  }
+
+  for (const Site& site : sites) {
+    text += "\n" + format_bytes(site.bytes) + " in " +
+            plural(site.tensors.size(), "tensor", "tensors") + " made at " +
+            site.site->to_string() + "\n";
+    for (const LiveTensor* tensor : site.tensors) {
+      text += "  " + describe(*tensor, taken) + "\n";
+      for (const std::string& frame : tensor->stack) text += "      at " + frame + "\n";
+    }
+  }
+  if (!pinned.empty()) {
+    text += "\npinned cache entries (they live as long as the context; not leaks):\n";
+    for (const PinnedEntry& entry : pinned) {
+      text += "  tensor #" + std::to_string(entry.tensor_id);
+      if (!entry.tag.empty()) text += " '" + entry.tag + "'";
+      text += ", " + format_bytes(entry.bytes);
+      if (!entry.key.empty()) text += ", key " + entry.key;
+      text += "\n";
+    }
+  }
+  if (!unowned_blocks.empty()) {
+    text += "\npool blocks handed out that no tensor owns (raw users of the memory resource):\n";
+    for (const UnownedBlock& block : unowned_blocks) {
+      text += "  " + detail::format_pointer(block.ptr) + ", " + format_bytes(block.bytes) +
+              ", stream " + std::to_string(block.stream_id) + "\n";
+    }
+  }
+  if (has_leaks()) {
+    text += "\ntotal: " + plural(leaked, "tensor", "tensors") + " holding " +
+            format_bytes(leaked_bytes());
+    if (!unowned_blocks.empty()) {
+      text += ", " + plural(unowned_blocks.size(), "unowned block", "unowned blocks") +
+              " holding " + format_bytes(unowned_bytes);
+    }
+    text += "\n";
+  }
+  return text;
+}
+
+std::string LeakReport::to_json() const {
+  std::string out = "{";
+  append_json_key(out, "tracking");
+  out += tracking ? "true" : "false";
+  out += ',';
+  append_json_key(out, "device");
+  append_json_string(out, device);
+  out += ',';
+  append_json_key(out, "taken_unix_ms");
+  out += std::to_string(unix_ms(taken));
+
+  std::size_t unowned_bytes = 0;
+  for (const UnownedBlock& block : unowned_blocks) unowned_bytes += block.bytes;
+  out += ",\"summary\":{";
+  append_json_key(out, "leaked_tensors");
+  out += std::to_string(leaked_tensors());
+  out += ",\"leaked_bytes\":" + std::to_string(leaked_bytes());
+  out += ",\"kept_by_callback\":" +
+         std::to_string(std::count_if(tensors.begin(), tensors.end(), [](const LiveTensor& t) {
+           return t.status == LiveTensorStatus::kept_by_callback;
+         }));
+  out += ",\"pinned_entries\":" + std::to_string(pinned.size());
+  out += ",\"unowned_blocks\":" + std::to_string(unowned_blocks.size());
+  out += ",\"unowned_bytes\":" + std::to_string(unowned_bytes);
+  out += ",\"blocks_known\":" + std::string(blocks_known ? "true" : "false");
+  out += ",\"untracked\":" + std::to_string(untracked);
+  out += ",\"has_leaks\":" + std::string(has_leaks() ? "true" : "false");
+  out += "}";
+
+  out += ",\"sites\":[";
+  bool first = true;
+  for (const Site& site : group_by_site(tensors)) {
+    out += first ? "{" : ",{";
+    first = false;
+    append_json_key(out, "file");
+    append_json_string(out, site.site->file);
+    out += ",\"line\":" + std::to_string(site.site->line) + ",";
+    append_json_key(out, "function");
+    append_json_string(out, site.site->function);
+    out += ",\"tensors\":" + std::to_string(site.tensors.size());
+    out += ",\"bytes\":" + std::to_string(site.bytes) + ",\"ids\":[";
+    for (std::size_t i = 0; i < site.tensors.size(); ++i) {
+      if (i != 0) out += ',';
+      out += std::to_string(site.tensors[i]->id);
+    }
+    out += "]}";
+  }
+  out += "],\"tensors\":[";
+  first = true;
+  for (const LiveTensor& tensor : tensors) {
+    out += first ? "{" : ",{";
+    first = false;
+    out += "\"id\":" + std::to_string(tensor.id);
+    out += ",\"bytes\":" + std::to_string(tensor.bytes) + ",\"shape\":[";
+    for (std::size_t i = 0; i < tensor.shape.rank(); ++i) {
+      if (i != 0) out += ',';
+      out += std::to_string(tensor.shape[i]);
+    }
+    out += "],";
+    append_json_key(out, "dtype");
+    append_json_string(out, to_string(tensor.dtype));
+    out += ',';
+    append_json_key(out, "tag");
+    append_json_string(out, tensor.tag);
+    out += ',';
+    append_json_key(out, "device");
+    append_json_string(out, tensor.device);
+    out += ",\"stream\":" + std::to_string(tensor.stream_id);
+    out += ",\"created_unix_ms\":" + std::to_string(unix_ms(tensor.created));
+    out += ",\"site\":{";
+    append_json_key(out, "file");
+    append_json_string(out, tensor.site.file);
+    out += ",\"line\":" + std::to_string(tensor.site.line);
+    out += ",\"column\":" + std::to_string(tensor.site.column) + ",";
+    append_json_key(out, "function");
+    append_json_string(out, tensor.site.function);
+    out += "},\"stack\":[";
+    for (std::size_t i = 0; i < tensor.stack.size(); ++i) {
+      if (i != 0) out += ',';
+      append_json_string(out, tensor.stack[i]);
+    }
+    out += "],\"view_of\":" + std::to_string(tensor.view_of);
+    out += ",\"external\":" + std::string(tensor.external ? "true" : "false");
+    out += ",\"handles\":" + std::to_string(tensor.handles);
+    out += ",\"callback_handles\":" + std::to_string(tensor.callback_handles) + ",";
+    append_json_key(out, "status");
+    append_json_string(out, to_string(tensor.status));
+    out += "}";
+  }
+  out += "],\"pinned\":[";
+  first = true;
+  for (const PinnedEntry& entry : pinned) {
+    out += first ? "{" : ",{";
+    first = false;
+    out += "\"tensor_id\":" + std::to_string(entry.tensor_id);
+    out += ",\"bytes\":" + std::to_string(entry.bytes) + ",";
+    append_json_key(out, "tag");
+    append_json_string(out, entry.tag);
+    out += ',';
+    append_json_key(out, "key");
+    append_json_string(out, entry.key);
+    out += "}";
+  }
+  out += "],\"unowned_blocks\":[";
+  first = true;
+  for (const UnownedBlock& block : unowned_blocks) {
+    out += first ? "{" : ",{";
+    first = false;
+    append_json_key(out, "ptr");
+    append_json_string(out, detail::format_pointer(block.ptr));
+    out += ",\"bytes\":" + std::to_string(block.bytes);
+    out += ",\"stream\":" + std::to_string(block.stream_id) + "}";
+  }
+  out += "]}\n";
+  return out;
+}
+
+}  // namespace gpulife
