@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // WeakTensor: Python's weakref.ref (and proxy) for device tensors.
 
+#include <algorithm>
 #include <atomic>
 #include <barrier>
 #include <random>
@@ -99,7 +100,10 @@ TEST_F(WeakTensorTest, LockRacingWithTheLastDropNeverSeesFreedMemory) {
   std::vector<std::int32_t> expected;
   std::barrier sync(2);
   // The locker and the dropper meet at a barrier each round, then each waits a random few
-  // spins, so that the lock lands before, during and after the release.
+  // spins, so that the lock lands before, during and after the release. How late the locker
+  // wakes from the barrier depends on the machine's load, so the dropper steers its wait: longer
+  // after a round the drop won, shorter after one the lock won. Both outcomes keep happening.
+  bool last_locked = false;  // written by the locker before the round's second barrier
   std::thread locker([&] {
     std::mt19937 rng(1);
     for (int round = 0; round < rounds; ++round) {
@@ -109,22 +113,27 @@ TEST_F(WeakTensorTest, LockRacingWithTheLastDropNeverSeesFreedMemory) {
         // Holding the handle, the memory must be live and hold this round's bytes.
         if (got.to_host<std::int32_t>() != expected) ++bad;
         ++locked;
+        last_locked = true;
       } else {
         ++missed;
+        last_locked = false;
       }
       sync.arrive_and_wait();
     }
   });
   std::mt19937 rng(2);
+  unsigned drop_wait = 10000;
   for (int round = 0; round < rounds; ++round) {
     expected.assign(64, round);
     DeviceTensor t = ctx().upload(std::span<const std::int32_t>(expected), {64});
     t.stream().synchronize();
     weak = t;
     sync.arrive_and_wait();
-    spin(static_cast<unsigned>(rng() % 20000));  // the locker wakes from the barrier later than this thread
+    spin(static_cast<unsigned>(rng() % (2 * drop_wait + 1)));
     t.reset();
     sync.arrive_and_wait();
+    drop_wait = last_locked ? std::max(1U, drop_wait - drop_wait / 4)
+                            : std::min(drop_wait * 2, 1U << 26);
   }
   locker.join();
   EXPECT_EQ(bad, 0);
