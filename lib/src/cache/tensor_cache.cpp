@@ -393,6 +393,8 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
   /// refused call must leave an idle entry as it was (no new tensor, its place in the warm
   /// tier kept). A dying entry is replaced whatever its layout. Shard lock held.
   static void check_layout_if_alive(const Entry& entry, const Request& request) {
+    // Content keys carry their layout: a hit need not load the weak count to check it.
+    if (!request.key.is_name() || request.shape == nullptr) return;
     if (entry.root || !entry.view.expired()) check_layout(entry, request);
   }
 
