@@ -80,6 +80,71 @@ TEST_F(PoolResourceTest, SameStreamReusesAFreedBlockAtOnce) {
   pool_->deallocate(b, 900, stream);
 }
 
+TEST_F(PoolResourceTest, ARequestTakesACachedBlockOfASlightlyLargerClass) {
+  Stream stream(device_);
+  // The classes from 28 KiB up are 28, 32, 40, 48, 56 KiB: 48 KiB is three classes above, the
+  // default allowance.
+  EXPECT_EQ(pool_->largest_block_for(28 << 10), std::size_t{48} << 10);
+  void* large = pool_->allocate(48 << 10, stream);
+  pool_->deallocate(large, 48 << 10, stream);
+  void* small = pool_->allocate(28 << 10, stream);
+  EXPECT_EQ(small, large) << "went upstream while a block three classes up was cached";
+  EXPECT_EQ(upstream_->statistics().allocations, 1U);
+  EXPECT_EQ(pool_->statistics().bytes_in_use, std::size_t{48} << 10) << "the block's own size";
+  const auto live = pool_->live_blocks();
+  ASSERT_EQ(live.size(), 1U);
+  EXPECT_EQ(live[0].bytes, std::size_t{28} << 10);
+  EXPECT_EQ(live[0].capacity, std::size_t{48} << 10);
+  pool_->deallocate(small, 28 << 10, stream);  // freed with the size it was asked for
+  EXPECT_TRUE(take_errors().empty());
+  EXPECT_EQ(pool_->statistics().bytes_in_use, 0U);
+  // Back in its own class: a request of that class gets it again.
+  EXPECT_EQ(pool_->allocate(48 << 10, stream), large);
+  pool_->deallocate(large, 48 << 10, stream);
+}
+
+TEST_F(PoolResourceTest, ABlockBeyondTheAllowanceOrAnExactFitElsewhereIsNotTaken) {
+  Stream stream(device_);
+  void* far = pool_->allocate(56 << 10, stream);  // four classes above 28 KiB
+  void* near = pool_->allocate(32 << 10, stream);
+  void* exact = pool_->allocate(28 << 10, stream);
+  pool_->deallocate(far, 56 << 10, stream);
+  pool_->deallocate(near, 32 << 10, stream);
+  pool_->deallocate(exact, 28 << 10, stream);
+  EXPECT_EQ(pool_->allocate(28 << 10, stream), exact) << "its own class comes first";
+  EXPECT_EQ(pool_->allocate(28 << 10, stream), near) << "then the nearest larger class";
+  void* fresh = pool_->allocate(28 << 10, stream);
+  EXPECT_NE(fresh, far) << "56 KiB is beyond three classes";
+  EXPECT_EQ(upstream_->statistics().allocations, 4U);
+  pool_->deallocate(exact, 28 << 10, stream);
+  pool_->deallocate(near, 28 << 10, stream);
+  pool_->deallocate(fresh, 28 << 10, stream);
+  EXPECT_TRUE(take_errors().empty());
+}
+
+TEST_F(PoolResourceTest, WithoutLargerClassesEveryRequestUsesItsOwnClass) {
+  pool_ = std::make_unique<PoolResource>(upstream_, PoolOptions{.larger_classes = 0});
+  Stream stream(device_);
+  EXPECT_EQ(pool_->largest_block_for(28 << 10), std::size_t{28} << 10);
+  void* large = pool_->allocate(32 << 10, stream);
+  pool_->deallocate(large, 32 << 10, stream);
+  void* small = pool_->allocate(28 << 10, stream);
+  EXPECT_NE(small, large);
+  pool_->deallocate(small, 28 << 10, stream);
+}
+
+TEST_F(PoolResourceTest, FreeingALentBlockWithTheWrongSizeIsReported) {
+  Stream stream(device_);
+  void* large = pool_->allocate(40 << 10, stream);
+  pool_->deallocate(large, 40 << 10, stream);
+  void* small = pool_->allocate(28 << 10, stream);
+  ASSERT_EQ(small, large);
+  pool_->deallocate(small, 40 << 10, stream);  // the block's size, not the request's
+  const auto errors = take_errors();
+  ASSERT_EQ(errors.size(), 1U);
+  EXPECT_NE(errors[0].find("allocated in size class 28.00 KiB"), std::string::npos) << errors[0];
+}
+
 TEST_F(PoolResourceTest, OtherStreamReusesOnlyAfterTheFreeHasExecuted) {
   Stream a(device_);
   Stream b(device_);

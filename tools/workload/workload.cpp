@@ -1165,7 +1165,6 @@ void Workload::State::check() {
   std::size_t cache_entries = 0, cache_bytes = 0, warm_entries = 0, warm_bytes = 0;
   std::size_t pinned_entries = 0, pinned_bytes = 0;
   std::vector<std::pair<const void*, std::size_t>> expected_blocks;
-  std::size_t expected_in_use = 0;
   for (const auto& [id, root] : roots) {
     const bool actual = !root->watch.expired();
     const bool held = held_root[root.get()];
@@ -1190,7 +1189,6 @@ void Workload::State::check() {
     live_bytes += root->bytes;
     if (root->bytes != 0) {
       expected_blocks.emplace_back(root->data, PoolResource::size_class(root->bytes));
-      expected_in_use += PoolResource::size_class(root->bytes);
     }
     if (root->cached) {
       ++cache_roots_alive;
@@ -1257,11 +1255,18 @@ void Workload::State::check() {
   expect_eq(cache.pinned_bytes, pinned_bytes, "CacheStatistics::pinned_bytes");
   if (warm_bytes > config.warm_budget_bytes) fail("the warm tier is over its budget");
   const ResourceStatistics pool_stats = pool->statistics();
-  expect_eq(pool_stats.bytes_in_use, expected_in_use, "pool bytes_in_use");
   std::vector<std::pair<const void*, std::size_t>> blocks;
+  std::size_t capacity_in_use = 0;
   for (const PoolResource::LiveBlock& block : pool->live_blocks()) {
     blocks.emplace_back(block.ptr, block.bytes);
+    // A block may serve a request of a smaller class, within the pool's allowance.
+    if (block.capacity < block.bytes || block.capacity > pool->largest_block_for(block.bytes)) {
+      fail("a pool block of " + std::to_string(block.capacity) + " B serves a request of " +
+           std::to_string(block.bytes) + " B");
+    }
+    capacity_in_use += block.capacity;
   }
+  expect_eq(pool_stats.bytes_in_use, capacity_in_use, "pool bytes_in_use");
   std::sort(blocks.begin(), blocks.end());
   std::sort(expected_blocks.begin(), expected_blocks.end());
   if (blocks != expected_blocks) {

@@ -46,7 +46,8 @@ bool all_complete(std::vector<Event>& events) {
 struct PoolResource::State {
   struct Block {
     void* ptr = nullptr;
-    std::size_t size = 0;
+    std::size_t size = 0;                  // its own size class
+    std::size_t lent_as = 0;               // the class of the request it serves now
     detail::StreamImpl* stream = nullptr;  // of the last allocation or free
     Event freed;                           // recorded on `stream` at the last free
     bool freed_recorded = false;           // false: only `stream` may take the block
@@ -150,6 +151,15 @@ std::size_t PoolResource::size_class(std::size_t bytes) noexcept {
   return (bytes + step - 1) / step * step;
 }
 
+std::size_t PoolResource::largest_block_for(std::size_t bytes) const noexcept {
+  std::size_t size = size_class(bytes);
+  for (std::size_t step = 0; step < options_.larger_classes; ++step) {
+    if (class_index(size) + 1 >= class_count) break;
+    size = size_class(size + 1);
+  }
+  return size;
+}
+
 PoolResource::PoolResource(std::shared_ptr<DeviceMemoryResource> upstream, PoolOptions options)
     : DeviceMemoryResource(upstream ? upstream->device()
                                     : throw std::invalid_argument("upstream: null resource")),
@@ -182,14 +192,20 @@ void* PoolResource::do_allocate(std::size_t bytes, StreamView stream) {
   State& state = *state_;
   {
     std::scoped_lock lock(state.mutex);
-    if (State::Block* block = state.take_cached(index, stream)) {
+    State::Block* block = state.take_cached(index, stream);
+    const std::size_t last = std::min(index + options_.larger_classes, class_count - 1);
+    for (std::size_t larger = index + 1; block == nullptr && larger <= last; ++larger) {
+      block = state.take_cached(larger, stream);
+    }
+    if (block != nullptr) {
+      block->lent_as = size;
       ++state.stats.hits;
       ++state.stats.allocations;
-      state.stats.bytes_in_use += size;
+      state.stats.bytes_in_use += block->size;
       state.stats.peak_bytes_in_use =
           std::max(state.stats.peak_bytes_in_use, state.stats.bytes_in_use);
       // Queued while the lock is held, so that it lands before any later free of the block.
-      device().impl().mark_allocated(block->ptr, size, *stream.impl());
+      device().impl().mark_allocated(block->ptr, block->size, *stream.impl());
       return block->ptr;
     }
   }
@@ -228,6 +244,7 @@ void* PoolResource::do_allocate(std::size_t bytes, StreamView stream) {
   auto block = std::make_unique<State::Block>();
   block->ptr = ptr;
   block->size = size;
+  block->lent_as = size;
   block->stream = stream.impl();
   std::scoped_lock lock(state.mutex);
   try {
@@ -264,10 +281,10 @@ void PoolResource::do_deallocate_after(void* ptr, std::size_t bytes, StreamView 
       return;
     }
     State::Block* block = it->second.get();
-    if (size_class(bytes) != block->size) {
+    if (size_class(bytes) != block->lent_as) {
       report_error("PoolResource: deallocate of " + detail::format_pointer(ptr) + " with " +
                    detail::format_bytes(bytes) + ", but it was allocated in size class " +
-                   detail::format_bytes(block->size));
+                   detail::format_bytes(block->lent_as));
     }
     block->stream = stream.impl();
     try {
@@ -337,7 +354,8 @@ std::vector<PoolResource::LiveBlock> PoolResource::live_blocks() const {
   std::vector<LiveBlock> live;
   for (const auto& [ptr, block] : state_->blocks) {
     if (!block->cached) {
-      live.push_back({ptr, block->size, block->stream != nullptr ? block->stream->id() : 0});
+      live.push_back({ptr, block->lent_as, block->size,
+                      block->stream != nullptr ? block->stream->id() : 0});
     }
   }
   return live;

@@ -18,14 +18,20 @@ namespace gpulife {
 struct PoolOptions {
   /// Cached free bytes above this are given back upstream, least recently freed first.
   std::size_t max_cached_bytes = std::numeric_limits<std::size_t>::max();
+  /// A request whose size class has no reusable block takes one cached in up to this many
+  /// larger classes before it goes upstream (four classes make a power of two: 3, the default,
+  /// hands out at most 1.75 times the class). 0 serves every request from its own class.
+  std::size_t larger_classes = 3;
 };
 
 /// @brief A caching allocator over an upstream resource: steady-state allocation makes no
 /// upstream call.
 ///
 /// Requests are rounded up to a size class: multiples of 256 bytes up to 1 KiB, then four classes
-/// per power of two (at most 25 % internal waste). A freed block is cached on the stream it was
-/// freed on and reused:
+/// per power of two (at most 25 % internal waste). Blocks are never split: a request its class
+/// cannot serve may take a block of a slightly larger class (`PoolOptions::larger_classes`),
+/// which keeps mixed-size traces from caching a block per class. A freed block is cached on the
+/// stream it was freed on and reused:
 /// - by the next allocation of its class on that stream at once (stream order makes it safe);
 /// - by another stream only after an event recorded at the free has completed, checked without
 ///   blocking (CUB's rule);
@@ -49,7 +55,8 @@ class PoolResource final : public DeviceMemoryResource {
   /// A block handed out and not yet returned.
   struct LiveBlock {
     void* ptr = nullptr;    ///< the block's address
-    std::size_t bytes = 0;  ///< size class
+    std::size_t bytes = 0;  ///< the size class of the request it serves
+    std::size_t capacity = 0;  ///< its own size class: `bytes`, or a larger class's
     std::uint64_t stream_id = 0;  ///< the stream it was allocated on
   };
 
@@ -75,6 +82,9 @@ class PoolResource final : public DeviceMemoryResource {
 
   /// @return the size class a request of `bytes` bytes is served from
   [[nodiscard]] static std::size_t size_class(std::size_t bytes) noexcept;
+  /// @return the largest block a request of `bytes` bytes may be handed: its size class, or
+  ///         up to `PoolOptions::larger_classes` classes above it
+  [[nodiscard]] std::size_t largest_block_for(std::size_t bytes) const noexcept;
 
  private:
   struct State;
