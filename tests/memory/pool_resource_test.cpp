@@ -145,6 +145,26 @@ TEST_F(PoolResourceTest, FreeingALentBlockWithTheWrongSizeIsReported) {
   EXPECT_NE(errors[0].find("allocated in size class 28.00 KiB"), std::string::npos) << errors[0];
 }
 
+TEST_F(PoolResourceTest, ManyStreamsPassOneBlockAlong) {
+  // Each stream takes the block its predecessor freed (that free has executed) and frees it
+  // itself: every stream's first free in the class adds a free list there and drops the lists
+  // that streams before it left empty.
+  std::vector<Stream> streams;
+  for (int i = 0; i < 16; ++i) streams.emplace_back(device_);
+  void* first = nullptr;
+  for (int round = 0; round < 3; ++round) {
+    for (std::size_t i = 0; i < streams.size(); ++i) {
+      void* p = pool_->allocate(4096, streams[i]);
+      if (first == nullptr) first = p;
+      EXPECT_EQ(p, first) << "round " << round << ", stream " << i;
+      pool_->deallocate(p, 4096, streams[i]);
+      streams[i].synchronize();
+    }
+  }
+  EXPECT_EQ(upstream_->statistics().allocations, 1U);
+  EXPECT_EQ(pool_->statistics().hits, 3 * streams.size() - 1);
+}
+
 TEST_F(PoolResourceTest, OtherStreamReusesOnlyAfterTheFreeHasExecuted) {
   Stream a(device_);
   Stream b(device_);

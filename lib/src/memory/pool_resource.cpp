@@ -85,6 +85,10 @@ struct PoolResource::State {
     for (StreamList& list : lists) {
       if (list.stream_id == stream_id) return list;
     }
+    // A stream seen for the first time here: drop the lists streams left empty, so that a
+    // program that makes short-lived streams does not grow every lookup. Lists of streams that
+    // keep freeing here stay, with their capacity, and make steady state allocation-free.
+    std::erase_if(lists, [](const StreamList& list) { return list.blocks.empty(); });
     lists.push_back(StreamList{stream_id, {}});
     return lists.back();
   }
