@@ -756,6 +756,9 @@ void Workload::State::operation(Actor& actor, Choices& choices) {
       break;
     }
     case Op::weak: {
+      // Bounded like the handles an actor holds: a soak must not grow its weak references (and
+      // the control blocks they keep) without end.
+      if (actor.weaks.size() >= 4 * config.max_held) break;
       if (auto i = pick_held()) {
         WeakHeld weak;
         weak.model = held[*i].model;
