@@ -23,6 +23,7 @@
 
 #include "interop/third_party_consumer.h"
 #include "support/context_test.hpp"
+#include "support/cuda_test.hpp"
 
 namespace gpulife {
 namespace {
@@ -591,21 +592,15 @@ TEST_F(DLPackTest, ImportThenExportKeepsTheProducersMemoryUntilEveryoneIsDone) {
 
 // ---- on a CUDA device (skipped without one; required by the gpu preset) ---------------------
 
-class CudaDLPackTest : public ::testing::Test {
+class CudaDLPackTest : public testing::CudaTest {
  protected:
   void SetUp() override {
-    const CudaProbe probe = Device::probe_cuda();
-#if defined(GPULIFE_DEVICE_REQUIRED)
-    ASSERT_TRUE(probe.available) << "GPULIFE_DEVICE_REQUIRED: no CUDA device: " << probe.reason;
-#else
-    if (!probe.available) GTEST_SKIP() << "no CUDA device: " << probe.reason;
-#endif
-    device_ = Device::cuda(0);
+    CudaTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     ctx_.emplace(ContextOptions{.device = device_});
   }
   void TearDown() override { ctx_.reset(); }
 
-  Device device_;
   std::optional<Context> ctx_;
 };
 

@@ -20,6 +20,7 @@
 #include <gpulife/memory/async_resource.hpp>
 #include <gpulife/memory/pool_resource.hpp>
 
+#include "support/expect_invalid_argument.hpp"
 #include "support/sim_test.hpp"
 
 namespace gpulife {
@@ -28,7 +29,7 @@ namespace {
 using kernels::checksum;
 using kernels::checksum_async;
 using kernels::checksum_host;
-using ::testing::HasSubstr;
+using testing::expect_invalid_argument;
 
 std::vector<std::byte> random_bytes(std::size_t n, std::uint64_t seed) {
   std::mt19937_64 rng(seed);
@@ -185,16 +186,6 @@ TEST_F(ChecksumTest, AsyncResultMustBeDeviceMemory) {
   ASSERT_EQ(violations.size(), 1U);
   EXPECT_EQ(violations[0].kind, SimViolation::Kind::unallocated);
   EXPECT_EQ(host_word, 0U);  // the kernel did not run
-}
-
-template <class Fn>
-void expect_invalid_argument(Fn&& fn, const char* argument) {
-  try {
-    std::forward<Fn>(fn)();
-    ADD_FAILURE() << "no std::invalid_argument naming " << argument;
-  } catch (const std::invalid_argument& e) {
-    EXPECT_THAT(e.what(), HasSubstr(argument));
-  }
 }
 
 TEST_F(ChecksumTest, BadArgumentsAreRejected) {

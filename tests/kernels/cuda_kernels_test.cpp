@@ -17,19 +17,16 @@
 #include <gpulife/memory/pool_resource.hpp>
 #include <gpulife/runtime/device.hpp>
 
+#include "support/cuda_test.hpp"
+
 namespace gpulife {
 namespace {
 
-class CudaKernelsTest : public ::testing::Test {
+class CudaKernelsTest : public testing::CudaTest {
  protected:
   void SetUp() override {
-    const CudaProbe probe = Device::probe_cuda();
-#if defined(GPULIFE_DEVICE_REQUIRED)
-    ASSERT_TRUE(probe.available) << "GPULIFE_DEVICE_REQUIRED: no CUDA device: " << probe.reason;
-#else
-    if (!probe.available) GTEST_SKIP() << "no CUDA device: " << probe.reason;
-#endif
-    device_ = Device::cuda(0);
+    CudaTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     pool_ = std::make_shared<PoolResource>(std::make_shared<AsyncResource>(device_));
     stream_ = Stream(device_);
   }
@@ -38,7 +35,6 @@ class CudaKernelsTest : public ::testing::Test {
     pool_.reset();
   }
 
-  Device device_;
   std::shared_ptr<PoolResource> pool_;
   Stream stream_;
 };

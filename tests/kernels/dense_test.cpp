@@ -18,6 +18,7 @@
 #include <gpulife/kernels/dense.hpp>
 #include <gpulife/kernels/half.hpp>
 
+#include "support/expect_invalid_argument.hpp"
 #include "support/sim_test.hpp"
 
 namespace gpulife {
@@ -25,7 +26,7 @@ namespace {
 
 using kernels::Activation;
 using kernels::DenseShape;
-using ::testing::HasSubstr;
+using testing::expect_invalid_argument;
 
 double activate_reference(double v, Activation activation) {
   switch (activation) {
@@ -209,16 +210,6 @@ TEST_F(DenseTest, RangesCoverTheWholeArrays) {
   EXPECT_EQ(violations[0].kind, SimViolation::Kind::out_of_bounds);
   EXPECT_EQ(violations[0].ptr, x);
   EXPECT_EQ(violations[0].bytes, 3U * 64U * sizeof(float));
-}
-
-template <class Fn>
-void expect_invalid_argument(Fn&& fn, const char* argument) {
-  try {
-    std::forward<Fn>(fn)();
-    ADD_FAILURE() << "no std::invalid_argument naming " << argument;
-  } catch (const std::invalid_argument& e) {
-    EXPECT_THAT(e.what(), HasSubstr(argument));
-  }
 }
 
 TEST_F(DenseTest, BadArgumentsAreRejected) {

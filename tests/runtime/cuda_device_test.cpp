@@ -9,22 +9,12 @@
 #include <gpulife/errors.hpp>
 #include <gpulife/runtime/device.hpp>
 
+#include "support/cuda_test.hpp"
+
 namespace gpulife {
 namespace {
 
-class CudaDeviceTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    const CudaProbe probe = Device::probe_cuda();
-#if defined(GPULIFE_DEVICE_REQUIRED)
-    ASSERT_TRUE(probe.available) << "GPULIFE_DEVICE_REQUIRED: no CUDA device: " << probe.reason;
-#else
-    if (!probe.available) GTEST_SKIP() << "no CUDA device: " << probe.reason;
-#endif
-    device_ = Device::cuda(0);
-  }
-  Device device_;
-};
+using CudaDeviceTest = testing::CudaTest;
 
 TEST_F(CudaDeviceTest, RoundTripThroughDeviceMemory) {
   constexpr std::size_t n = 1 << 20;

@@ -7,31 +7,6 @@
 #include <gpulife/memory/pool_resource.hpp>
 
 namespace gpulife::detail {
-namespace {
-
-TimelineEventKind kind_of(LifetimeEvent event) noexcept {
-  switch (event) {
-    case LifetimeEvent::allocate:
-      return TimelineEventKind::allocate;
-    case LifetimeEvent::free:
-      return TimelineEventKind::free;
-    case LifetimeEvent::upload:
-      return TimelineEventKind::upload;
-    case LifetimeEvent::cache_hit:
-      return TimelineEventKind::cache_hit;
-    case LifetimeEvent::cache_miss:
-      return TimelineEventKind::cache_miss;
-    case LifetimeEvent::cache_eviction:
-      return TimelineEventKind::cache_eviction;
-    case LifetimeEvent::finalizer_run:
-      return TimelineEventKind::finalizer_run;
-    case LifetimeEvent::out_of_memory:
-      return TimelineEventKind::out_of_memory;
-  }
-  return TimelineEventKind::allocate;
-}
-
-}  // namespace
 
 DebugObserver::DebugObserver(const DebugOptions& options, TensorArena& arena) : arena_(arena) {
   const std::string device_name = arena.device().name();
@@ -80,7 +55,7 @@ void DebugObserver::on_release(TensorImpl& impl) noexcept {
 
 void DebugObserver::on_event(LifetimeEvent event, std::uint64_t tensor_id, std::size_t bytes,
                              std::string_view tag) noexcept {
-  if (timeline_) record(kind_of(event), tensor_id, bytes, tag);
+  if (timeline_) record(event, tensor_id, bytes, tag);
 }
 
 void DebugObserver::record(TimelineEventKind kind, std::uint64_t tensor_id, std::size_t bytes,

@@ -189,19 +189,8 @@ TensorImpl* TensorArena::create(const Shape& shape, DType dtype, StreamImpl& str
     config_.resource->deallocate(data, bytes, StreamView{&stream});
     throw;
   }
-  impl->dtype = dtype;
-  impl->data = data;
-  impl->bytes = bytes;
-  impl->alloc_bytes = bytes;
-  impl->stream = &stream;
-  impl->id = next_tensor_id();
-  impl->shape = shape;
-  impl->strides = shape.contiguous_strides();
-  live_tensors_.fetch_add(1, std::memory_order_relaxed);
   live_bytes_.fetch_add(bytes, std::memory_order_relaxed);
-  created_.fetch_add(1, std::memory_order_relaxed);
-  if (observer_ != nullptr) observer_->on_create(*impl, where);
-  return impl;
+  return made_root(impl, data, bytes, shape, shape.contiguous_strides(), dtype, stream, where);
 }
 
 TensorImpl* TensorArena::create_external(void* data, std::size_t bytes, const Shape& shape,
@@ -215,6 +204,12 @@ TensorImpl* TensorArena::create_external(void* data, std::size_t bytes, const Sh
     throw;
   }
   impl->external = true;
+  return made_root(impl, data, bytes, shape, strides, dtype, stream, where);
+}
+
+TensorImpl* TensorArena::made_root(TensorImpl* impl, void* data, std::size_t bytes,
+                                   const Shape& shape, const Shape& strides, DType dtype,
+                                   StreamImpl& stream, const SourceLocation& where) noexcept {
   impl->dtype = dtype;
   impl->data = data;
   impl->bytes = bytes;

@@ -15,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include <gpulife/debug/timeline.hpp>
 #include <gpulife/error_handler.hpp>
 #include <gpulife/memory/device_memory_resource.hpp>
 #include <gpulife/memory/pinned_staging_pool.hpp>
@@ -58,17 +59,8 @@ struct TensorAccess {
   static TensorImpl* impl(const DeviceTensor& tensor) noexcept { return tensor.impl_; }
 };
 
-/// What happened to a tensor or the cache, for the debug layer's timeline.
-enum class LifetimeEvent : std::uint8_t {
-  allocate,        ///< a tensor got memory (on_create also tells this)
-  free,            ///< a tensor's memory went back (on_release also tells this)
-  upload,          ///< bytes were copied host to device for a tensor
-  cache_hit,       ///< the tensor cache returned an existing tensor
-  cache_miss,      ///< the tensor cache had to upload
-  cache_eviction,  ///< the tensor cache dropped a retained entry
-  finalizer_run,   ///< a finalizer or expiry callback ran
-  out_of_memory,   ///< an allocation failed after the memory-pressure chain
-};
+/// What happened to a tensor or the cache: the debug layer's timeline vocabulary.
+using LifetimeEvent = TimelineEventKind;
 
 /// Told about every tensor's birth and death and about lifetime events; the debug layer (leak
 /// tracker, timeline) implements it. When no observer is installed each hook costs one
@@ -177,6 +169,11 @@ class TensorArena {
   ~TensorArena();
 
   TensorImpl* new_block();
+  /// Fills in a new root's fields, counts it and tells the observer; a root's bytes are counted
+  /// by the caller, since only memory from the resource is.
+  TensorImpl* made_root(TensorImpl* impl, void* data, std::size_t bytes, const Shape& shape,
+                        const Shape& strides, DType dtype, StreamImpl& stream,
+                        const SourceLocation& where) noexcept;
   void release_memory(TensorImpl& root) noexcept;
 
   Config config_;
