@@ -322,7 +322,7 @@ TEST_F(LeakReportTest, DestructionPrintsTheReportAndWritesTheFile) {
   survivor.reset();
   const std::vector<std::string> errors = take_errors();
   ASSERT_EQ(errors.size(), 1U);
-  EXPECT_NE(errors[0].find("1 tensors still alive"), std::string::npos) << errors[0];
+  EXPECT_NE(errors[0].find("1 tensor still alive ("), std::string::npos) << errors[0];
 }
 
 TEST_F(LeakReportTest, ACleanShutdownSaysSoInOneLine) {

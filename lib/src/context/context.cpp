@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 
+#include <gpulife/debug/timeline_view.hpp>
 #include <gpulife/memory/async_resource.hpp>
 
 #include "debug/debug_observer.hpp"
@@ -54,7 +55,8 @@ Context::Context(ContextOptions options)
                                std::move(entry.key)});
            }
            return pinned;
-         }});
+         },
+         [cache] { return cache->statistics(); }});
     if (debug_options_.exit_on_leak) detail::arm_exit_on_leak();
   }
 }
@@ -100,16 +102,23 @@ Context::~Context() {
   const detail::ArenaStatistics stats = arena_->statistics();
   if (stats.live_tensors > 0) {
     arena_->report("context on " + device_.name() + " destroyed with " +
-                   std::to_string(stats.live_tensors) + " tensors still alive (" +
-                   detail::format_bytes(stats.live_bytes) + "); ran " + std::to_string(ran) +
-                   " of their finalizers; their memory is released when they drop");
+                   detail::count_of(stats.live_tensors, "tensor", "tensors") +
+                   " still alive (" + detail::format_bytes(stats.live_bytes) + "); ran " +
+                   detail::count_of(ran, "finalizer", "finalizers") +
+                   " at shutdown; a live tensor's memory is released when it drops");
   }
   arena_->set_pressure_handler({});
   cache_.reset();
   resource_->release_cached();
   if (debug_ && debug_->recording_timeline() && !debug_options_.timeline_path.empty()) {
     try {
-      debug_->timeline().write_chrome_trace(debug_options_.timeline_path);
+      const std::string& path = debug_options_.timeline_path;
+      const bool html = path.size() >= 5 && path.compare(path.size() - 5, 5, ".html") == 0;
+      if (html) {
+        write_timeline_view(debug_->timeline(), path);
+      } else {
+        debug_->timeline().write_chrome_trace(path);
+      }
     } catch (const std::exception& e) {
       arena_->report(std::string("context shutdown: ") + e.what());
     }
@@ -160,7 +169,7 @@ DeviceTensor Context::upload(std::span<const std::byte> host, const Shape& shape
       detail::TensorAccess::adopt(arena_->create(shape, dtype, *on.impl(), tag, where));
   tensor.upload(host, on);
   if (detail::TensorObserver* observer = arena_->observer()) {
-    observer->on_event(detail::LifetimeEvent::upload, tensor.id(), host.size(), tag);
+    observer->on_event(LifetimeEvent::upload, tensor.id(), host.size(), tag, 0);
   }
   return tensor;
 }
@@ -184,8 +193,12 @@ DeviceTensor Context::wrap(void* data, const Shape& shape, const Shape& strides,
   const StreamView on = resolve(stream);
   DeviceTensor tensor = detail::TensorAccess::adopt(
       arena_->create_external(data, bytes, shape, layout, dtype, *on.impl(), tag, where));
-  Finalizer owner = tensor.on_release(std::move(release));
-  owner.set_atexit(false);  // the memory is the producer's: give it back only at the real release
+  // Bookkeeping, not one of the program's finalizers; the memory is the producer's: it goes
+  // back only at the real release, never at shutdown.
+  const auto owner = arena_->add_callback(*detail::TensorAccess::impl(tensor),
+                                          detail::CallbackState::Kind::finalizer,
+                                          std::move(release), /*internal=*/true);
+  owner->atexit.store(false, std::memory_order_release);
   return tensor;
 }
 
@@ -221,6 +234,7 @@ ContextStatistics Context::statistics() const {
   stats.live_bytes = arena.live_bytes;
   stats.tensors_created = arena.tensors_created;
   stats.finalizers_run = arena.finalizers_run;
+  stats.expiry_callbacks_run = arena.expiry_callbacks_run;
   stats.finalizer_errors = arena.finalizer_errors;
   stats.resource = resource_->statistics();
   return stats;
