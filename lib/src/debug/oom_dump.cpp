@@ -80,8 +80,8 @@ std::string summary_text(const OomSnapshot& s, const std::string& stamp) {
           "\n";
   text += "error:    " + s.message + "\n";
   if (s.device_memory) {
-    text += "device:   " + format_bytes(s.device_memory->free_bytes) + " free of " +
-            format_bytes(s.device_memory->total_bytes) + "\n";
+    text += "memory:   " + format_bytes(s.device_memory->free_bytes) + " free of " +
+            format_bytes(s.device_memory->total_bytes) + " on the device\n";
   }
   const ResourceStatistics& r = s.resource;
   text += "\nmemory resource: " + s.resource_name + "\n";
@@ -105,10 +105,11 @@ std::string summary_text(const OomSnapshot& s, const std::string& stamp) {
             " holding " + format_bytes(c.live_bytes) + " (warm " +
             std::to_string(c.warm_entries) + ", " + format_bytes(c.warm_bytes) + "; pinned " +
             std::to_string(c.pinned_entries) + ", " + format_bytes(c.pinned_bytes) + ")\n";
-    text += "  " + std::to_string(c.hits) + " hits, " + std::to_string(c.misses) + " misses, " +
+    text += "  " + count_of(c.hits, "hit", "hits") + ", " + count_of(c.misses, "miss", "misses") +
+            ", " +
             format_bytes(c.bytes_uploaded) + " uploaded, " +
             format_bytes(c.bytes_deduplicated) + " deduplicated, " +
-            std::to_string(c.evictions) + " evictions\n";
+            count_of(c.evictions, "eviction", "evictions") + "\n";
   }
   text += "\nlive tensors: " + count_of(s.live_tensors, "tensor", "tensors") + " holding " +
           format_bytes(s.live_bytes) + "; leak_report.txt lists them by site";
@@ -176,7 +177,10 @@ std::filesystem::path OomDumper::write(const OomSnapshot& s) const {
 
   write_file(dir / "summary.txt", summary_text(s, utc_stamp(now, "%Y-%m-%d %H:%M:%S")));
   write_file(dir / "memory.json", dump_json(memory, 2) + "\n");
-  write_file(dir / "leak_report.txt", s.report.to_text());
+  write_file(dir / "leak_report.txt",
+             "The live set when the allocation failed (a leak report: \"leaked\" means alive and "
+             "not pinned).\n\n" +
+                 s.report.to_text());
   write_file(dir / "leak_report.json", s.report.to_json());
   const std::string trace = s.timeline.to_chrome_trace();
   write_file(dir / "timeline.json", trace);
