@@ -85,7 +85,7 @@ struct ContextStatistics {
 /// the context stay valid: their memory is released when they drop.
 ///
 /// In leak mode (`ContextOptions::debug`, or GPULIFE_DEBUG=leaks) the destructor first makes a
-/// leak report, before any finalizer runs, so that it shows what the program left alive: it
+/// leak report (unless `DebugOptions::report_at_shutdown` is off), before any finalizer runs, so that it shows what the program left alive: it
 /// goes to stderr (one line when nothing leaked) and, with `DebugOptions::report_path` or
 /// GPULIFE_LEAK_REPORT, to that file. With `DebugOptions::exit_on_leak` a leak makes the
 /// process's exit status `leak_exit_code`: the destructor records it, and when the process

@@ -94,7 +94,8 @@ Context::~Context() {
   cache_->clear_warm();
   // Before the finalizers run: a finalizer that holds its own tensor would otherwise end the
   // cycle here and hide it, and the report is about what the program left alive.
-  const bool exit_for_leak = debug_ && debug_->tracking_leaks() && report_leaks_at_shutdown();
+  const bool exit_for_leak = debug_ && debug_->tracking_leaks() &&
+                             debug_options_.report_at_shutdown && report_leaks_at_shutdown();
   if (debug_) debug_->set_cache_hooks({});
   // The cache's pinned entries go next, so that what remains alive is what users still hold.
   cache_->clear();

@@ -47,6 +47,10 @@ struct DebugOptions {
   /// Leak mode: print the one-line report at destruction also when nothing leaked. Programs that
   /// make many contexts (benchmarks) turn it off; a leak is printed either way.
   bool report_when_clean = true;
+  /// Leak mode: make the report when the context is destroyed (stderr, `report_path`,
+  /// `exit_on_leak`). A program that reports the live set itself before, and then destroys the
+  /// context with tensors alive on purpose (a soak's shutdown check), turns it off.
+  bool report_at_shutdown = true;
   /// Timeline: the Chrome trace is written to this file when the context is destroyed; a name
   /// ending in ".html" gets the offline view instead (`write_timeline_view`).
   std::string timeline_path{};
