@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "workload.hpp"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -1512,6 +1514,9 @@ void Workload::round(std::size_t count) {
     std::vector<std::jthread> threads;
     for (std::size_t a = 0; a < s.actors.size(); ++a) {
       threads.emplace_back([&, a] {
+        // A timeline names each thread: these are the actors (new threads every round).
+        const std::string name = "actor " + std::to_string(a);
+        ::pthread_setname_np(::pthread_self(), name.c_str());
         try {
           RandomChoices choices(mix(s.config.seed * 1000003 + round * 31 + a));
           run(a, choices, count);
