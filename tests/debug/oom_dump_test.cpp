@@ -125,7 +125,8 @@ TEST_F(OomDumpTest, WritesTheLiveSetStatisticsAndRecentEventsAndSaysWhereInOneLi
     listed = true;
     EXPECT_EQ(tensor["id"], weights.id());
     EXPECT_EQ(tensor["site"]["line"], line);
-    EXPECT_NE(tensor["site"]["file"].get<std::string>().find("oom_dump_test.cpp"), std::string::npos);
+    EXPECT_NE(tensor["site"]["file"].get<std::string>().find("oom_dump_test.cpp"),
+              std::string::npos);
     EXPECT_FALSE(tensor["stack"].empty()) << "stacks were asked for";
   }
   EXPECT_TRUE(listed) << report.dump(1);

@@ -2,9 +2,9 @@
 // The timeline: events in a bounded ring, exported as a Chrome trace that Perfetto opens. The
 // exported file is read back with an independent JSON parser.
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <cstdio>
 #include <map>
 #include <set>
 #include <string>
@@ -284,7 +284,8 @@ TEST(TimelineJson, InvalidUtf8InATagLeavesBothFilesValid) {
   options.debug.report_when_clean = false;
   options.device = Device::sim();
   Context ctx(std::move(options));
-  const std::string bad = std::string("w\xff\xfe") + "\xc3" + "\xe2\x82" + "</script> \xf0\x9f\x98\x80";
+  const std::string bad =
+      std::string("w\xff\xfe") + "\xc3" + "\xe2\x82" + "</script> \xf0\x9f\x98\x80";
   DeviceTensor t = ctx.empty({4}, DType::u8, {}, bad);
 
   const std::string trace_text = ctx.timeline().to_chrome_trace();
@@ -294,7 +295,8 @@ TEST(TimelineJson, InvalidUtf8InATagLeavesBothFilesValid) {
   const json trace = json::parse(trace_text);  // strict: throws on ill-formed UTF-8
   const json report = json::parse(report_text);
   const std::string tag = instants(trace).at(0)["args"]["tag"];
-  EXPECT_EQ(tag, "w\uFFFD\uFFFD\uFFFD\uFFFD</script> \U0001F600") << "bad bytes replaced, good kept";
+  EXPECT_EQ(tag, "w\uFFFD\uFFFD\uFFFD\uFFFD</script> \U0001F600")
+      << "bad bytes replaced, good kept";
   EXPECT_EQ(report["tensors"][0]["tag"], tag);
   t.reset();
 }
@@ -433,7 +435,8 @@ TEST(TimelineLifetimes, RecordsTheProgramsCallbacksOnly) {
     map.insert_or_assign(t, 7);
   }
   std::map<std::string, int> counts;
-  for (const TimelineEvent& event : ctx.timeline().events) ++counts[std::string(to_string(event.kind))];
+  for (const TimelineEvent& event : ctx.timeline().events)
+    ++counts[std::string(to_string(event.kind))];
   EXPECT_EQ(counts["finalizer_run"], 1);
   EXPECT_EQ(counts["expiry_callback_run"], 1);
   const ContextStatistics stats = ctx.statistics();

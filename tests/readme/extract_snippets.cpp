@@ -28,7 +28,7 @@
 namespace {
 
 struct Snippet {
-  std::size_t fence_line = 0;  // 1-based line of the opening fence
+  std::size_t fence_line = 0;   // 1-based line of the opening fence
   std::size_t hidden_line = 0;  // 1-based line of the first hidden line (0: none)
   std::vector<std::string> hidden;
   std::vector<std::string> code;
@@ -57,8 +57,8 @@ bool is_include(std::string_view line) {
 }
 
 /// The hidden code and mode of the comment that ends on `lines[end]`, if it is a snippet comment.
-void read_comment(const std::string& readme, const std::vector<std::string>& lines,
-                  std::size_t end, Snippet& snippet) {
+void read_comment(const std::string& readme, const std::vector<std::string>& lines, std::size_t end,
+                  Snippet& snippet) {
   if (!trim(lines[end]).ends_with("-->")) return;
   std::size_t begin = end;
   while (true) {
@@ -83,7 +83,8 @@ void read_comment(const std::string& readme, const std::vector<std::string>& lin
     } else if (word == "cuda") {
       snippet.cuda = true;
     } else {
-      fail(readme, begin + 1, "unknown word '" + word + "' in a snippet comment (known: file, cuda)");
+      fail(readme, begin + 1,
+           "unknown word '" + word + "' in a snippet comment (known: file, cuda)");
     }
   }
   if (closes_here) return;
@@ -124,9 +125,9 @@ void write(const std::string& path, const std::string& readme, const std::vector
     }
   }
   std::ostringstream out;
-  out << "// Generated from " << readme
-      << " by tests/readme/extract_snippets.cpp: " << count << (cuda ? " cuda" : "")
-      << (count == 1 ? " ```cpp block" : " ```cpp blocks") << ". Do not edit.\n";
+  out << "// Generated from " << readme << " by tests/readme/extract_snippets.cpp: " << count
+      << (cuda ? " cuda" : "") << (count == 1 ? " ```cpp block" : " ```cpp blocks")
+      << ". Do not edit.\n";
   for (const std::string& include : includes) out << include << "\n";
   for (const Snippet& s : all) {
     if (s.cuda == cuda) emit(out, readme, s);
@@ -180,7 +181,7 @@ int main(int argc, char** argv) {
       // a block inside a list item is indented like its fence
       const std::string& text = lines[i];
       body.push_back(text.compare(0, indent, std::string(indent, ' ')) == 0 ? text.substr(indent)
-                                                                           : text);
+                                                                            : text);
     }
     if (i == lines.size()) fail(readme, open + 1, "a ``` block that never closes");
     if (lang != "cpp" && lang != "c++") continue;

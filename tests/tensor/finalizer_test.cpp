@@ -196,8 +196,8 @@ TEST_F(FinalizerTest, StatisticsCountTheProgramsFinalizersAndExpiryCallbacksApar
     const std::vector<float> host(16, 1.0F);
     DeviceTensor cached = ctx().cache().upload(std::span<const float>(host), {16});  // another
     std::vector<float> external(4);
-    DeviceTensor wrapped = ctx().wrap(external.data(), {4}, {}, DType::f32, {},
-                                      [](const TensorInfo&) {}, "wrapped");
+    DeviceTensor wrapped = ctx().wrap(
+        external.data(), {4}, {}, DType::f32, {}, [](const TensorInfo&) {}, "wrapped");
   }
   const ContextStatistics stats = ctx().statistics();
   EXPECT_EQ(stats.finalizers_run - finalizers_before, 2U) << "both finalizers, the thrower too";
@@ -232,7 +232,8 @@ TEST_F(FinalizerTest, AFinalizerRegisteredDuringShutdownRunsInThatShutdown) {
   (void)late.on_release([&](const TensorInfo& i) {
     ran.push_back(i.tag);
     // registered during shutdown, on another live tensor, and newer than early's
-    (void)early.on_release([&](const TensorInfo& j) { ran.push_back(j.tag + " (registered late)"); });
+    (void)early.on_release(
+        [&](const TensorInfo& j) { ran.push_back(j.tag + " (registered late)"); });
   });
   ctx_.reset();
   EXPECT_EQ(ran, (std::vector<std::string>{"late", "early (registered late)", "early"}));

@@ -15,16 +15,16 @@
 #include <charconv>
 #include <chrono>
 #include <cmath>
-#include <limits>
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
-#include <system_error>
+#include <limits>
 #include <string>
 #include <string_view>
+#include <system_error>
 
 #include <unistd.h>
 
@@ -65,8 +65,8 @@ std::uint64_t parse_count(std::string_view flag, std::string_view text, std::uin
   std::uint64_t value = 0;
   const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (text.empty() || error != std::errc() || end != text.data() + text.size() || value > max) {
-    usage(("--" + std::string(flag) + ": '" + std::string(text) + "' is not a whole number from 0 to " +
-           std::to_string(max))
+    usage(("--" + std::string(flag) + ": '" + std::string(text) +
+           "' is not a whole number from 0 to " + std::to_string(max))
               .c_str());
   }
   return value;
@@ -218,11 +218,12 @@ int main(int argc, char** argv) {
         const gpulife::workload::Counters c = workload.counters();
         const double interval = seconds_since(last_report);
         std::printf(
-            "[%8.0f s] %llu operations (%.0f/s), %zu tensors alive (%zu B), pool %zu B in "
+            "[%8.0f s] %llu operations (%.0f/s), %zu %s alive (%zu B), pool %zu B in "
             "use, %llu faults injected, %llu checks, host RSS %.1f MiB\n",
             seconds_since(start), static_cast<unsigned long long>(c.operations),
             static_cast<double>(c.operations - last_operations) / interval, c.live_tensors,
-            c.live_bytes, workload.pool().statistics().bytes_in_use,
+            c.live_tensors == 1 ? "tensor" : "tensors", c.live_bytes,
+            workload.pool().statistics().bytes_in_use,
             static_cast<unsigned long long>(c.device_faults + c.pool_faults),
             static_cast<unsigned long long>(c.checks),
             static_cast<double>(resident_bytes()) / (1 << 20));

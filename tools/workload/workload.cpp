@@ -1589,10 +1589,10 @@ std::string Workload::summary() const {
       << " allocation faults injected, " << c.cuda_errors << " CudaError, " << c.out_of_memory
       << " OutOfMemoryError, " << c.expired << " ExpiredTensorError, " << c.invalid_arguments
       << " invalid_argument caught, " << c.contained_reports << " contained reports, "
-      << c.tensors_created << " tensors, " << c.finalizers_run << " finalizers, " << c.expiry_callbacks_run
-      << " expiry callbacks, " << c.cache_hits
-      << " cache hits, " << c.cache_misses << " misses, " << c.cache_evictions << " evictions, "
-      << c.pressure_events << " pressure events, " << c.checks << " checks";
+      << c.tensors_created << " tensors, " << c.finalizers_run << " finalizers, "
+      << c.expiry_callbacks_run << " expiry callbacks, " << c.cache_hits << " cache hits, "
+      << c.cache_misses << " misses, " << c.cache_evictions << " evictions, " << c.pressure_events
+      << " pressure events, " << c.checks << " checks";
   return out.str();
 }
 

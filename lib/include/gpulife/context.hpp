@@ -85,16 +85,17 @@ struct ContextStatistics {
 /// the context stay valid: their memory is released when they drop.
 ///
 /// In leak mode (`ContextOptions::debug`, or GPULIFE_DEBUG=leaks) the destructor first makes a
-/// leak report (unless `DebugOptions::report_at_shutdown` is off), before any finalizer runs, so that it shows what the program left alive: it
-/// goes to stderr (one line when nothing leaked) and, with `DebugOptions::report_path` or
-/// GPULIFE_LEAK_REPORT, to that file. With `DebugOptions::exit_on_leak` a leak makes the
-/// process's exit status `leak_exit_code`: the destructor records it, and when the process
-/// exits normally (`exit`, a return from `main`, `quick_exit`) a handler registered when the
-/// context was made flushes stdio and ends the process with `std::_Exit(leak_exit_code)`;
-/// destructors and handlers that would have run after it do not. A context destroyed after that
-/// handler has run (a static object destroyed late) ends the process at once, at the end of its
-/// destructor, the same way. With the timeline on and `DebugOptions::timeline_path` set, the
-/// destructor writes the Chrome trace there last (the offline HTML view for a ".html" name).
+/// leak report (unless `DebugOptions::report_at_shutdown` is off), before any finalizer runs, so
+/// that it shows what the program left alive: it goes to stderr (one line when nothing leaked) and,
+/// with `DebugOptions::report_path` or GPULIFE_LEAK_REPORT, to that file. With
+/// `DebugOptions::exit_on_leak` a leak makes the process's exit status `leak_exit_code`: the
+/// destructor records it, and when the process exits normally (`exit`, a return from `main`,
+/// `quick_exit`) a handler registered when the context was made flushes stdio and ends the process
+/// with `std::_Exit(leak_exit_code)`; destructors and handlers that would have run after it do not.
+/// A context destroyed after that handler has run (a static object destroyed late) ends the process
+/// at once, at the end of its destructor, the same way. With the timeline on and
+/// `DebugOptions::timeline_path` set, the destructor writes the Chrome trace there last (the
+/// offline HTML view for a ".html" name).
 ///
 /// With `DebugOptions::oom_dump`, an allocation that fails after the memory-pressure chain
 /// first writes an out-of-memory snapshot (see `DebugOptions::oom_dump`), then throws.

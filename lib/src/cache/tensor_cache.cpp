@@ -227,8 +227,7 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
       }
       root = std::move(victim->root);
     }
-    notify(LifetimeEvent::cache_eviction, root ? root.id() : 0, victim->bytes,
-           victim->tag);
+    notify(LifetimeEvent::cache_eviction, root ? root.id() : 0, victim->bytes, victim->tag);
     // `root` drops here, outside every lock: the memory goes back in stream order
   }
 

@@ -103,8 +103,8 @@ Context::~Context() {
   const detail::ArenaStatistics stats = arena_->statistics();
   if (stats.live_tensors > 0) {
     arena_->report("context on " + device_.name() + " destroyed with " +
-                   detail::count_of(stats.live_tensors, "tensor", "tensors") +
-                   " still alive (" + detail::format_bytes(stats.live_bytes) + "); ran " +
+                   detail::count_of(stats.live_tensors, "tensor", "tensors") + " still alive (" +
+                   detail::format_bytes(stats.live_bytes) + "); ran " +
                    detail::count_of(ran, "finalizer", "finalizers") +
                    " at shutdown; a live tensor's memory is released when it drops");
   }

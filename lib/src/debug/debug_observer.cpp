@@ -144,8 +144,7 @@ void DebugObserver::dump_out_of_memory(std::size_t requested, StreamView stream,
     }
     if (timeline_) snapshot.timeline = timeline_->snapshot(oom_dumper_->max_events());
     const std::filesystem::path dir = oom_dumper_->write(snapshot);
-    std::fprintf(stderr,
-                 "gpulife: out of memory on %s, %s requested: snapshot written to %s\n",
+    std::fprintf(stderr, "gpulife: out of memory on %s, %s requested: snapshot written to %s\n",
                  device.c_str(), format_bytes(requested).c_str(), dir.c_str());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "gpulife: out of memory on %s: the snapshot could not be written: %s\n",

@@ -210,22 +210,21 @@ std::string LeakReport::to_json() const {
   out["tracking"] = tracking;
   out["device"] = device;
   out["taken_unix_ms"] = unix_ms(taken);
-  out["summary"] = {
-      {"leaked_tensors", leaked_tensors()},
-      {"leaked_bytes", leaked_bytes()},
-      {"kept_by_callback",
-       std::count_if(tensors.begin(), tensors.end(),
-                     [](const LiveTensor& t) {
-                       return t.status == LiveTensorStatus::kept_by_callback;
-                     })},
-      {"pinned_entries", pinned.size()},
-      {"unowned_blocks", unowned_blocks.size()},
-      {"unowned_bytes", unowned_bytes},
-      {"blocks_known", blocks_known},
-      {"untracked", untracked},
-      {"omitted_tensors", omitted_tensors},
-      {"omitted_bytes", omitted_bytes},
-      {"has_leaks", has_leaks()}};
+  out["summary"] = {{"leaked_tensors", leaked_tensors()},
+                    {"leaked_bytes", leaked_bytes()},
+                    {"kept_by_callback", std::count_if(tensors.begin(), tensors.end(),
+                                                       [](const LiveTensor& t) {
+                                                         return t.status ==
+                                                                LiveTensorStatus::kept_by_callback;
+                                                       })},
+                    {"pinned_entries", pinned.size()},
+                    {"unowned_blocks", unowned_blocks.size()},
+                    {"unowned_bytes", unowned_bytes},
+                    {"blocks_known", blocks_known},
+                    {"untracked", untracked},
+                    {"omitted_tensors", omitted_tensors},
+                    {"omitted_bytes", omitted_bytes},
+                    {"has_leaks", has_leaks()}};
 
   Json sites = Json::array();
   for (const Site& site : group_by_site(tensors)) {

@@ -10,9 +10,9 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <gpulife/source_location.hpp>
 #include <memory>
 #include <mutex>
-#include <gpulife/source_location.hpp>
 #include <span>
 #include <string>
 #include <vector>

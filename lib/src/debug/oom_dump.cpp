@@ -76,8 +76,8 @@ std::string summary_text(const OomSnapshot& s, const std::string& stamp) {
   std::string text = "gpulife out-of-memory snapshot\n";
   text += "device:   " + s.device + "\n";
   text += "taken:    " + stamp + " UTC, process " + std::to_string(::getpid()) + "\n";
-  text += "request:  " + format_bytes(s.requested) + " on stream " + std::to_string(s.stream_id) +
-          "\n";
+  text +=
+      "request:  " + format_bytes(s.requested) + " on stream " + std::to_string(s.stream_id) + "\n";
   text += "error:    " + s.message + "\n";
   if (s.device_memory) {
     text += "memory:   " + format_bytes(s.device_memory->free_bytes) + " free of " +
@@ -94,20 +94,19 @@ std::string summary_text(const OomSnapshot& s, const std::string& stamp) {
   text += "  upstream: " + std::to_string(r.upstream_allocations) + " allocations, " +
           std::to_string(r.upstream_deallocations) + " frees\n";
   if (s.pool) {
-    text += "  pool: " + count_of(s.pool->live_blocks, "block", "blocks") +
-            " handed out holding " + format_bytes(s.pool->live_block_bytes) + ", the largest " +
+    text += "  pool: " + count_of(s.pool->live_blocks, "block", "blocks") + " handed out holding " +
+            format_bytes(s.pool->live_block_bytes) + ", the largest " +
             format_bytes(s.pool->largest_live_block) + "\n";
     if (!s.pool->summary.empty()) text += s.pool->summary + "\n";
   }
   if (s.cache) {
     const CacheStatistics& c = *s.cache;
     text += "\ntensor cache: " + count_of(c.live_entries, "live entry", "live entries") +
-            " holding " + format_bytes(c.live_bytes) + " (warm " +
-            std::to_string(c.warm_entries) + ", " + format_bytes(c.warm_bytes) + "; pinned " +
-            std::to_string(c.pinned_entries) + ", " + format_bytes(c.pinned_bytes) + ")\n";
+            " holding " + format_bytes(c.live_bytes) + " (warm " + std::to_string(c.warm_entries) +
+            ", " + format_bytes(c.warm_bytes) + "; pinned " + std::to_string(c.pinned_entries) +
+            ", " + format_bytes(c.pinned_bytes) + ")\n";
     text += "  " + count_of(c.hits, "hit", "hits") + ", " + count_of(c.misses, "miss", "misses") +
-            ", " +
-            format_bytes(c.bytes_uploaded) + " uploaded, " +
+            ", " + format_bytes(c.bytes_uploaded) + " uploaded, " +
             format_bytes(c.bytes_deduplicated) + " deduplicated, " +
             count_of(c.evictions, "eviction", "evictions") + "\n";
   }
@@ -119,8 +118,9 @@ std::string summary_text(const OomSnapshot& s, const std::string& stamp) {
   text += "\ntimeline: the newest " + count_of(s.timeline.events.size(), "event", "events") +
           " of " + std::to_string(s.timeline.recorded) +
           " (timeline.json, a Chrome trace; timeline.html opens in any browser, offline)\n";
-  text += "\nfiles: summary.txt, memory.json, leak_report.txt, leak_report.json, timeline.json, "
-          "timeline.html\n";
+  text +=
+      "\nfiles: summary.txt, memory.json, leak_report.txt, leak_report.json, timeline.json, "
+      "timeline.html\n";
   return text;
 }
 
@@ -150,8 +150,8 @@ std::filesystem::path OomDumper::write(const OomSnapshot& s) const {
   std::filesystem::path dir;
   // A new directory: the first name not taken (several processes may share `dir_`).
   for (unsigned n = 1;; ++n) {
-    dir = dir_ / ("gpulife-oom-" + std::to_string(::getpid()) + "-" + std::to_string(n) + "-" +
-                  stamp);
+    dir = dir_ /
+          ("gpulife-oom-" + std::to_string(::getpid()) + "-" + std::to_string(n) + "-" + stamp);
     std::error_code error;
     if (std::filesystem::create_directory(dir, error)) break;
     if (error || n == 1000) {
@@ -160,15 +160,15 @@ std::filesystem::path OomDumper::write(const OomSnapshot& s) const {
     }
   }
 
-  Json memory = {{"device", s.device},
-                 {"taken_unix_ms", std::chrono::duration_cast<std::chrono::milliseconds>(
-                                       now.time_since_epoch())
-                                       .count()},
-                 {"process_id", ::getpid()},
-                 {"request", {{"bytes", s.requested}, {"stream", s.stream_id}}},
-                 {"error", s.message},
-                 {"resource", resource_json(s)},
-                 {"context", {{"live_tensors", s.live_tensors}, {"live_bytes", s.live_bytes}}}};
+  Json memory = {
+      {"device", s.device},
+      {"taken_unix_ms",
+       std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count()},
+      {"process_id", ::getpid()},
+      {"request", {{"bytes", s.requested}, {"stream", s.stream_id}}},
+      {"error", s.message},
+      {"resource", resource_json(s)},
+      {"context", {{"live_tensors", s.live_tensors}, {"live_bytes", s.live_bytes}}}};
   if (s.device_memory) {
     memory["device_memory"] = {{"free_bytes", s.device_memory->free_bytes},
                                {"total_bytes", s.device_memory->total_bytes}};

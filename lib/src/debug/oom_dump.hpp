@@ -28,8 +28,8 @@ namespace gpulife::detail {
 /// statistics: what `PoolResource` offers is gathered in one place (`describe_pool` in
 /// oom_dump.cpp), so that a `memory_stats()`/`memory_summary()` joins there.
 struct PoolSection {
-  std::size_t live_blocks = 0;        ///< blocks handed out
-  std::size_t live_block_bytes = 0;   ///< the capacity of those blocks
+  std::size_t live_blocks = 0;       ///< blocks handed out
+  std::size_t live_block_bytes = 0;  ///< the capacity of those blocks
   std::size_t largest_live_block = 0;
   std::string summary;  ///< the pool's own summary text, where it has one
 };

@@ -80,12 +80,18 @@ std::string Timeline::to_chrome_trace() const {
   };
 
   // Names the process after the device and each thread after itself.
-  emit({{"name", "process_name"}, {"ph", "M"}, {"pid", pid}, {"tid", 0},
+  emit({{"name", "process_name"},
+        {"ph", "M"},
+        {"pid", pid},
+        {"tid", 0},
         {"args", {{"name", "gpulife " + device}}}});
   for (const TimelineThread& thread : threads) {
-    emit({{"name", "thread_name"}, {"ph", "M"}, {"pid", pid}, {"tid", thread.id},
-          {"args", {{"name", thread.name.empty() ? "thread " + std::to_string(thread.id)
-                                                 : thread.name}}}});
+    emit({{"name", "thread_name"},
+          {"ph", "M"},
+          {"pid", pid},
+          {"tid", thread.id},
+          {"args",
+           {{"name", thread.name.empty() ? "thread " + std::to_string(thread.id) : thread.name}}}});
   }
 
   // Where each tensor's memory came from (its upload, or its allocation), for the flows of
@@ -148,12 +154,23 @@ std::string Timeline::to_chrome_trace() const {
       case LifetimeEvent::cache_hit:
         if (auto it = origins.find(event.memory_id); it != origins.end()) {
           const std::uint64_t flow = next_flow++;
-          emit({{"name", "cache_reuse"}, {"cat", "cache_reuse"}, {"ph", "s"},
-                {"id", flow}, {"ts", it->second.ts}, {"pid", pid},
-                {"tid", it->second.thread}, {"bp", "e"}});
-          emit({{"name", "cache_reuse"}, {"cat", "cache_reuse"}, {"ph", "f"},
-                {"id", flow}, {"ts", ts}, {"pid", pid}, {"tid", event.thread},
-                {"bp", "e"}, {"args", {{"memory_id", event.memory_id}}}});
+          emit({{"name", "cache_reuse"},
+                {"cat", "cache_reuse"},
+                {"ph", "s"},
+                {"id", flow},
+                {"ts", it->second.ts},
+                {"pid", pid},
+                {"tid", it->second.thread},
+                {"bp", "e"}});
+          emit({{"name", "cache_reuse"},
+                {"cat", "cache_reuse"},
+                {"ph", "f"},
+                {"id", flow},
+                {"ts", ts},
+                {"pid", pid},
+                {"tid", event.thread},
+                {"bp", "e"},
+                {"args", {{"memory_id", event.memory_id}}}});
         }
         break;
       default:

@@ -64,9 +64,9 @@ bool CallbackState::run() noexcept {
   arena->count_callback(*this, failed);
   // The program's callbacks only: gpulife's own bookkeeping is not news.
   if (TensorObserver* observer = arena->observer(); observer != nullptr && !internal) {
-    observer->on_event(kind == Kind::finalizer ? LifetimeEvent::finalizer_run
-                                               : LifetimeEvent::expiry_callback_run,
-                       info.id, info.bytes, info.tag, 0);
+    observer->on_event(
+        kind == Kind::finalizer ? LifetimeEvent::finalizer_run : LifetimeEvent::expiry_callback_run,
+        info.id, info.bytes, info.tag, 0);
   }
   return true;
 }
@@ -156,8 +156,8 @@ void* TensorArena::allocate(std::size_t bytes, StreamView stream) {
       }
     }
     const ArenaStatistics stats = statistics();
-    std::string message = std::string(first.what()) + "; live tensors: " +
-                          std::to_string(stats.live_tensors) + " holding " +
+    std::string message = std::string(first.what()) +
+                          "; live tensors: " + std::to_string(stats.live_tensors) + " holding " +
                           format_bytes(stats.live_bytes);
     if (observer_ != nullptr) observer_->on_out_of_memory(bytes, stream, message);
     throw OutOfMemoryError(std::move(message), bytes);
@@ -339,11 +339,9 @@ TensorInfo TensorArena::info_of(const TensorImpl& impl) {
   return info;
 }
 
-std::shared_ptr<CallbackState> TensorArena::add_callback(TensorImpl& impl,
-                                                         CallbackState::Kind kind,
+std::shared_ptr<CallbackState> TensorArena::add_callback(TensorImpl& impl, CallbackState::Kind kind,
                                                          FinalizerFunction fn, bool internal) {
-  auto state =
-      std::make_shared<CallbackState>(kind, std::move(fn), info_of(impl), *this, internal);
+  auto state = std::make_shared<CallbackState>(kind, std::move(fn), info_of(impl), *this, internal);
   if (observer_ != nullptr) {
     // std::function hides its captures, but copying it copies them: the rise of the strong
     // count is the number of handles to this tensor that the callback holds. Exact unless

@@ -18,9 +18,8 @@ namespace {
 using namespace gpulife;
 
 DeviceTensor load_weights(Context& ctx, const std::vector<float>& host, const char* tag) {
-  return ctx.cache().upload(std::span<const float>(host),
-                            {static_cast<std::int64_t>(host.size())}, {},
-                            {.retention = Retention::warm, .tag = tag});
+  return ctx.cache().upload(std::span<const float>(host), {static_cast<std::int64_t>(host.size())},
+                            {}, {.retention = Retention::warm, .tag = tag});
 }
 
 }  // namespace

@@ -75,8 +75,8 @@ struct DebugOptions {
   bool use_environment = true;
 };
 
-/// @brief Applies a GPULIFE_DEBUG-style list ("leaks,stacks,timeline,exit,oom_dump") to `options`: each
-/// item turns its option on; spaces around items and empty items are ignored.
+/// @brief Applies a GPULIFE_DEBUG-style list ("leaks,stacks,timeline,exit,oom_dump") to `options`:
+/// each item turns its option on; spaces around items and empty items are ignored.
 /// @throws std::invalid_argument naming an unknown item
 void apply_debug_flags(std::string_view flags, DebugOptions& options);
 

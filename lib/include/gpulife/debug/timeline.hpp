@@ -32,8 +32,8 @@ struct TimelineEvent {
   /// For a cache hit or miss: the id of the tensor that owns the memory handed out, whose
   /// `upload` (or `allocate`) event a hit reuses; otherwise 0.
   std::uint64_t memory_id = 0;
-  std::size_t bytes = 0;  ///< the tensor's bytes, the upload's, or the failed request
-  std::string tag;        ///< the tensor's tag
+  std::size_t bytes = 0;        ///< the tensor's bytes, the upload's, or the failed request
+  std::string tag;              ///< the tensor's tag
   std::uint32_t thread = 0;     ///< the operating system's id of the thread that caused it
   std::uint64_t stream_id = 0;  ///< allocate, free, out_of_memory: the stream (0: unknown)
   DType dtype = DType::byte;    ///< allocate: the tensor's element type
@@ -65,8 +65,8 @@ struct Timeline {
   std::uint32_t process_id = 0;                   ///< the process that recorded it
   std::size_t capacity = 0;                       ///< events the ring keeps
   std::uint64_t recorded = 0;                     ///< events recorded in all
-  std::uint64_t dropped = 0;          ///< of those, overwritten because the ring was full
-  std::vector<TimelineEvent> events;  ///< oldest first
+  std::uint64_t dropped = 0;            ///< of those, overwritten because the ring was full
+  std::vector<TimelineEvent> events;    ///< oldest first
   std::vector<TimelineThread> threads;  ///< the threads of `events`, by id
 
   /// @brief The last `count` events only (all of them if there are fewer); the others count
