@@ -5,6 +5,7 @@
 #include <fstream>
 #include <stdexcept>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "debug/json.hpp"
 
@@ -46,28 +47,6 @@ Json span_args(const TimelineEvent& event) {
 
 }  // namespace
 
-Timeline Timeline::last(std::size_t count) const {
-  Timeline kept;
-  kept.recording = recording;
-  kept.device = device;
-  kept.start = start;
-  kept.process_id = process_id;
-  kept.capacity = capacity;
-  kept.recorded = recorded;
-  const std::size_t first = events.size() > count ? events.size() - count : 0;
-  kept.dropped = dropped + first;
-  kept.events.assign(events.begin() + static_cast<std::ptrdiff_t>(first), events.end());
-  for (const TimelineThread& thread : threads) {
-    for (const TimelineEvent& event : kept.events) {
-      if (event.thread == thread.id) {
-        kept.threads.push_back(thread);
-        break;
-      }
-    }
-  }
-  return kept;
-}
-
 std::string Timeline::to_chrome_trace() const {
   using detail::dump_json;
   const std::uint32_t pid = process_id;
@@ -102,7 +81,7 @@ std::string Timeline::to_chrome_trace() const {
   };
   std::unordered_map<std::uint64_t, Origin> origins;
   // Tensors whose allocation is in the window: only their release closes a span.
-  std::unordered_map<std::uint64_t, bool> open_spans;
+  std::unordered_set<std::uint64_t> open_spans;
   std::uint64_t next_flow = 1;
 
   static constexpr const char* counter_names[] = {"bytes_in_use", "pool_cached_bytes",
@@ -133,7 +112,7 @@ std::string Timeline::to_chrome_trace() const {
               {"pid", pid},
               {"tid", event.thread},
               {"args", span_args(event)}});
-        open_spans[event.tensor_id] = true;
+        open_spans.insert(event.tensor_id);
         origins[event.tensor_id] = {event.thread, ts};
         break;
       case LifetimeEvent::free:

@@ -69,10 +69,6 @@ struct Timeline {
   std::vector<TimelineEvent> events;    ///< oldest first
   std::vector<TimelineThread> threads;  ///< the threads of `events`, by id
 
-  /// @brief The last `count` events only (all of them if there are fewer); the others count
-  /// as dropped.
-  [[nodiscard]] Timeline last(std::size_t count) const;
-
   /// @brief The Chrome Trace Event format (JSON object form), which Perfetto (ui.perfetto.dev)
   /// opens, and which `write_timeline_view` / `gpulife_view` turn into an offline page.
   ///
