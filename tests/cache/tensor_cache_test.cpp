@@ -5,6 +5,8 @@
 #include <atomic>
 #include <barrier>
 #include <chrono>
+#include <cstring>
+#include <memory>
 #include <numeric>
 #include <random>
 #include <string>
@@ -16,6 +18,7 @@
 #include <gpulife/cache/tensor_cache.hpp>
 #include <gpulife/context.hpp>
 #include <gpulife/errors.hpp>
+#include <gpulife/runtime/pinned_host_cache.hpp>
 #include <gpulife/tensor/weak_tensor.hpp>
 
 #include "support/context_test.hpp"
@@ -206,8 +209,43 @@ TEST_F(TensorCacheTest, PinnedHostBufferStaysAliveUntilItsCopyRan) {
     const HostBuffer pinned = HostBuffer::copy_pinned(device_, std::as_bytes(std::span(host)));
     t = cache().upload(pinned, {4096}, DType::f32, stream);
   }  // our handle is gone; the queued copy still reads the buffer
+  // The buffer's last reference must not die inside a host function on the stream: its
+  // destructor calls CUDA, which CUDA forbids there (the simulated device reports it, and the
+  // fixture fails on the report).
   gate.open();
   EXPECT_EQ(t.to_host<float>(stream), host);
+  EXPECT_GT(device_.pinned_host_cache().statistics().bytes_in_use, 0U)
+      << "the cache keeps the buffer until a later call sees its copy done";
+  t.reset();
+  const auto other = pattern(16, 1);
+  DeviceTensor next = cache().upload(std::span<const float>(other), {16}, stream);
+  cache().clear();
+  EXPECT_EQ(device_.pinned_host_cache().statistics().bytes_in_use, 0U)
+      << "the buffer was released once its copy had run";
+}
+
+TEST_F(TensorCacheTest, AnAdoptedPinnedBufferIsNeverReleasedInsideAHostFunction) {
+  // Pinned memory of the caller's own, freed with cudaFreeHost by the owner the buffer adopts.
+  // The cache keeps the buffer alive until its copy has run; if that keep-alive were a host
+  // function holding the buffer, dropping the last handle here would make the owner free the
+  // memory inside it, which CUDA forbids (the simulated device reports it: the fixture fails).
+  const auto host = pattern(4096, 21);
+  Stream stream(device_);
+  Gate gate;
+  gate.block(stream);
+  DeviceTensor t;
+  {
+    void* memory = device_.allocate_pinned(host.size() * sizeof(float));
+    std::memcpy(memory, host.data(), host.size() * sizeof(float));
+    std::shared_ptr<void> owner(memory, [device = device_](void* p) { device.deallocate_pinned(p); });
+    const HostBuffer pinned = HostBuffer::adopt(
+        std::span(static_cast<const std::byte*>(memory), host.size() * sizeof(float)),
+        std::move(owner), HostMemory::pinned);
+    t = cache().upload(pinned, {4096}, DType::f32, stream);
+  }
+  gate.open();
+  EXPECT_EQ(t.to_host<float>(stream), host);
+  cache().clear();  // the kept buffer goes here, on this thread
 }
 
 TEST_F(TensorCacheTest, PinnedBufferUploadWhoseKeepAliveCannotBeQueuedWaitsForItsCopy) {
@@ -215,11 +253,12 @@ TEST_F(TensorCacheTest, PinnedBufferUploadWhoseKeepAliveCannotBeQueuedWaitsForIt
   Stream stream(device_);
   Gate gate;
   gate.block(stream);
-  // From here every second stream operation fails. The first is ours; the second is the host
-  // callback, queued right after the copy, that keeps the buffer alive until the copy ran; the
-  // third, the upload's readiness event, goes through. The upload itself succeeded, so the call
-  // must too: it waits for the copy on the host instead.
-  device_.set_faults({.every_nth = 2,
+  // From here every third stream operation fails. The first is ours; the second records the
+  // copy's use of the pinned block (the pinned host cache's event); the third is the event,
+  // recorded right after the copy, that keeps the buffer alive until the copy ran; the fourth,
+  // the upload's readiness event, goes through. The upload itself succeeded, so the call must
+  // too: it waits for the copy on the host instead.
+  device_.set_faults({.every_nth = 3,
                       .copies = false,
                       .memsets = false,
                       .kernels = false,
