@@ -13,12 +13,12 @@ std::string backend_name(const ::testing::TestParamInfo<Backend>& info) {
   return info.param == Backend::sim ? "sim" : "cuda";
 }
 
-BackendTest::BackendTest(SimOptions sim_options) : sim_options_(std::move(sim_options)) {
+BackendFixture::BackendFixture(SimOptions sim_options) : sim_options_(std::move(sim_options)) {
   // The device records every violation and TearDown checks them; the handler need not see them.
   if (!sim_options_.on_violation) sim_options_.on_violation = [](const SimViolation&) {};
 }
 
-void BackendTest::SetUp() {
+void BackendFixture::SetUp() {
   if (on_sim()) {
     device_ = Device::sim(sim_options_);
   } else {
@@ -33,7 +33,7 @@ void BackendTest::SetUp() {
   take_reported_errors();  // a previous test's leftovers are that test's problem
 }
 
-void BackendTest::TearDown() {
+void BackendFixture::TearDown() {
   if (!device_.valid()) return;  // skipped
   try {
     for (const SimViolation& violation : take_violations()) {
@@ -45,7 +45,7 @@ void BackendTest::TearDown() {
   fail_on_reported_errors();
 }
 
-std::vector<SimViolation> BackendTest::take_violations() {
+std::vector<SimViolation> BackendFixture::take_violations() {
   device_.synchronize();
   return device_.take_violations();
 }

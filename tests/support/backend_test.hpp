@@ -39,16 +39,20 @@ enum class Backend { sim, cuda };
 /// @return "sim" or "cuda", the test name's suffix
 std::string backend_name(const ::testing::TestParamInfo<Backend>& info);
 
-/// Fixture: `device_` is a new simulated device (with the options given) or CUDA device 0.
-class BackendTest : public ::testing::TestWithParam<Backend> {
+/// Fixture base: `device_` is a new simulated device (with the options given) or CUDA device 0,
+/// as `backend()` says. `BackendTest` takes the backend from the test's parameter; a suite
+/// parametrised over more than the backend derives from this and says where it is.
+class BackendFixture : public ::testing::Test {
  protected:
-  explicit BackendTest(SimOptions sim_options = {});
+  explicit BackendFixture(SimOptions sim_options = {});
   /// Derived fixtures call this first and return if `IsSkipped() || HasFatalFailure()`.
   void SetUp() override;
   /// Derived fixtures release what they hold first, then call this.
   void TearDown() override;
 
-  [[nodiscard]] bool on_sim() const { return GetParam() == Backend::sim; }
+  /// @return the backend this test runs on
+  [[nodiscard]] virtual Backend backend() const = 0;
+  [[nodiscard]] bool on_sim() const { return backend() == Backend::sim; }
   /// Synchronises the device and returns the simulated device's violations (none on CUDA).
   std::vector<SimViolation> take_violations();
   /// Returns the messages reported through the error handler so far.
@@ -58,6 +62,13 @@ class BackendTest : public ::testing::TestWithParam<Backend> {
 
  private:
   SimOptions sim_options_;
+};
+
+/// Fixture: `BackendFixture` on the backend the test's parameter names.
+class BackendTest : public BackendFixture, public ::testing::WithParamInterface<Backend> {
+ protected:
+  using BackendFixture::BackendFixture;
+  [[nodiscard]] Backend backend() const override { return GetParam(); }
 };
 
 /// Fixture: `BackendTest` with a context on the device (`ctx()`), destroyed before the checks.
