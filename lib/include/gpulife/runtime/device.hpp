@@ -45,7 +45,8 @@ class Device {
   /// @throws std::invalid_argument if `options.capacity_bytes` is zero or
   ///         `options.faults.probability` is outside [0, 1]
   [[nodiscard]] static Device sim(SimOptions options = {});
-  /// @brief The CUDA device `ordinal`.
+  /// @brief The CUDA device `ordinal`: the same device object for every call while any handle
+  /// to it lives (streams and events of one handle work with the other; one device closes once).
   /// @throws CudaError if CUDA is not available or the ordinal is out of range
   [[nodiscard]] static Device cuda(int ordinal = 0);
   /// @brief Probes the CUDA runtime. Never throws: "no device" and "driver insufficient" mean
