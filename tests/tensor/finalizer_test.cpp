@@ -15,16 +15,14 @@
 #include <gpulife/tensor/weak_tensor.hpp>
 #include <gpulife/weak/weak_key_map.hpp>
 
-#include "support/context_test.hpp"
+#include "support/backend_test.hpp"
 
 namespace gpulife {
 namespace {
 
-using testing::ContextTest;
+class FinalizerTest : public testing::BackendContextTest {};
 
-class FinalizerTest : public ContextTest {};
-
-TEST_F(FinalizerTest, RunsOnceWhenTheMemoryIsReleased) {
+TEST_P(FinalizerTest, RunsOnceWhenTheMemoryIsReleased) {
   int runs = 0;
   TensorInfo seen;
   DeviceTensor t = ctx().empty({16}, DType::f32, {}, "x");
@@ -50,7 +48,7 @@ TEST_F(FinalizerTest, RunsOnceWhenTheMemoryIsReleased) {
   EXPECT_FALSE(f.detach()) << "a finalizer that ran is no longer pending";
 }
 
-TEST_F(FinalizerTest, SeveralRunNewestFirst) {
+TEST_P(FinalizerTest, SeveralRunNewestFirst) {
   std::vector<int> order;
   {
     DeviceTensor t = ctx().empty({1}, DType::f32);
@@ -59,7 +57,7 @@ TEST_F(FinalizerTest, SeveralRunNewestFirst) {
   EXPECT_EQ(order, (std::vector<int>{4, 3, 2, 1, 0}));
 }
 
-TEST_F(FinalizerTest, DetachCancelsAndPeekDescribesWhileAlive) {
+TEST_P(FinalizerTest, DetachCancelsAndPeekDescribesWhileAlive) {
   int runs = 0;
   DeviceTensor t = ctx().empty({3}, DType::i32, {}, "peeked");
   Finalizer f = t.on_release([&](const TensorInfo&) { ++runs; });
@@ -75,7 +73,7 @@ TEST_F(FinalizerTest, DetachCancelsAndPeekDescribesWhileAlive) {
   EXPECT_EQ(runs, 0);
 }
 
-TEST_F(FinalizerTest, DroppingTheHandleDoesNotCancel) {
+TEST_P(FinalizerTest, DroppingTheHandleDoesNotCancel) {
   int runs = 0;
   DeviceTensor t = ctx().empty({3}, DType::i32);
   (void)t.on_release([&](const TensorInfo&) { ++runs; });
@@ -83,7 +81,7 @@ TEST_F(FinalizerTest, DroppingTheHandleDoesNotCancel) {
   EXPECT_EQ(runs, 1);
 }
 
-TEST_F(FinalizerTest, RunsOnTheThreadThatDropsTheLastReference) {
+TEST_P(FinalizerTest, RunsOnTheThreadThatDropsTheLastReference) {
   std::thread::id ran_on;
   DeviceTensor t = ctx().empty({3}, DType::i32);
   (void)t.on_release([&](const TensorInfo&) { ran_on = std::this_thread::get_id(); });
@@ -93,7 +91,7 @@ TEST_F(FinalizerTest, RunsOnTheThreadThatDropsTheLastReference) {
   EXPECT_EQ(ran_on, dropper_id);
 }
 
-TEST_F(FinalizerTest, MayCreateAndDropTensorsAndRegisterMoreFinalizers) {
+TEST_P(FinalizerTest, MayCreateAndDropTensorsAndRegisterMoreFinalizers) {
   int inner_runs = 0;
   DeviceTensor survivor;
   {
@@ -113,7 +111,7 @@ TEST_F(FinalizerTest, MayCreateAndDropTensorsAndRegisterMoreFinalizers) {
   EXPECT_EQ(inner_runs, 1);
 }
 
-TEST_F(FinalizerTest, ExceptionIsReportedAndTheOthersAndTheReleaseStillHappen) {
+TEST_P(FinalizerTest, ExceptionIsReportedAndTheOthersAndTheReleaseStillHappen) {
   int runs = 0;
   {
     DeviceTensor t = ctx().empty({8}, DType::f32, {}, "faulty");
@@ -130,7 +128,7 @@ TEST_F(FinalizerTest, ExceptionIsReportedAndTheOthersAndTheReleaseStillHappen) {
   EXPECT_NE(errors[0].find("'faulty' threw: finalizer failed"), std::string::npos) << errors[0];
 }
 
-TEST_F(FinalizerTest, OnAViewItWaitsForTheMemory) {
+TEST_P(FinalizerTest, OnAViewItWaitsForTheMemory) {
   int runs = 0;
   DeviceTensor t = ctx().empty({4, 4}, DType::f32);
   DeviceTensor row = t.slice(0, 0, 1);
@@ -144,7 +142,7 @@ TEST_F(FinalizerTest, OnAViewItWaitsForTheMemory) {
   EXPECT_EQ(runs, 1);
 }
 
-TEST_F(FinalizerTest, ContextShutdownRunsPendingFinalizersOfLiveTensors) {
+TEST_P(FinalizerTest, ContextShutdownRunsPendingFinalizersOfLiveTensors) {
   std::vector<std::string> ran;
   DeviceTensor outlives = ctx().empty({16}, DType::f32, {}, "outlives");
   DeviceTensor also = ctx().empty({16}, DType::f32, {}, "also");
@@ -165,7 +163,7 @@ TEST_F(FinalizerTest, ContextShutdownRunsPendingFinalizersOfLiveTensors) {
   EXPECT_EQ(ran.size(), 3U) << "a finalizer runs once";
 }
 
-TEST_F(FinalizerTest, FinalizerThatCapturesItsTensorRunsAtShutdownAndEndsTheCycle) {
+TEST_P(FinalizerTest, FinalizerThatCapturesItsTensorRunsAtShutdownAndEndsTheCycle) {
   int runs = 0;
   WeakTensor weak;
   {
@@ -183,7 +181,7 @@ TEST_F(FinalizerTest, FinalizerThatCapturesItsTensorRunsAtShutdownAndEndsTheCycl
 // finalizers_run counts the program's finalizers, those that threw too (they ran), and nothing
 // else: not expiry callbacks (counted apart), not the cache's or WeakKeyMap's bookkeeping, not
 // the release function of a wrapped tensor.
-TEST_F(FinalizerTest, StatisticsCountTheProgramsFinalizersAndExpiryCallbacksApart) {
+TEST_P(FinalizerTest, StatisticsCountTheProgramsFinalizersAndExpiryCallbacksApart) {
   const std::uint64_t finalizers_before = ctx().statistics().finalizers_run;
   WeakTensor watched;  // outlives the tensor, so that its callback runs
   {
@@ -206,7 +204,7 @@ TEST_F(FinalizerTest, StatisticsCountTheProgramsFinalizersAndExpiryCallbacksApar
   (void)take_errors();
 }
 
-TEST_F(FinalizerTest, AtShutdownCountsEachFinalizerThatRan) {
+TEST_P(FinalizerTest, AtShutdownCountsEachFinalizerThatRan) {
   DeviceTensor a = ctx().empty({4}, DType::f32, {}, "a");
   DeviceTensor b = ctx().empty({4}, DType::f32, {}, "b");
   // Registered first, so it runs last (newest first): the three others ran before it.
@@ -224,7 +222,7 @@ TEST_F(FinalizerTest, AtShutdownCountsEachFinalizerThatRan) {
 
 // Python's weakref.finalize exit handler runs finalizers registered while it runs (by another
 // finalizer), newest first; so does a context's shutdown.
-TEST_F(FinalizerTest, AFinalizerRegisteredDuringShutdownRunsInThatShutdown) {
+TEST_P(FinalizerTest, AFinalizerRegisteredDuringShutdownRunsInThatShutdown) {
   std::vector<std::string> ran;
   DeviceTensor early = ctx().empty({4}, DType::f32, {}, "early");
   DeviceTensor late = ctx().empty({4}, DType::f32, {}, "late");
@@ -242,6 +240,8 @@ TEST_F(FinalizerTest, AFinalizerRegisteredDuringShutdownRunsInThatShutdown) {
   EXPECT_EQ(ran.size(), 3U) << "each ran once";
   (void)take_errors();
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, FinalizerTest, testing::backends(), testing::backend_name);
 
 }  // namespace
 }  // namespace gpulife
