@@ -1191,7 +1191,7 @@ void Workload::State::check() {
     }
     live_bytes += root->bytes;
     if (root->bytes != 0) {
-      expected_blocks.emplace_back(root->data, PoolResource::size_class(root->bytes));
+      expected_blocks.emplace_back(root->data, root->bytes);
     }
     if (root->cached) {
       ++cache_roots_alive;
@@ -1262,8 +1262,8 @@ void Workload::State::check() {
   std::size_t capacity_in_use = 0;
   for (const PoolResource::LiveBlock& block : pool->live_blocks()) {
     blocks.emplace_back(block.ptr, block.bytes);
-    // A block may serve a request of a smaller class, within the pool's allowance.
-    if (block.capacity < block.bytes || block.capacity > pool->largest_block_for(block.bytes)) {
+    // A block is the request rounded up, or more when its rest was too small to split off.
+    if (block.capacity < PoolResource::size_class(block.bytes)) {
       fail("a pool block of " + std::to_string(block.capacity) + " B serves a request of " +
            std::to_string(block.bytes) + " B");
     }
