@@ -324,6 +324,7 @@ struct Workload::State {
   CacheStatistics final_cache{};
   bool faults_wanted = true;  // false from finish() on
   std::uint64_t final_pool_faults = 0;
+  PoolStatistics final_pool;
 
   // ---- helpers ----
 
@@ -1398,6 +1399,7 @@ void Workload::State::finish() {
     roots.clear();
   }
   final_pool_faults = faults->injected_failures();
+  final_pool = pool->memory_stats();
   pool.reset();
   faults.reset();
   async.reset();
@@ -1438,7 +1440,14 @@ Workload::Workload(Config config) : state_(std::make_unique<State>(std::move(con
   FaultOptions pool_faults = s.config.pool_faults;
   pool_faults.seed ^= s.config.seed;
   s.faults = std::make_shared<FaultAdaptor>(s.async, pool_faults);
-  s.pool = std::make_shared<PoolResource>(s.faults, PoolOptions{.max_cached_bytes = 1 << 20});
+  // Small segments and a small cache, so that the workload's sizes (8 B .. 24 KiB) split and
+  // merge blocks, share and give back segments, and reach the upstream's faults often.
+  s.pool = std::make_shared<PoolResource>(s.faults, PoolOptions{.small_size = 4 << 10,
+                                                                .small_segment = 8 << 10,
+                                                                .medium_limit = 8 << 10,
+                                                                .medium_segment = 16 << 10,
+                                                                .large_rounding = 4 << 10,
+                                                                .max_cached_bytes = 8 << 10});
   ContextOptions context_options;
   context_options.device = s.device;
   context_options.resource = s.pool;
@@ -1560,6 +1569,10 @@ Counters Workload::counters() const {
   c.cache_evictions = cache.evictions;
   c.checks = s.checks;
   c.pressure_events = s.ballast ? s.ballast->notified.load() : 0;
+  const PoolStatistics pool = s.pool ? s.pool->memory_stats() : s.final_pool;
+  c.pool_segments = pool.upstream_allocations;
+  c.pool_splits = pool.splits;
+  c.pool_merges = pool.merges;
   return c;
 }
 
@@ -1573,7 +1586,9 @@ std::string Workload::summary() const {
       << " invalid_argument caught, " << c.contained_reports << " contained reports, "
       << c.tensors_created << " tensors, " << c.finalizers_run << " finalizers, " << c.cache_hits
       << " cache hits, " << c.cache_misses << " misses, " << c.cache_evictions << " evictions, "
-      << c.pressure_events << " pressure events, " << c.checks << " checks";
+      << c.pressure_events << " pressure events, " << c.checks << " checks; the pool took "
+      << c.pool_segments << " segments, split " << c.pool_splits << " and merged "
+      << c.pool_merges << " blocks";
   return out.str();
 }
 
