@@ -1,0 +1,196 @@
+// SPDX-License-Identifier: Apache-2.0
+// The simulated device's queues: each stream is an in-order queue run by its own worker thread.
+
+#include "runtime/sim_device.hpp"
+
+namespace gpulife::detail::sim {
+
+// ---- SimStream ---------------------------------------------------------------------------------
+
+SimStream::SimStream(SimDevice& device, std::uint64_t id)
+    : device_(device),
+      id_(id),
+      delay_(device.options().delay),
+      max_delay_us_(device.options().max_delay_us),
+      rng_(device.options().delay_seed * 0x9E3779B97F4A7C15ULL + id) {
+  worker_ = std::thread([this] { run(); });
+}
+
+SimStream::~SimStream() { stop(); }
+
+void SimStream::stop() {
+  {
+    std::scoped_lock lock(mutex_);
+    stop_ = true;
+  }
+  work_cv_.notify_all();
+  if (worker_.joinable()) worker_.join();
+}
+
+DeviceImpl& SimStream::device() noexcept { return device_; }
+
+std::uint64_t SimStream::enqueue(std::function<void()> op) {
+  std::uint64_t ticket = 0;
+  bool wake = false;
+  {
+    std::scoped_lock lock(mutex_);
+    queue_.push_back(std::move(op));
+    ticket = ++submitted_;
+    wake = idle_;  // a busy worker finds the op on its own; waking it costs a system call
+  }
+  if (wake) work_cv_.notify_one();
+  return ticket;
+}
+
+void SimStream::enqueue_bookkeeping(std::function<void()> op) {
+  if (!delay_) {
+    std::scoped_lock lock(mutex_);
+    if (queue_.empty() && completed_ == submitted_) {
+      // Held under the stream's lock so that no later operation of this stream overtakes it.
+      // The operation takes only the memory lock and event-node locks, never a stream's.
+      ++submitted_;
+      try {
+        op();
+      } catch (const std::exception& e) {
+        report_error(std::string("sim stream ") + std::to_string(id_) +
+                     ": queued operation threw: " + e.what());
+      }
+      ++completed_;
+      return;
+    }
+  }
+  enqueue(std::move(op));
+}
+
+void SimStream::wait_for(std::uint64_t ticket) {
+  std::unique_lock lock(mutex_);
+  ++waiters_;
+  done_cv_.wait(lock, [&] { return completed_ >= ticket; });
+  --waiters_;
+}
+
+void SimStream::run() {
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    if (!stop_ && queue_.empty()) {
+      idle_ = true;
+      work_cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      idle_ = false;
+    }
+    if (queue_.empty()) return;  // stopped and drained
+    std::function<void()> op = std::move(queue_.front());
+    queue_.pop_front();
+    lock.unlock();
+    if (delay_ && max_delay_us_ > 0) {
+      std::uniform_int_distribution<std::uint32_t> pick(0, max_delay_us_);
+      std::this_thread::sleep_for(std::chrono::microseconds(pick(rng_)));
+    }
+    try {
+      op();
+    } catch (const std::exception& e) {
+      report_error(std::string("sim stream ") + std::to_string(id_) +
+                   ": queued operation threw: " + e.what());
+    } catch (...) {
+      report_error("sim stream " + std::to_string(id_) + ": queued operation threw");
+    }
+    op = nullptr;  // release what the op captured before the stream counts it as done
+    lock.lock();
+    ++completed_;
+    if (waiters_ > 0) done_cv_.notify_all();
+  }
+}
+
+void SimStream::copy(void* dst, const void* src, std::size_t bytes, CopyKind kind) {
+  device_.maybe_fail(FaultSite::copy, "cudaMemcpyAsync", "copying " + format_bytes(bytes));
+  switch (kind) {
+    case CopyKind::host_to_device: {
+      if (device_.is_pinned(src, bytes)) {
+        enqueue([this, dst, src, bytes] {
+          if (device_.check(dst, bytes, "copy host_to_device (dst)", id_))
+            std::memcpy(dst, src, bytes);
+        });
+        return;
+      }
+      // Pageable source: CUDA stages it before returning, so the caller may reuse the buffer
+      // at once. Stage it here too.
+      std::shared_ptr<unsigned char[]> staged(new unsigned char[bytes]);
+      std::memcpy(staged.get(), src, bytes);
+      enqueue([this, dst, staged, bytes] {
+        if (device_.check(dst, bytes, "copy host_to_device (dst)", id_))
+          std::memcpy(dst, staged.get(), bytes);
+      });
+      return;
+    }
+    case CopyKind::device_to_host: {
+      const std::uint64_t ticket = enqueue([this, dst, src, bytes] {
+        if (device_.check(src, bytes, "copy device_to_host (src)", id_))
+          std::memcpy(dst, src, bytes);
+      });
+      // To pageable memory CUDA returns only once the copy has completed.
+      if (!device_.is_pinned(dst, bytes)) wait_for(ticket);
+      return;
+    }
+    case CopyKind::device_to_device:
+      enqueue([this, dst, src, bytes] {
+        const bool src_ok = device_.check(src, bytes, "copy device_to_device (src)", id_);
+        const bool dst_ok = device_.check(dst, bytes, "copy device_to_device (dst)", id_);
+        if (src_ok && dst_ok) std::memmove(dst, src, bytes);
+      });
+      return;
+  }
+}
+
+void SimStream::memset(void* dst, int value, std::size_t bytes) {
+  device_.maybe_fail(FaultSite::memset, "cudaMemsetAsync", "setting " + format_bytes(bytes));
+  enqueue([this, dst, value, bytes] {
+    if (device_.check(dst, bytes, "memset", id_)) std::memset(dst, value, bytes);
+  });
+}
+
+void SimStream::host_callback(std::function<void()> fn) {
+  device_.maybe_fail(FaultSite::stream_operation, "cudaLaunchHostFunc", "queueing a host callback");
+  enqueue(std::move(fn));
+}
+
+void SimStream::record(EventImpl& event) {
+  device_.maybe_fail(FaultSite::stream_operation, "cudaEventRecord", "recording an event");
+  auto node = static_cast<SimEvent&>(event).begin_record();
+  enqueue_bookkeeping([node = std::move(node)] { node->complete(); });
+}
+
+void SimStream::wait(EventImpl& event) {
+  device_.maybe_fail(FaultSite::stream_operation, "cudaStreamWaitEvent", "waiting on an event");
+  auto node = static_cast<SimEvent&>(event).latest();
+  if (!node || node->done()) return;  // nothing recorded, or already reached: no dependency
+  enqueue([node = std::move(node)] { node->wait(); });
+}
+
+void SimStream::synchronize() {
+  std::unique_lock lock(mutex_);
+  const std::uint64_t target = submitted_;
+  ++waiters_;
+  done_cv_.wait(lock, [&] { return completed_ >= target; });
+  --waiters_;
+}
+
+bool SimStream::query() {
+  std::scoped_lock lock(mutex_);
+  return completed_ == submitted_;
+}
+
+void SimStream::launch_host_kernel(std::string_view name, std::span<const MemoryRange> ranges,
+                                   std::function<void()> body) {
+  device_.maybe_fail(FaultSite::kernel, "cudaLaunchKernel",
+                     "launching kernel " + std::string(name));
+  enqueue([this, operation = "kernel " + std::string(name),
+           checked = std::vector<MemoryRange>(ranges.begin(), ranges.end()),
+           body = std::move(body)] {
+    bool ok = true;
+    for (const MemoryRange& range : checked) {
+      ok = device_.check(range.ptr, range.bytes, operation, id_) && ok;
+    }
+    if (ok) body();
+  });
+}
+
+}  // namespace gpulife::detail::sim
