@@ -504,7 +504,8 @@ TEST_F(PoolResourceTest, DestroyingWithLiveBlocksReportsThem) {
 
 // Two threads, four streams, thousands of operations: no two live blocks overlap, every block
 // keeps the bytes its owner wrote, and the simulated device sees no violation.
-void randomised_two_threads(PoolResource& pool, std::vector<Stream>& streams) {
+void randomised_two_threads(PoolResource& pool, std::vector<Stream>& streams,
+                            const Device& device) {
   std::mutex live_mutex;
   std::map<std::uintptr_t, std::size_t> live;  // begin -> bytes, across both threads
   std::atomic<int> overlaps{0};
@@ -548,7 +549,19 @@ void randomised_two_threads(PoolResource& pool, std::vector<Stream>& streams) {
           std::scoped_lock lock(live_mutex);
           live.erase(reinterpret_cast<std::uintptr_t>(h.ptr));
         }
-        pool.deallocate(h.ptr, h.bytes, streams[h.stream]);
+        if (rng() % 4 == 0) {
+          // Another stream reads it too (record_stream): the free waits for that read.
+          const std::size_t other = (h.stream + 1) % streams.size();
+          Event read(device);
+          streams[other].view().wait(read);  // never recorded: a no-op, keeps the API honest
+          streams[other].view().memset(h.ptr, h.tag, h.bytes);
+          streams[other].view().record(read);
+          std::vector<Event> after;
+          after.push_back(std::move(read));
+          pool.deallocate_after(h.ptr, h.bytes, streams[h.stream], std::move(after));
+        } else {
+          pool.deallocate(h.ptr, h.bytes, streams[h.stream]);
+        }
       }
     }
     for (const Held& h : held) {
@@ -569,6 +582,7 @@ void randomised_two_threads(PoolResource& pool, std::vector<Stream>& streams) {
   EXPECT_EQ(stats.bytes_in_use, 0U);
   EXPECT_EQ(stats.allocations, stats.deallocations);
   EXPECT_GT(stats.hits, stats.misses) << "the pool should mostly reuse";
+  EXPECT_EQ(pool.validate(), "");
 }
 
 class PoolPolicyTest : public PoolResourceTest,
@@ -578,7 +592,22 @@ TEST_P(PoolPolicyTest, RandomisedTwoThreadsNeverHandOutOverlappingBlocks) {
   remake(PoolOptions{.cross_stream = GetParam()});
   std::vector<Stream> streams;
   for (int i = 0; i < 4; ++i) streams.emplace_back(device_);
-  randomised_two_threads(*pool_, streams);
+  randomised_two_threads(*pool_, streams, device_);
+}
+
+TEST_P(PoolPolicyTest, RandomisedTwoThreadsWithExpandableSegments) {
+  pool_.reset();
+  pool_ = std::make_unique<PoolResource>(
+      upstream_, PoolOptions{.release_after_allocations = 500, .cross_stream = GetParam()});
+  ASSERT_TRUE(pool_->uses_expandable_segments());
+  std::vector<Stream> streams;
+  for (int i = 0; i < 4; ++i) streams.emplace_back(device_);
+  randomised_two_threads(*pool_, streams, device_);
+  pool_->trim();
+  device_.synchronize();
+  const MemoryInfo memory = device_.memory_info();
+  EXPECT_EQ(pool_->memory_stats().total.reserved_bytes, memory.total_bytes - memory.free_bytes)
+      << "the pool's mapped chunks are the device's used memory";
 }
 
 INSTANTIATE_TEST_SUITE_P(Policies, PoolPolicyTest,

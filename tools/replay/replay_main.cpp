@@ -65,22 +65,25 @@ int main(int argc, char** argv) {
   try {
     for (int i = 1; i < argc; ++i) {
       const std::string arg = argv[i];
-      auto value = [&](const char* name) -> const char* {
+      std::string v;
+      auto value = [&](const char* name) {
         const std::string prefix = std::string(name) + "=";
-        return arg.rfind(prefix, 0) == 0 ? argv[i] + prefix.size() : nullptr;
+        if (arg.rfind(prefix, 0) != 0) return false;
+        v = arg.substr(prefix.size());
+        return true;
       };
-      if (const char* v = value("--trace")) {
-        trace_names = std::string(v) == "all" ? traces::standard_trace_names() : split(v);
-      } else if (const char* v = value("--log")) {
+      if (value("--trace")) {
+        trace_names = v == "all" ? traces::standard_trace_names() : split(v);
+      } else if (value("--log")) {
         log = v;
-      } else if (const char* v = value("--policy")) {
-        if (std::string(v) != "all") policies = split(v);
-      } else if (const char* v = value("--lag")) {
+      } else if (value("--policy")) {
+        if (v != "all") policies = split(v);
+      } else if (value("--lag")) {
         lags.clear();
         for (const std::string& l : split(v)) lags.push_back(std::stoull(l));
-      } else if (const char* v = value("--capacity")) {
+      } else if (value("--capacity")) {
         model.capacity_bytes = static_cast<std::size_t>(std::stod(v) * 1e9);
-      } else if (const char* v = value("--write-csv")) {
+      } else if (value("--write-csv")) {
         write_csv = v;
       } else if (arg == "--csv") {
         csv = true;

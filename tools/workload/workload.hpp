@@ -106,7 +106,7 @@ struct Counters {
   std::uint64_t cache_evictions = 0;    ///< warm entries the cache evicted
   std::uint64_t pressure_events = 0;    ///< times the pressure listener was told to give memory up
   std::uint64_t checks = 0;             ///< `check()` calls
-  std::uint64_t pool_segments = 0;      ///< segments the pool took from upstream
+  std::uint64_t pool_segments = 0;      ///< segments the pool took from upstream, or mappings
   std::uint64_t pool_splits = 0;        ///< blocks the pool split
   std::uint64_t pool_merges = 0;        ///< free neighbours the pool coalesced
   std::size_t live_tensors = 0;         ///< now

@@ -121,4 +121,18 @@ ResourceStatistics LoggingAdaptor::do_statistics() const { return upstream_->sta
 
 std::size_t LoggingAdaptor::do_release_cached() noexcept { return upstream_->release_cached(); }
 
+std::size_t LoggingAdaptor::do_mapping_granularity() const noexcept {
+  return upstream_->mapping_granularity();
+}
+
+void* LoggingAdaptor::do_reserve_range(std::size_t bytes) { return upstream_->reserve_range(bytes); }
+
+void LoggingAdaptor::do_release_range(void* base, std::size_t bytes) noexcept {
+  upstream_->release_range(base, bytes);
+}
+
+void LoggingAdaptor::do_unmap(void* ptr, std::size_t bytes) noexcept { upstream_->unmap(ptr, bytes); }
+
+void LoggingAdaptor::do_map(void* ptr, std::size_t bytes) { upstream_->map(ptr, bytes); }
+
 }  // namespace gpulife

@@ -87,8 +87,13 @@ PoolResource::PoolResource(std::shared_ptr<DeviceMemoryResource> upstream, PoolO
       state_((check_options(options_), std::make_unique<State>(options_))) {
   state_->device = device();
   if (options_.expandable_segments) {
-    state_->granularity = device().impl().vmm_granularity();
+    state_->granularity = upstream_->mapping_granularity();
     state_->expandable = state_->granularity != 0;
+    if (state_->expandable) {
+      // Each range can grow to the whole device: address space is cheap, memory is not.
+      const std::size_t total = device().memory_info().total_bytes;
+      state_->range_bytes = round_up(std::max(total, state_->granularity), state_->granularity);
+    }
   }
 }
 
@@ -141,8 +146,9 @@ PoolResource::State::Found PoolResource::State::find_block(PoolKind kind, std::s
 
 void PoolResource::State::hand_out(Block* block, std::size_t size, std::size_t requested,
                                    StreamState& state) {
-  // Everything that may throw first, so that a failure leaves the block where it was.
-  Block* spare = should_split(block, size) ? blocks.make() : nullptr;
+  // Everything that may throw first, so that a failure leaves the block where it was. A block
+  // that record_stream events still guard goes whole: a rest split off would lose them.
+  Block* spare = block->after == nullptr && should_split(block, size) ? blocks.make() : nullptr;
   try {
     live.insert(block->addr, block);
   } catch (...) {
@@ -235,6 +241,7 @@ void* PoolResource::do_allocate(std::size_t bytes, StreamView stream) {
   detail::StreamImpl& impl = *stream.impl();
   std::vector<State::Release> releases;
   void* ptr = nullptr;
+  bool idle_scan = false;
   {
     std::scoped_lock lock(s.mutex);
     StreamState& state = s.streams.of(impl);
@@ -250,12 +257,15 @@ void* PoolResource::do_allocate(std::size_t bytes, StreamView stream) {
       device().impl().mark_allocated(found.block->ptr(), found.block->size, impl);
       ptr = found.block->ptr();
       if (s.tick % idle_scan_interval == 0 && options_.release_after_allocations != 0) {
+        idle_scan = true;
         s.collect_releases(false, true, releases);
       }
     }
   }
   if (ptr == nullptr) return allocate_slow(bytes, size, large, stream);
   if (!releases.empty()) s.give_back(*upstream_, releases);
+  if (idle_scan) (void)unmap_free(options_.release_after_allocations,
+                                  std::numeric_limits<std::size_t>::max());
   return ptr;
 }
 
@@ -348,7 +358,8 @@ void* PoolResource::allocate_slow(std::size_t bytes, std::size_t size, bool larg
     }
   }
 
-  // 3. Grow: a new segment from upstream.
+  // 3. Grow: map more of this stream's range, or a new segment from upstream.
+  if (s.expandable) return allocate_expandable(bytes, size, large, stream);
   std::size_t segment_bytes = options_.small_segment;
   if (large) {
     segment_bytes = size < options_.medium_limit ? options_.medium_segment
@@ -410,6 +421,7 @@ std::size_t PoolResource::release_for_retry(bool sync) noexcept {
   }
   for (const auto& r : releases) bytes += r.bytes;
   s.give_back(*upstream_, releases);
+  bytes += unmap_free(0, std::numeric_limits<std::size_t>::max());
   if (sync) bytes += upstream_->release_cached();
   return bytes;
 }
@@ -476,6 +488,7 @@ void PoolResource::do_deallocate_after(void* ptr, std::size_t bytes, StreamView 
                                        std::vector<Event> after) noexcept {
   State& s = *state_;
   std::vector<State::Release> releases;
+  std::size_t over_cap = 0;
   std::string error;
   try {
     std::shared_ptr<AfterGroup> group;
@@ -537,12 +550,18 @@ void PoolResource::do_deallocate_after(void* ptr, std::size_t bytes, StreamView 
         s.merge(block);
       }
       s.index(block);
-      if (s.cached_bytes() > options_.max_cached_bytes) s.collect_releases(false, false, releases);
+      if (s.cached_bytes() > options_.max_cached_bytes) {
+        s.collect_releases(false, false, releases);
+        over_cap = s.cached_bytes() > options_.max_cached_bytes
+                       ? s.cached_bytes() - options_.max_cached_bytes
+                       : 0;
+      }
     }
   } catch (const std::exception& e) {
     error = std::string("PoolResource: deallocate failed: ") + e.what();
   }
   if (!releases.empty()) s.give_back(*upstream_, releases);
+  if (over_cap != 0) (void)unmap_free(0, over_cap);
   if (!error.empty()) report_error(error);
 }
 
@@ -570,6 +589,15 @@ PoolResource::~PoolResource() {
   {
     std::scoped_lock lock(s.mutex);
     for (const auto& segment : s.segments) {
+      if (segment->expandable) {
+        for (const Block* b = segment->first; b != nullptr; b = b->next) {
+          if (b->allocated && b->mapped) {
+            ++live_blocks;
+            live_bytes += b->size;
+          }
+        }
+        continue;
+      }
       // Every stream whose work may still use the segment: the free waits for all of them.
       std::vector<detail::StreamImpl*> users;
       State::Release release;
@@ -605,6 +633,40 @@ PoolResource::~PoolResource() {
                  ") still allocated; freeing them in stream order");
   }
   s.give_back(*upstream_, releases);
+  release_ranges();
+}
+
+void PoolResource::release_ranges() noexcept {
+  State& s = *state_;
+  std::vector<std::pair<void*, std::size_t>> runs;  // mapped runs to unmap
+  std::vector<void*> ranges;
+  {
+    std::scoped_lock lock(s.mutex);
+    for (const auto& segment : s.segments) {
+      if (!segment->expandable) continue;
+      ranges.push_back(reinterpret_cast<void*>(segment->base));
+      for (const Block* b = segment->first; b != nullptr; b = b->next) {
+        if (!b->mapped) continue;
+        if (!runs.empty() && static_cast<char*>(runs.back().first) + runs.back().second == b->ptr()) {
+          runs.back().second += b->size;
+        } else {
+          runs.emplace_back(b->ptr(), b->size);
+        }
+      }
+    }
+  }
+  if (ranges.empty()) return;
+  if (!runs.empty()) {
+    // Unmapping is not stream-ordered: the work that used the memory must be done.
+    try {
+      device().synchronize();
+    } catch (const std::exception& e) {
+      report_error(std::string("PoolResource: synchronising before unmapping failed: ") +
+                   e.what());
+    }
+  }
+  for (const auto& [ptr, bytes] : runs) upstream_->unmap(ptr, bytes);
+  for (void* base : ranges) upstream_->release_range(base, s.range_bytes);
 }
 
 std::vector<PoolResource::LiveBlock> PoolResource::live_blocks() const {

@@ -139,6 +139,14 @@ class PoolResource final : public DeviceMemoryResource {
   /// @return a table of `memory_stats()` in the spirit of `torch.cuda.memory_summary()`
   [[nodiscard]] std::string memory_summary() const;
 
+  /// @brief Checks the pool's own invariants (for tests; walks every block): the blocks of each
+  /// segment tile it without gap or overlap, so that splitting and merging conserved its bytes;
+  /// no two live blocks overlap; free neighbours that could merge have merged; the free index
+  /// holds exactly the free mapped blocks and the live map exactly the live ones; the counters
+  /// (allocated, requested, reserved and mapped bytes) equal the sums over the blocks.
+  /// @return the first invariant that does not hold, or an empty string
+  [[nodiscard]] std::string validate() const;
+
   /// @return true if this pool maps physical memory into expandable segments
   [[nodiscard]] bool uses_expandable_segments() const noexcept;
 
@@ -169,6 +177,12 @@ class PoolResource final : public DeviceMemoryResource {
   void* allocate_slow(std::size_t bytes, std::size_t size, bool large, StreamView stream);
   /// A new segment from upstream, with the out-of-memory path.
   void* allocate_segment(std::size_t segment_bytes, std::size_t bytes, StreamView stream);
+  /// Growth of this stream's expandable range, with the out-of-memory path.
+  void* allocate_expandable(std::size_t bytes, std::size_t size, bool large, StreamView stream);
+  /// Unmaps everything mapped and frees the expandable ranges (destruction).
+  void release_ranges() noexcept;
+  /// Unmaps free chunks (see State::claim_unmaps); returns the bytes unmapped.
+  std::size_t unmap_free(std::uint64_t idle_after, std::size_t want) noexcept;
   /// The out-of-memory path's steps: gives back what can go without synchronising (`sync`
   /// false) or after synchronising the device.
   std::size_t release_for_retry(bool sync) noexcept;

@@ -10,11 +10,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <iterator>
+#include <map>
 #include <memory>
 #include <utility>
 #include <vector>
 
-#include <boost/container/small_vector.hpp>
 #include <boost/intrusive/set.hpp>
 
 namespace gpulife::detail::pool {
@@ -31,8 +31,9 @@ struct Fence {
   StreamIndex stream = 0;
   std::uint64_t epoch = 0;
 };
-/// At most one fence per stream (a later epoch covers an earlier one).
-using FenceSet = boost::container::small_vector<Fence, 2>;
+/// At most one fence per stream (a later epoch covers an earlier one). Blocks are recycled with
+/// their sets' capacity, so that steady state allocates nothing here.
+using FenceSet = std::vector<Fence>;
 
 /// Adds `fence` to `set`, keeping one fence per stream, the latest.
 inline void add_fence(FenceSet& set, Fence fence) {
@@ -91,7 +92,7 @@ struct Segment {
   std::size_t mapped_bytes = 0;     // expandable: physical memory mapped
   std::uint64_t used_at = 0;        // the pool's allocation count when a block was last freed
   std::uint64_t freed_seq = 0;      // the pool's free count then (orders equal counts)
-  std::vector<std::uint8_t> chunks;  // expandable: 1 where a chunk is mapped
+  std::map<std::uintptr_t, Block*> unmapped;  // expandable: its free unmapped blocks
 
   [[nodiscard]] std::size_t reserved_bytes() const noexcept {
     return expandable ? mapped_bytes : size;

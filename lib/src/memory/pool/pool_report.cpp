@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // What a PoolResource says about itself: memory_stats() and memory_summary().
 
+#include <array>
 #include <cstdio>
 #include <mutex>
 #include <string>
@@ -66,6 +67,81 @@ PoolStatistics PoolResource::memory_stats() const {
     stats.streams.push_back(c);
   }
   return stats;
+}
+
+std::string PoolResource::validate() const {
+  const State& s = *state_;
+  std::scoped_lock lock(s.mutex);
+  std::array<std::size_t, 2> allocated{};
+  std::array<std::size_t, 2> requested{};
+  std::array<std::size_t, 2> reserved{};
+  std::size_t indexed = 0;
+  std::size_t live = 0;
+  auto at = [](const detail::pool::Block* b) {
+    return " at " + detail::format_pointer(b->ptr()) + " (+" + std::to_string(b->size) + ")";
+  };
+  for (const auto& segment : s.segments) {
+    const auto k = static_cast<std::size_t>(segment->kind);
+    std::uintptr_t expect = segment->base;
+    std::size_t mapped = 0;
+    std::size_t seg_allocated = 0;
+    std::size_t seg_live = 0;
+    const detail::pool::Block* prev = nullptr;
+    for (const auto* b = segment->first; b != nullptr; prev = b, b = b->next) {
+      if (b->segment != segment.get()) return "a block points to another segment" + at(b);
+      if (b->prev != prev) return "a block's prev link is wrong" + at(b);
+      if (b->addr != expect) return "blocks leave a gap or overlap" + at(b);
+      if (b->size == 0) return "an empty block" + at(b);
+      expect = b->end();
+      if (b->mapped) mapped += b->size;
+      if (b->allocated) {
+        // Claimed blocks (mapping in flight) are allocated but not live.
+        if (s.live.find(b->addr) != b) continue;
+        ++live;
+        ++seg_live;
+        seg_allocated += b->size;
+        allocated[k] += b->size;
+        requested[k] += b->requested;
+        if (b->indexed) return "a live block is in the free index" + at(b);
+        continue;
+      }
+      if (b->mapped != b->indexed) return "a free block is indexed iff mapped, not so" + at(b);
+      if (b->indexed) ++indexed;
+      if (!b->mapped && segment->unmapped.find(b->addr) == segment->unmapped.end()) {
+        return "a free unmapped block is not listed with its range" + at(b);
+      }
+      const bool own_stream = s.options.cross_stream == CrossStreamReuse::own_stream;
+      if (prev != nullptr && !prev->allocated && prev->mapped == b->mapped &&
+          prev->after == nullptr && b->after == nullptr && !own_stream) {
+        return "two free neighbours were not merged" + at(b);
+      }
+    }
+    if (expect != segment->base + segment->size) return "blocks do not cover their segment";
+    if (segment->expandable) {
+      if (mapped != segment->mapped_bytes) return "a range's mapped bytes are not its blocks'";
+      if (mapped % s.granularity != 0) return "a range maps part of a chunk";
+    } else if (mapped != segment->size) {
+      return "a segment from upstream has an unmapped block";
+    }
+    if (seg_allocated != segment->allocated_bytes || seg_live != segment->live_blocks) {
+      return "a segment's allocated bytes or live blocks are not its blocks'";
+    }
+    reserved[k] += segment->reserved_bytes();
+  }
+  for (std::size_t k = 0; k < 2; ++k) {
+    if (allocated[k] != s.kinds[k].allocated) return "allocated bytes are not the blocks'";
+    if (requested[k] != s.kinds[k].requested) return "requested bytes are not the blocks'";
+    if (reserved[k] != s.kinds[k].reserved) return "reserved bytes are not the segments'";
+  }
+  if (indexed != s.free[0].size() + s.free[1].size()) return "the free index holds other blocks";
+  if (live != s.live.size()) return "the live map holds other blocks";
+  // No two live blocks overlap: they tile disjoint segments, and segments do not overlap.
+  std::uintptr_t end = 0;
+  for (const auto& [base, segment] : s.by_address) {
+    if (base < end) return "two segments overlap";
+    end = base + segment->size;
+  }
+  return {};
 }
 
 namespace {

@@ -38,8 +38,14 @@ Block* PoolResource::State::add_segment(std::uintptr_t base, std::size_t bytes, 
   segment->stream = stream;
   segment->used_at = tick;
   Block* block = blocks.make();
-  segments.reserve(segments.size() + 1);
-  by_address.emplace(base, segment.get());  // may throw: nothing else changed yet but `block`
+  try {
+    segments.push_back(nullptr);  // room first: nothing below throws once this succeeded
+    by_address.emplace(base, segment.get());
+  } catch (...) {
+    if (!segments.empty() && segments.back() == nullptr) segments.pop_back();
+    blocks.recycle(block);
+    throw;
+  }
   block->addr = base;
   block->size = bytes;
   block->segment = segment.get();
@@ -47,7 +53,7 @@ Block* PoolResource::State::add_segment(std::uintptr_t base, std::size_t bytes, 
   segment->first = block;
   ++kinds[kind_index(kind)].segments;
   if (!expandable_range) note_reserved(kind, static_cast<std::ptrdiff_t>(bytes));
-  segments.push_back(std::move(segment));
+  segments.back() = std::move(segment);
   return block;
 }
 

@@ -62,6 +62,7 @@ struct PoolResource::State {
   Device device;
   bool expandable = false;       // segments are virtual ranges mapped in chunks
   std::size_t granularity = 0;   // of the mapping, when expandable
+  std::size_t range_bytes = 0;   // reserved per range
 
   mutable std::mutex mutex;  // the block mutex: everything below unless marked otherwise
   std::mutex event_mutex;    // events: see pool_streams.hpp
@@ -129,6 +130,36 @@ struct PoolResource::State {
   [[nodiscard]] std::size_t cached_bytes() const noexcept {
     return kinds[0].reserved + kinds[1].reserved - kinds[0].allocated - kinds[1].allocated;
   }
+
+  // ---- expandable segments (pool_expandable.cpp); block mutex held ----
+
+  /// Where a range grows: the free mapped block before the unmapped one (may be null), the
+  /// claimed unmapped part to map, and its size.
+  struct Growth {
+    Segment* range = nullptr;
+    Block* prefix = nullptr;
+    Block* fresh = nullptr;
+    std::size_t map_bytes = 0;
+  };
+  /// The range of `state`'s stream and `kind`, or null.
+  [[nodiscard]] Segment* range_of(const detail::pool::StreamState& state, PoolKind kind) const;
+  /// Registers a new range reserved at `base`.
+  Segment* add_range(std::uintptr_t base, const detail::pool::StreamState& state, PoolKind kind);
+  /// Claims the cheapest place in `range` to map memory for `size` bytes (fresh is null if the
+  /// range has no room).
+  Growth claim_growth(Segment* range, std::size_t size, const detail::pool::StreamState& state);
+  /// The mapping succeeded: joins prefix and fresh memory into one free block (not indexed).
+  Block* finish_growth(const Growth& growth);
+  /// The mapping failed: gives the claimed blocks back.
+  void abandon_growth(const Growth& growth) noexcept;
+  /// Claims the whole free chunks of free mapped blocks whose users are known to be done, for
+  /// unmapping: with `idle_after` those freed that many allocations ago or earlier, else the
+  /// least recently freed until `want` bytes (all with `want` at its maximum).
+  void claim_unmaps(std::uint64_t idle_after, std::size_t want, std::vector<Block*>& out);
+  /// The unmapping of claimed `block` is done.
+  void finish_unmap(Block* block) noexcept;
+  /// Merges free unmapped `block` with its free unmapped neighbours and records it.
+  void insert_unmapped(Block* block);
 
   // ---- the stream policy's events (pool_events.cpp); block mutex NOT held ----
 
