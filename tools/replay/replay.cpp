@@ -291,6 +291,7 @@ ReplayResult replay(const traces::Trace& trace, const std::string& policy,
   for (std::uint32_t s = 0; s < trace.streams; ++s) streams.push_back(device.stream(s));
   std::vector<void*> ptrs(trace.allocations, nullptr);
   std::chrono::nanoseconds host{0};
+  DeviceCounters during;
   {
     std::shared_ptr<DeviceMemoryResource> resource = make_policy(policy, device.device());
     std::uint64_t tick = 0;
@@ -319,8 +320,15 @@ ReplayResult replay(const traces::Trace& trace, const std::string& policy,
     }
     result.operations = tick;
     device.set_now(tick + model.lag + 1);
+    // What the trace cost, before the resource's destruction gives everything back.
+    during = device.counters();
   }
-  const DeviceCounters c = device.counters();
+  DeviceCounters c = device.counters();
+  c.synchronizations = during.synchronizations;
+  c.allocations = during.allocations;
+  c.frees = during.frees;
+  c.maps = during.maps;
+  c.unmaps = during.unmaps;
   result.peak_reserved_bytes = c.peak_physical_bytes;
   result.upstream_calls = c.allocations + c.frees + c.maps + c.unmaps;
   result.synchronizations = c.synchronizations;

@@ -247,17 +247,25 @@ void* PoolResource::do_allocate(std::size_t bytes, StreamView stream) {
     StreamState& state = s.streams.of(impl);
     for (auto& index : s.free) index.add_home(state.index);
     ++s.tick;
-    const State::Found found =
-        s.find_block(large ? PoolKind::large : PoolKind::small, size, state,
-                     options_.cross_stream == CrossStreamReuse::wait);
+    State::Found found;
+    // The steady state: a block of exactly this size that this stream freed.
+    if (Block* quick = state.quick.take(size, large ? 1 : 0)) {
+      found.block = quick;
+    } else {
+      found = s.find_block(large ? PoolKind::large : PoolKind::small, size, state,
+                           options_.cross_stream == CrossStreamReuse::wait);
+    }
     if (found.block != nullptr && !found.needs_wait) {
       s.hand_out(found.block, size, bytes, state);
       ++s.hits;
       // Queued while the lock is held, so that it lands before any later free of the block.
       device().impl().mark_allocated(found.block->ptr(), found.block->size, impl);
       ptr = found.block->ptr();
-      if (s.tick % idle_scan_interval == 0 && options_.release_after_allocations != 0) {
+      const std::uint64_t interval =
+          std::max(idle_scan_interval, options_.release_after_allocations / 16);
+      if (options_.release_after_allocations != 0 && s.tick % interval == 0) {
         idle_scan = true;
+        s.drain_quick();
         s.collect_releases(false, true, releases);
       }
     }
@@ -284,6 +292,15 @@ void* PoolResource::allocate_slow(std::size_t bytes, std::size_t size, bool larg
     return found.block->ptr();
   };
 
+  // 0. Merge what the streams' quick lists hold, and look again.
+  {
+    std::scoped_lock lock(s.mutex);
+    StreamState& state = s.streams.of(impl);
+    s.drain_quick();
+    const State::Found found = s.find_block(kind, size, state, policy == CrossStreamReuse::wait);
+    if (found.block != nullptr && !found.needs_wait) return take_ready(found, state);
+  }
+
   // 1. Learn which other streams' frees have executed: close their open batches with events
   //    (only streams that hold free blocks of this size pool) and query what was recorded.
   if (policy != CrossStreamReuse::own_stream) {
@@ -304,8 +321,9 @@ void* PoolResource::allocate_slow(std::size_t bytes, std::size_t size, bool larg
     if (worth_it && s.sweep(close)) {
       std::scoped_lock lock(s.mutex);
       StreamState& state = s.streams.of(impl);
-      const State::Found found = s.find_block(kind, size, state, false);
-      if (found.block != nullptr) return take_ready(found, state);
+      const State::Found found =
+          s.find_block(kind, size, state, policy == CrossStreamReuse::wait);
+      if (found.block != nullptr && !found.needs_wait) return take_ready(found, state);
     }
   }
 
@@ -415,6 +433,7 @@ std::size_t PoolResource::release_for_retry(bool sync) noexcept {
   std::size_t bytes = 0;
   try {
     std::scoped_lock lock(s.mutex);
+    s.drain_quick();
     s.collect_releases(true, false, releases);
   } catch (...) {
     // no room for the list: what was detached is still given back below
@@ -546,11 +565,14 @@ void PoolResource::do_deallocate_after(void* ptr, std::size_t bytes, StreamView 
         group->block = block;
         block->after = group.get();
         s.after_groups.push_back(std::move(group));  // capacity reserved above
-      } else {
+        s.index(block);
+      } else if (options_.cross_stream == CrossStreamReuse::wait || !state.quick.push(block)) {
+        // (`wait` looks for the best fit among every stream's blocks: none stays private.)
         s.merge(block);
+        s.index(block);
       }
-      s.index(block);
       if (s.cached_bytes() > options_.max_cached_bytes) {
+        s.drain_quick();
         s.collect_releases(false, false, releases);
         over_cap = s.cached_bytes() > options_.max_cached_bytes
                        ? s.cached_bytes() - options_.max_cached_bytes

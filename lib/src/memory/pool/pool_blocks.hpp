@@ -69,6 +69,8 @@ struct Block {
   bool allocated = false;
   bool mapped = true;   // expandable segments: physical memory behind the whole block
   bool indexed = false;
+  bool binned = false;  // free, in its stream's quick list (not merged, not indexed)
+  Block* next_binned = nullptr;
   AfterGroup* after = nullptr;  // free: record_stream events still pending
   FenceSet fences;              // free: work that may still use it
   std::uint64_t freed_at = 0;   // the pool's allocation count when it was last freed
@@ -98,7 +100,8 @@ struct Segment {
     return expandable ? mapped_bytes : size;
   }
   [[nodiscard]] bool wholly_free() const noexcept {
-    return live_blocks == 0 && first != nullptr && first->next == nullptr && first->after == nullptr;
+    return live_blocks == 0 && first != nullptr && first->next == nullptr &&
+           first->after == nullptr && !first->binned;
   }
 };
 
@@ -124,6 +127,8 @@ class BlockPool {
     block->segment = nullptr;
     block->allocated = false;
     block->indexed = false;
+    block->binned = false;
+    block->next_binned = nullptr;
     block->mapped = true;
     block->home = home_any;
     block->requested = 0;
@@ -216,6 +221,82 @@ class FreeIndex {
   std::size_t mixed_ = 0;
 };
 
+/// A stream's quick lists: blocks it freed, kept by exact size without merging or indexing, so
+/// that the steady state of a program that allocates the same sizes every step (inference)
+/// reuses a block in O(1) (dlmalloc's fast bins). The pool merges and indexes them (`drain`)
+/// before anything that needs the whole picture: a miss, growth, trimming, the release policy.
+class QuickLists {
+ public:
+  /// Adds free `block`; false if there is no room (the caller merges and indexes it instead).
+  bool push(Block* block) noexcept {
+    if (count_ >= max_blocks) return false;
+    const std::size_t key = key_of(block);
+    for (std::size_t probe = 0; probe < max_probes; ++probe) {
+      Slot& slot = slots_[(hash(key) + probe) % slots];
+      if (slot.key == key || slot.head == nullptr) {
+        slot.key = key;
+        block->next_binned = slot.head;
+        block->binned = true;
+        slot.head = block;
+        ++count_;
+        return true;
+      }
+    }
+    return false;
+  }
+  /// A block of exactly `size` bytes in the pool `kind` (0 small, 1 large), or null.
+  Block* take(std::size_t size, std::size_t kind) noexcept {
+    if (count_ == 0) return nullptr;
+    const std::size_t key = size | kind;
+    for (std::size_t probe = 0; probe < max_probes; ++probe) {
+      Slot& slot = slots_[(hash(key) + probe) % slots];
+      if (slot.head == nullptr && slot.key != key) return nullptr;
+      if (slot.key == key && slot.head != nullptr) {
+        Block* block = slot.head;
+        slot.head = block->next_binned;
+        block->next_binned = nullptr;
+        block->binned = false;
+        --count_;
+        return block;
+      }
+    }
+    return nullptr;
+  }
+  /// Empties the lists, calling `fn` on each block (which is no longer binned).
+  template <typename Fn>
+  void drain(Fn&& fn) {
+    if (count_ == 0) return;
+    for (Slot& slot : slots_) {
+      while (slot.head != nullptr) {
+        Block* block = slot.head;
+        slot.head = block->next_binned;
+        block->next_binned = nullptr;
+        block->binned = false;
+        --count_;
+        fn(block);
+      }
+      slot.key = 0;
+    }
+  }
+  [[nodiscard]] std::size_t size() const noexcept { return count_; }
+
+ private:
+  static constexpr std::size_t slots = 64;
+  static constexpr std::size_t max_probes = 4;
+  static constexpr std::size_t max_blocks = 256;
+  struct Slot {
+    std::size_t key = 0;
+    Block* head = nullptr;
+  };
+  // Sizes are multiples of 512: the low bit tells the size pool.
+  static std::size_t key_of(const Block* block) noexcept;
+  static std::size_t hash(std::size_t key) noexcept {
+    return static_cast<std::size_t>((key >> 9) * 0x9E3779B97F4A7C15ULL >> 58);
+  }
+  Slot slots_[slots];
+  std::size_t count_ = 0;
+};
+
 /// Blocks handed out, by address: open addressing with linear probing and backward-shift
 /// deletion, so that the hot path allocates nothing once the table has grown.
 class LiveMap {
@@ -295,5 +376,9 @@ class LiveMap {
   std::vector<Slot> slots_;
   std::size_t size_ = 0;
 };
+
+inline std::size_t QuickLists::key_of(const Block* block) noexcept {
+  return block->size | static_cast<std::size_t>(block->segment->kind);
+}
 
 }  // namespace gpulife::detail::pool

@@ -162,17 +162,16 @@ void PoolResource::State::abandon_growth(const Growth& growth) noexcept {
 void PoolResource::State::claim_unmaps(std::uint64_t idle_after, std::size_t want,
                                        std::vector<Block*>& out) {
   std::vector<Block*> candidates;
-  for (const auto& segment : segments) {
-    if (!segment->expandable) continue;
-    for (Block* b = segment->first; b != nullptr; b = b->next) {
-      if (b->allocated || !b->mapped || b->after != nullptr) continue;
-      if (idle_after != 0 && tick - b->freed_at < idle_after) continue;
-      streams.prune(b->fences);
-      if (!b->fences.empty()) continue;  // its users may still run: unmapping is not ordered
+  for (auto& index : free) {
+    index.for_each([&](Block& block) {
+      Block* b = &block;
+      if (!b->segment->expandable || b->after != nullptr) return;
+      if (idle_after != 0 && tick - b->freed_at < idle_after) return;
+      if (!streams.ready_for(b->fences, 0)) return;  // users may still run: not ordered
       const std::uintptr_t lo = round_up(b->addr, granularity);
       const std::uintptr_t hi = round_down(b->end(), granularity);
       if (hi > lo) candidates.push_back(b);
-    }
+    });
   }
   std::sort(candidates.begin(), candidates.end(),
             [](const Block* a, const Block* b) { return a->freed_at < b->freed_at; });
@@ -185,6 +184,7 @@ void PoolResource::State::claim_unmaps(std::uint64_t idle_after, std::size_t wan
     Block* middle = blocks.make();
     Block* tail = hi < b->end() ? blocks.make() : nullptr;
     if (b->indexed) unindex(b);
+    b->fences.clear();  // all complete (checked above)
     Block* head = nullptr;
     std::uint64_t made = 0;
     if (lo > b->addr) {

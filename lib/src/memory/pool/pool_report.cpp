@@ -76,6 +76,7 @@ std::string PoolResource::validate() const {
   std::array<std::size_t, 2> requested{};
   std::array<std::size_t, 2> reserved{};
   std::size_t indexed = 0;
+  std::size_t binned = 0;
   std::size_t live = 0;
   auto at = [](const detail::pool::Block* b) {
     return " at " + detail::format_pointer(b->ptr()) + " (+" + std::to_string(b->size) + ")";
@@ -105,13 +106,18 @@ std::string PoolResource::validate() const {
         if (b->indexed) return "a live block is in the free index" + at(b);
         continue;
       }
+      if (b->binned) {
+        ++binned;
+        if (b->indexed || !b->mapped) return "a quick-listed block is indexed or unmapped" + at(b);
+        continue;
+      }
       if (b->mapped != b->indexed) return "a free block is indexed iff mapped, not so" + at(b);
       if (b->indexed) ++indexed;
       if (!b->mapped && segment->unmapped.find(b->addr) == segment->unmapped.end()) {
         return "a free unmapped block is not listed with its range" + at(b);
       }
       const bool own_stream = s.options.cross_stream == CrossStreamReuse::own_stream;
-      if (prev != nullptr && !prev->allocated && prev->mapped == b->mapped &&
+      if (prev != nullptr && !prev->allocated && !prev->binned && prev->mapped == b->mapped &&
           prev->after == nullptr && b->after == nullptr && !own_stream) {
         return "two free neighbours were not merged" + at(b);
       }
@@ -135,6 +141,9 @@ std::string PoolResource::validate() const {
   }
   if (indexed != s.free[0].size() + s.free[1].size()) return "the free index holds other blocks";
   if (live != s.live.size()) return "the live map holds other blocks";
+  std::size_t listed = 0;
+  for (const auto& state : s.streams.all()) listed += state->quick.size();
+  if (listed != binned) return "the quick lists hold other blocks";
   // No two live blocks overlap: they tile disjoint segments, and segments do not overlap.
   std::uintptr_t end = 0;
   for (const auto& [base, segment] : s.by_address) {

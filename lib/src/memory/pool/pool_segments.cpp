@@ -110,7 +110,8 @@ Block* PoolResource::State::split(Block* block, std::size_t size, Block* spare) 
 void PoolResource::State::merge(Block* block) noexcept {
   const bool own_stream = options.cross_stream == CrossStreamReuse::own_stream;
   auto mergeable = [&](const Block* n) {
-    if (n == nullptr || n->allocated || n->after != nullptr || n->mapped != block->mapped) {
+    if (n == nullptr || n->allocated || n->binned || n->after != nullptr ||
+        n->mapped != block->mapped) {
       return false;
     }
     if (!own_stream) return true;
@@ -161,6 +162,15 @@ void PoolResource::State::index(Block* block) noexcept {
 
 void PoolResource::State::unindex(Block* block) noexcept {
   free[kind_index(block->segment->kind)].erase(block);
+}
+
+void PoolResource::State::drain_quick() noexcept {
+  for (const auto& state : streams.all()) {
+    state->quick.drain([this](Block* block) {
+      merge(block);
+      index(block);
+    });
+  }
 }
 
 std::size_t PoolResource::State::inactive_split(PoolKind kind) const noexcept {

@@ -102,6 +102,8 @@ struct PoolResource::State {
   /// Computes the home of free `block` and puts it in the index.
   void index(Block* block) noexcept;
   void unindex(Block* block) noexcept;
+  /// Merges and indexes every stream's quick-listed blocks.
+  void drain_quick() noexcept;
   /// True if the rest of `block` after `size` bytes is worth a block of its own.
   [[nodiscard]] bool should_split(const Block* block, std::size_t size) const noexcept;
   /// True if `block` may serve a request of `size` under the oversize rules.

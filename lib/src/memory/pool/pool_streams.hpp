@@ -42,6 +42,8 @@ struct StreamState {
   std::uint64_t cross_stream_reuses = 0;
   std::uint64_t stream_waits = 0;
 
+  QuickLists quick;  // (pool) blocks this stream freed, not yet merged
+
   // (events) events that close epochs, oldest first
   std::deque<std::pair<std::uint64_t, Event>> recorded;
 };
