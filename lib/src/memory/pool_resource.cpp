@@ -249,7 +249,7 @@ void* PoolResource::do_allocate(std::size_t bytes, StreamView stream) {
     ++s.tick;
     State::Found found;
     // The steady state: a block of exactly this size that this stream freed.
-    if (Block* quick = state.quick.take(size, large ? 1 : 0)) {
+    if (Block* quick = large ? nullptr : state.quick.take(size, 0)) {
       found.block = quick;
     } else {
       found = s.find_block(large ? PoolKind::large : PoolKind::small, size, state,
@@ -566,8 +566,11 @@ void PoolResource::do_deallocate_after(void* ptr, std::size_t bytes, StreamView 
         block->after = group.get();
         s.after_groups.push_back(std::move(group));  // capacity reserved above
         s.index(block);
-      } else if (options_.cross_stream == CrossStreamReuse::wait || !state.quick.push(block)) {
-        // (`wait` looks for the best fit among every stream's blocks: none stays private.)
+      } else if (options_.cross_stream == CrossStreamReuse::wait ||
+                 segment.kind == PoolKind::large || !state.quick.push(block)) {
+        // Only small blocks are quick-listed: large ones merge at once, so that they do not
+        // fragment the large pool. (`wait` looks for the best fit among every stream's blocks:
+        // none stays private.)
         s.merge(block);
         s.index(block);
       }

@@ -313,7 +313,7 @@ class LiveMap {
     }
   }
   void insert(std::uintptr_t key, Block* block) {
-    if ((size_ + 1) * 4 > slots_.size() * 3) grow();
+    if ((size_ + 1) * 2 > slots_.size()) grow();  // at most half full: short probe runs
     place(key, block);
     ++size_;
   }
@@ -353,12 +353,12 @@ class LiveMap {
     std::uintptr_t key = 0;
     Block* block = nullptr;
   };
-  static constexpr std::size_t initial_slots = 256;
+  static constexpr std::size_t initial_slots = 256;  // 2^8: see shift_
 
   [[nodiscard]] std::size_t mask() const noexcept { return slots_.size() - 1; }
   [[nodiscard]] std::size_t slot_of(std::uintptr_t key) const noexcept {
-    // Blocks are 512-byte aligned: drop the zero bits, then mix (Fibonacci hashing).
-    return static_cast<std::size_t>(((key >> 9) * 0x9E3779B97F4A7C15ULL) >> 20) & mask();
+    // Fibonacci hashing: the product's top bits, as many as the table has.
+    return static_cast<std::size_t>((key * 0x9E3779B97F4A7C15ULL) >> shift_);
   }
   void place(std::uintptr_t key, Block* block) noexcept {
     std::size_t i = slot_of(key);
@@ -368,6 +368,7 @@ class LiveMap {
   void grow() {
     std::vector<Slot> old(slots_.size() * 2);
     old.swap(slots_);
+    --shift_;
     for (const Slot& slot : old) {
       if (slot.key != 0) place(slot.key, slot.block);
     }
@@ -375,6 +376,7 @@ class LiveMap {
 
   std::vector<Slot> slots_;
   std::size_t size_ = 0;
+  unsigned shift_ = 64 - 8;  // 64 - log2(slots)
 };
 
 inline std::size_t QuickLists::key_of(const Block* block) noexcept {
