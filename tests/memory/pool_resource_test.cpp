@@ -430,6 +430,68 @@ TEST_F(PoolResourceTest, OutOfMemoryMessageNamesReservedButUnallocatedBytesAndTh
   for (void* p : live) pool_->deallocate(p, 8 * MiB, stream);
 }
 
+TEST_F(PoolResourceTest, ExpandableSegmentsMapChunksAsTheyGrowAndTheDeviceCountsThem) {
+  remake(PoolOptions{});
+  pool_.reset();
+  pool_ = std::make_unique<PoolResource>(upstream_);  // the default: expandable where supported
+  ASSERT_TRUE(pool_->uses_expandable_segments());
+  Stream stream(device_);
+  auto used = [&] { return device_.memory_info().total_bytes - device_.memory_info().free_bytes; };
+  void* a = pool_->allocate(3 * MiB, stream);  // maps two 2 MiB chunks
+  EXPECT_EQ(used(), 4 * MiB);
+  void* b = pool_->allocate(2 * MiB, stream);  // the free 1 MiB after a and one more chunk
+  EXPECT_EQ(static_cast<char*>(b), static_cast<char*>(a) + 3 * MiB) << "the range grew in place";
+  EXPECT_EQ(used(), 6 * MiB);
+  PoolStatistics st = pool_->memory_stats();
+  EXPECT_EQ(st.large.reserved_bytes, 6 * MiB);
+  EXPECT_EQ(st.map_calls, 2U);
+  EXPECT_EQ(st.upstream_allocations, 0U) << "no segment came from upstream";
+  EXPECT_EQ(upstream_->statistics().bytes_in_use, 6 * MiB) << "the upstream counts mapped bytes";
+  pool_->deallocate(a, 3 * MiB, stream);
+  // The free chunk under a (its users done) goes back without a synchronisation; b stays.
+  stream.synchronize();
+  EXPECT_EQ(pool_->trim(), 2 * MiB);
+  EXPECT_EQ(used(), 4 * MiB);
+  st = pool_->memory_stats();
+  EXPECT_EQ(st.unmap_calls, 1U);
+  EXPECT_EQ(st.device_synchronizations, 0U);
+  EXPECT_EQ(pool_->validate(), "");
+  // A stale access to the unmapped memory is caught, not a crash.
+  stream.view().memset(a, 0, 64);
+  const auto violations = take_violations();
+  ASSERT_EQ(violations.size(), 1U);
+  EXPECT_EQ(violations[0].kind, SimViolation::Kind::use_after_free);
+  // Mapping again reuses the hole.
+  void* c = pool_->allocate(MiB, stream);  // the small pool: its own range
+  void* d = pool_->allocate(2 * MiB, stream);
+  EXPECT_EQ(d, a);
+  pool_->deallocate(b, 2 * MiB, stream);
+  pool_->deallocate(c, MiB, stream);
+  pool_->deallocate(d, 2 * MiB, stream);
+  EXPECT_EQ(pool_->validate(), "");
+  pool_.reset();
+  EXPECT_EQ(used(), 0U) << "destruction unmapped everything";
+}
+
+TEST_F(PoolResourceTest, ExpandableSegmentsRunOutOfMemoryGently) {
+  pool_.reset();
+  pool_ = std::make_unique<PoolResource>(upstream_);
+  Stream a(device_);
+  Stream b(device_);
+  // 200 MiB mapped on a, freed; b needs 240 MiB, more than that block, in its own range: a's
+  // free chunks are unmapped (their users are done) without synchronising the device.
+  void* big = pool_->allocate(200 * MiB, a);
+  pool_->deallocate(big, 200 * MiB, a);
+  a.synchronize();
+  void* other = pool_->allocate(240 * MiB, b);
+  const PoolStatistics st = pool_->memory_stats();
+  EXPECT_EQ(st.device_synchronizations, 0U);
+  EXPECT_GE(st.oom_retries, 1U);
+  EXPECT_EQ(st.total.reserved_bytes, 240 * MiB);
+  pool_->deallocate(other, 240 * MiB, b);
+  EXPECT_EQ(pool_->validate(), "");
+}
+
 TEST_F(PoolResourceTest, StatisticsAndSummaryDescribeFragmentation) {
   Stream stream(device_);
   void* a = pool_->allocate(4 * MiB, stream);

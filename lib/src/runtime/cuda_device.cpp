@@ -11,6 +11,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -24,6 +25,7 @@
 
 #include "detail/format.hpp"
 #include "runtime/backends.hpp"
+#include "runtime/cuda_vmm.hpp"
 #include "runtime/stream_ids.hpp"
 
 namespace gpulife::detail {
@@ -212,6 +214,21 @@ class CudaDevice final : public DeviceImpl {
   bool is_pinned(const void* ptr, std::size_t bytes) override;
   void set_async_release_threshold(std::size_t bytes) override;
 
+  // Virtual memory management (cuda_vmm.cpp), probed on first use.
+  std::size_t vmm_granularity() const noexcept override { return vmm().granularity(); }
+  void* reserve_address_range(std::size_t bytes) override {
+    make_current();
+    return vmm().reserve(bytes);
+  }
+  void release_address_range(void* base, std::size_t bytes) noexcept override {
+    vmm().release(base, bytes);
+  }
+  void map_memory(void* ptr, std::size_t bytes) override {
+    make_current();
+    vmm().map(ptr, bytes);
+  }
+  void unmap_memory(void* ptr, std::size_t bytes) noexcept override { vmm().unmap(ptr, bytes); }
+
   /// Makes this device current on the calling thread. Compares first (as PyTorch's
   /// c10::cuda::SetDevice does): cudaGetDevice is a thread-local read, and a thread that
   /// already uses this device pays no cudaSetDevice. Unlike a cached flag it stays right when
@@ -223,9 +240,23 @@ class CudaDevice final : public DeviceImpl {
   [[noreturn]] void throw_out_of_memory(const char* call, std::size_t bytes, bool host) const;
   CudaStream& own_stream(StreamImpl& stream, const char* call) const;
 
+  CudaVmm& vmm() const noexcept {
+    std::call_once(vmm_once_, [this] {
+      try {
+        make_current();
+      } catch (...) {
+        // the probe then finds no support: the pool uses segments
+      }
+      vmm_.emplace(ordinal_);
+    });
+    return *vmm_;
+  }
+
   const int ordinal_;
   std::string name_;
   bool memory_pools_supported_ = false;
+  mutable std::once_flag vmm_once_;
+  mutable std::optional<CudaVmm> vmm_;
 
   std::mutex pool_mutex_;
   std::vector<std::unique_ptr<CudaStream>> streams_;

@@ -257,7 +257,8 @@ void* PoolResource::allocate_expandable(std::size_t bytes, std::size_t size, boo
     ++s.counters.failed_allocations;
   };
   std::size_t released = 0;
-  for (int attempt = 0;; ++attempt) {
+  int retries = 0;  // out-of-memory retries so far
+  while (true) {
     State::Growth growth;
     bool need_range = false;
     {
@@ -308,9 +309,10 @@ void* PoolResource::allocate_expandable(std::size_t bytes, std::size_t size, boo
         s.abandon_growth(growth);
         ++s.counters.oom_retries;
       }
-      if (attempt < 2) {
+      if (retries < 2) {
         // First what goes without synchronising, then everything after a synchronisation.
-        released += release_for_retry(attempt == 1);
+        released += release_for_retry(retries == 1);
+        ++retries;
         continue;
       }
       failed();
