@@ -249,10 +249,8 @@ void print_pool_replays(const CollectingReporter& collected) {
   }
   if (!steady.empty()) {
     std::printf(
-        "
-Steady state: a Llama-2-7B decode step's tensors at batch 8 on one stream, on the "
-        "replay's model device (host time of the pool alone):
-");
+        "\nSteady state: a Llama-2-7B decode step's tensors at batch 8 on one stream, on the "
+        "replay's model device (host time of the pool alone):\n");
     steady.print();
   }
   Table table({"trace", "pool", "peak reserved / peak live", "peak reserved", "upstream calls",
@@ -270,11 +268,9 @@ Steady state: a Llama-2-7B decode step's tensors at batch 8 on one stream, on th
   }
   if (table.empty()) return;
   std::printf(
-      "
-Pool replays (short versions of the traces of tools/replay: 2 Llama-2-7B batches, 2000 "
+      "\nPool replays (short versions of the traces of tools/replay: 2 Llama-2-7B batches, 2000 "
       "random allocations, 1000 multi-stream requests; model device, 80 GB, no lag; async is an "
-      "ideal stream-ordered allocator; full traces: gpulife_replay):
-");
+      "ideal stream-ordered allocator; full traces: gpulife_replay):\n");
   table.print();
 }
 

@@ -609,6 +609,7 @@ PoolResource::~PoolResource() {
   }
   (void)s.sweep(close);
   std::vector<State::Release> releases;
+  std::vector<std::shared_ptr<AfterGroup>> groups;  // destroyed outside the block mutex
   std::size_t live_blocks = 0;
   std::size_t live_bytes = 0;
   {
@@ -650,7 +651,7 @@ PoolResource::~PoolResource() {
       if (!users.empty()) release.wait_on.assign(users.begin() + 1, users.end());
       releases.push_back(std::move(release));
     }
-    s.after_groups.clear();
+    groups.swap(s.after_groups);
   }
   if (live_blocks != 0) {
     report_error("PoolResource destroyed with " + std::to_string(live_blocks) + " blocks (" +
