@@ -57,4 +57,13 @@ void AsyncResource::do_unmap(void* ptr, std::size_t bytes) noexcept {
   counters_.on_deallocate(bytes);
 }
 
+std::size_t AsyncResource::pool_reserved_bytes() const {
+  return device().impl().async_pool_reserved_bytes();
+}
+
+std::size_t AsyncResource::do_release_cached() noexcept {
+  // The end of the chain: nothing cached here, the driver's pool is.
+  return device().impl().trim_async_pool(0);
+}
+
 }  // namespace gpulife

@@ -384,11 +384,21 @@ void* PoolResource::allocate_slow(std::size_t bytes, std::size_t size, bool larg
                                                  : round_up(size, options_.large_rounding);
   }
   void* base = allocate_segment(segment_bytes, bytes, stream);
+  // Tools that check the pool's blocks (compute-sanitizer, through NVTX) learn the segment's
+  // extent before any block in it is marked live.
+  device().impl().register_pool_segment(base, segment_bytes);
   try {
     std::scoped_lock lock(s.mutex);
     StreamState& state = s.streams.of(impl);
-    Block* block = s.add_segment(reinterpret_cast<std::uintptr_t>(base), segment_bytes, kind,
-                                 state.index, false);
+    Block* block = nullptr;
+    try {
+      block = s.add_segment(reinterpret_cast<std::uintptr_t>(base), segment_bytes, kind,
+                            state.index, false);
+    } catch (...) {
+      device().impl().unregister_pool_segment(base);
+      upstream_->deallocate(base, segment_bytes, stream);
+      throw;
+    }
     // Stream-ordered memory: usable on this stream now, on others once it reaches this point.
     block->fences.push_back(Fence{state.index, state.epoch});
     ++state.open_frees;
@@ -596,8 +606,11 @@ void PoolResource::do_deallocate_after(void* ptr, std::size_t bytes, StreamView 
 std::size_t PoolResource::trim() noexcept { return release_for_retry(false); }
 
 std::size_t PoolResource::do_release_cached() noexcept {
-  // The pool gives back what it caches, then its upstream what that caches.
-  return trim() + upstream_->release_cached();
+  const std::size_t released = trim();
+  // What the pool gave back may sit in the upstream's own cache (the driver's pool of an
+  // AsyncResource): ask it too, so that the memory reaches the system.
+  (void)upstream_->release_cached();
+  return released;
 }
 
 PoolResource::~PoolResource() {
@@ -692,7 +705,10 @@ void PoolResource::release_ranges() noexcept {
     }
   }
   for (const auto& [ptr, bytes] : runs) upstream_->unmap(ptr, bytes);
-  for (void* base : ranges) upstream_->release_range(base, s.range_bytes);
+  for (void* base : ranges) {
+    device().impl().unregister_pool_segment(base);
+    upstream_->release_range(base, s.range_bytes);
+  }
 }
 
 std::vector<PoolResource::LiveBlock> PoolResource::live_blocks() const {

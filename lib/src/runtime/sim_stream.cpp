@@ -147,9 +147,31 @@ void SimStream::memset(void* dst, int value, std::size_t bytes) {
   });
 }
 
+void check_not_in_host_function(const char* call) noexcept {
+  if (running_host_function == nullptr) return;
+  try {
+    report_error(std::string("sim: ") + call + " called inside a host function queued with " +
+                 running_host_function +
+                 ": CUDA forbids CUDA calls there (did an object whose destructor calls CUDA "
+                 "die inside the host function?)");
+  } catch (...) {
+    report_error("sim: a CUDA call inside a host function");
+  }
+}
+
 void SimStream::host_callback(std::function<void()> fn) {
   device_.maybe_fail(FaultSite::stream_operation, "cudaLaunchHostFunc", "queueing a host callback");
-  enqueue(std::move(fn));
+  enqueue([fn = std::move(fn)]() mutable {
+    running_host_function = "cudaLaunchHostFunc";
+    struct Leave {
+      Leave() = default;
+      Leave(const Leave&) = delete;
+      Leave& operator=(const Leave&) = delete;
+      ~Leave() { running_host_function = nullptr; }
+    } leave;
+    fn();
+    fn = nullptr;  // what the function captured dies inside it, as on CUDA's callback thread
+  });
 }
 
 void SimStream::record(EventImpl& event) {
@@ -166,6 +188,7 @@ void SimStream::wait(EventImpl& event) {
 }
 
 void SimStream::synchronize() {
+  check_not_in_host_function("cudaStreamSynchronize");
   std::unique_lock lock(mutex_);
   const std::uint64_t target = submitted_;
   ++waiters_;

@@ -217,6 +217,7 @@ void PoolResource::State::give_back(DeviceMemoryResource& upstream,
       release.groups.clear();
     }
     StreamView stream{release.stream};
+    device.impl().unregister_pool_segment(release.ptr);
     if (after.empty()) {
       upstream.deallocate(release.ptr, release.bytes, stream);
     } else {

@@ -284,6 +284,9 @@ void* PoolResource::allocate_expandable(std::size_t bytes, std::size_t size, boo
       if (s.range_of(state, kind) == nullptr) {
         try {
           (void)s.add_range(reinterpret_cast<std::uintptr_t>(base), state, kind);
+          // The whole range is the segment tools see (compute-sanitizer, through NVTX); only
+          // the blocks marked live in it may be touched.
+          device().impl().register_pool_segment(base, s.range_bytes);
           continue;
         } catch (...) {
           upstream_->release_range(base, s.range_bytes);
