@@ -178,6 +178,9 @@ class ModelDevice::Impl final : public detail::DeviceImpl {
   }
   void deallocate_pinned(void*) noexcept override {}
   bool is_pinned(const void*, std::size_t) override { return false; }
+  std::shared_ptr<detail::StreamImpl> native_stream(void*) override {
+    throw std::invalid_argument("stream: the replay's model device has no native streams");
+  }
 
   std::size_t vmm_granularity() const noexcept override { return model_.granularity; }
   void* reserve_address_range(std::size_t bytes) override { return address(bytes); }
