@@ -112,7 +112,13 @@ TEST_F(OomDumpTest, WritesTheLiveSetStatisticsAndRecentEventsAndSaysWhereInOneLi
   EXPECT_EQ(memory["request"]["bytes"], std::size_t{16} << 20);
   EXPECT_NE(memory["error"].get<std::string>().find("live tensors"), std::string::npos);
   EXPECT_EQ(memory["resource"]["bytes_in_use"], ctx_->resource().statistics().bytes_in_use);
-  EXPECT_TRUE(memory["resource"].contains("pool")) << "the default resource is a pool";
+  ASSERT_TRUE(memory["resource"].contains("pool")) << "the default resource is a pool";
+  // the pool's own figures (memory_stats), as they were when the allocation failed
+  const json& pool = memory["resource"]["pool"];
+  EXPECT_EQ(pool["total"]["allocated_bytes"], memory["resource"]["bytes_in_use"]);
+  EXPECT_GE(pool["total"]["segments"].get<std::size_t>(), 1U);
+  EXPECT_GE(pool["total"]["reserved_bytes"].get<std::size_t>(),
+            pool["total"]["allocated_bytes"].get<std::size_t>());
   EXPECT_EQ(memory["tensor_cache"]["hits"], 1);
   EXPECT_EQ(memory["tensor_cache"]["misses"], 1);
   EXPECT_EQ(memory["context"]["live_tensors"], ctx_->statistics().live_tensors);
@@ -144,6 +150,7 @@ TEST_F(OomDumpTest, WritesTheLiveSetStatisticsAndRecentEventsAndSaysWhereInOneLi
   const std::string summary = read_text(snap / "summary.txt");
   EXPECT_NE(summary.find("request:  16.00 MiB"), std::string::npos) << summary;
   EXPECT_NE(summary.find("tensor cache: 1 live entry"), std::string::npos) << summary;
+  EXPECT_NE(summary.find(ctx_->resource().name()), std::string::npos) << summary;
   const std::string html = read_text(snap / "timeline.html");
   EXPECT_NE(html.find("id=\"gpulife-trace\""), std::string::npos);
 }

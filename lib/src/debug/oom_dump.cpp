@@ -35,6 +35,20 @@ std::string utc_stamp(std::chrono::system_clock::time_point when, const char* fo
   return std::string(text, length);
 }
 
+Json counters_json(const PoolCounters& c) {
+  return {{"reserved_bytes", c.reserved_bytes},
+          {"allocated_bytes", c.allocated_bytes},
+          {"requested_bytes", c.requested_bytes},
+          {"cached_bytes", c.cached_bytes},
+          {"inactive_split_bytes", c.inactive_split_bytes},
+          {"peak_reserved_bytes", c.peak_reserved_bytes},
+          {"peak_allocated_bytes", c.peak_allocated_bytes},
+          {"segments", c.segments},
+          {"allocated_blocks", c.allocated_blocks},
+          {"free_blocks", c.free_blocks},
+          {"largest_free_block", c.largest_free_block}};
+}
+
 Json resource_json(const OomSnapshot& s) {
   const ResourceStatistics& r = s.resource;
   Json out = {{"name", s.resource_name},
@@ -49,10 +63,36 @@ Json resource_json(const OomSnapshot& s) {
               {"upstream_deallocations", r.upstream_deallocations},
               {"failed_allocations", r.failed_allocations}};
   if (s.pool) {
+    const PoolStatistics& p = s.pool->stats;
+    Json streams = Json::array();
+    for (const PoolStreamCounters& stream : p.streams) {
+      streams.push_back({{"stream", stream.stream_id},
+                         {"allocated_bytes", stream.allocated_bytes},
+                         {"requested_bytes", stream.requested_bytes},
+                         {"reserved_bytes", stream.reserved_bytes},
+                         {"allocations", stream.allocations},
+                         {"cross_stream_reuses", stream.cross_stream_reuses},
+                         {"stream_waits", stream.stream_waits}});
+    }
     out["pool"] = {{"live_blocks", s.pool->live_blocks},
                    {"live_block_bytes", s.pool->live_block_bytes},
-                   {"largest_live_block", s.pool->largest_live_block}};
-    if (!s.pool->summary.empty()) out["pool"]["summary"] = s.pool->summary;
+                   {"largest_live_block", s.pool->largest_live_block},
+                   {"total", counters_json(p.total)},
+                   {"small", counters_json(p.small)},
+                   {"large", counters_json(p.large)},
+                   {"streams", std::move(streams)},
+                   {"allocations", p.allocations},
+                   {"deallocations", p.deallocations},
+                   {"failed_allocations", p.failed_allocations},
+                   {"splits", p.splits},
+                   {"merges", p.merges},
+                   {"upstream_allocations", p.upstream_allocations},
+                   {"upstream_deallocations", p.upstream_deallocations},
+                   {"map_calls", p.map_calls},
+                   {"unmap_calls", p.unmap_calls},
+                   {"device_synchronizations", p.device_synchronizations},
+                   {"oom_retries", p.oom_retries},
+                   {"released_segments", p.released_segments}};
   }
   return out;
 }
@@ -97,7 +137,7 @@ std::string summary_text(const OomSnapshot& s, const std::string& stamp) {
     text += "  pool: " + count_of(s.pool->live_blocks, "block", "blocks") + " handed out holding " +
             format_bytes(s.pool->live_block_bytes) + ", the largest " +
             format_bytes(s.pool->largest_live_block) + "\n";
-    if (!s.pool->summary.empty()) text += s.pool->summary + "\n";
+    if (!s.pool->summary.empty()) text += "\n" + s.pool->summary + "\n";
   }
   if (s.cache) {
     const CacheStatistics& c = *s.cache;
@@ -199,7 +239,8 @@ std::optional<PoolSection> describe_pool(const DeviceMemoryResource& resource) {
     section.live_block_bytes += block.capacity;
     section.largest_live_block = std::max(section.largest_live_block, block.capacity);
   }
-  // PoolResource v2 (issue 16) adds memory_stats() and memory_summary(): they belong here.
+  section.stats = pool->memory_stats();
+  section.summary = pool->memory_summary();
   return section;
 }
 

@@ -19,19 +19,21 @@
 #include <gpulife/debug/leak_report.hpp>
 #include <gpulife/debug/timeline.hpp>
 #include <gpulife/memory/device_memory_resource.hpp>
+#include <gpulife/memory/pool_statistics.hpp>
 #include <gpulife/memory/resource_statistics.hpp>
 #include <gpulife/runtime/device.hpp>
 
 namespace gpulife::detail {
 
-/// What the pool adds to a snapshot beyond `ResourceStatistics`. The seam for the pool's own
-/// statistics: what `PoolResource` offers is gathered in one place (`describe_pool` in
-/// oom_dump.cpp), so that a `memory_stats()`/`memory_summary()` joins there.
+/// What the pool adds to a snapshot beyond `ResourceStatistics`, gathered in one place
+/// (`describe_pool` in oom_dump.cpp): its `memory_stats()` and `memory_summary()`, and the
+/// blocks it has handed out.
 struct PoolSection {
   std::size_t live_blocks = 0;       ///< blocks handed out
   std::size_t live_block_bytes = 0;  ///< the capacity of those blocks
   std::size_t largest_live_block = 0;
-  std::string summary;  ///< the pool's own summary text, where it has one
+  PoolStatistics stats{};  ///< `PoolResource::memory_stats()`
+  std::string summary;     ///< `PoolResource::memory_summary()`
 };
 
 struct OomSnapshot {
