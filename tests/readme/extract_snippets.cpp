@@ -13,7 +13,9 @@
 //   Words after `<!-- snippet` on its first line change how the block is compiled:
 //     file   the block is at namespace scope (functions, classes, TEST(...)), not in a function
 //     cuda   the block needs nvcc: it goes into the CUDA file, compiled where gpulife has CUDA
-// - A block must not define main(); blocks are compiled, not linked or run.
+// - A block that defines `int main(` (at the start of a line) is a whole program: it is compiled
+//   at namespace scope too, where its main is an ordinary function. Blocks are compiled, not
+//   linked or run.
 //
 // Exit status 0, or 1 with README.md:line and the reason (an unclosed block, an unknown word).
 
@@ -189,10 +191,9 @@ int main(int argc, char** argv) {
     snippet.fence_line = open + 1;
     snippet.code = std::move(body);
     if (open > 0) read_comment(readme, lines, open - 1, snippet);
+    // A whole program: at namespace scope, where its main is an ordinary function.
     for (const std::string& text : snippet.code) {
-      if (text.find("int main(") != std::string::npos) {
-        fail(readme, open + 1, "a snippet must not define main(): snippets are compiled, not run");
-      }
+      if (text.starts_with("int main(")) snippet.file_scope = true;
     }
     snippets.push_back(std::move(snippet));
   }
