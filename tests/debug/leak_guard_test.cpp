@@ -133,7 +133,8 @@ TEST_P(LeakCheckedFixture, FailsAtTearDownWhenATensorSurvives) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, LeakGuardTest, testing::backends(), testing::backend_name);
-INSTANTIATE_TEST_SUITE_P(Backends, LeakGuardWithoutLeakMode, testing::backends(), testing::backend_name);
+INSTANTIATE_TEST_SUITE_P(Backends, LeakGuardWithoutLeakMode, testing::backends(),
+                         testing::backend_name);
 INSTANTIATE_TEST_SUITE_P(Backends, LeakCheckedFixture, testing::backends(), testing::backend_name);
 
 }  // namespace

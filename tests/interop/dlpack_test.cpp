@@ -383,19 +383,19 @@ TEST_P(DLPackTest, RawStreamConventions) {
   testing::expect_invalid_argument([&] { (void)to_dlpack(t, DLPackStream{-2}); },
                                    "consumer_stream");
   // The sim has no per-thread default stream, and knows only its own streams' handles; CUDA
-  // takes a handle on trust (CudaDLPackTest covers its conventions).
+  // asks the driver about a handle, which must be a stream (CudaDLPackTest covers CUDA's).
   if (on_sim()) {
-  testing::expect_invalid_argument(
-      [&] { (void)to_dlpack(t, DLPackStream{DLPackStream::per_thread_default}); },
-      "consumer_stream");
-  int not_a_stream = 0;
-  testing::expect_invalid_argument(
-      [&] { (void)to_dlpack(t, DLPackStream{reinterpret_cast<std::intptr_t>(&not_a_stream)}); },
-      "stream");
+    testing::expect_invalid_argument(
+        [&] { (void)to_dlpack(t, DLPackStream{DLPackStream::per_thread_default}); },
+        "consumer_stream");
+    int not_a_stream = 0;
+    testing::expect_invalid_argument(
+        [&] { (void)to_dlpack(t, DLPackStream{reinterpret_cast<std::intptr_t>(&not_a_stream)}); },
+        "stream");
+    Device other = Device::sim();
+    Stream foreign(other);
+    testing::expect_invalid_argument([&] { (void)to_dlpack(t, raw(foreign)); }, "stream");
   }
-  Device other = Device::sim();
-  Stream foreign(other);
-  testing::expect_invalid_argument([&] { (void)to_dlpack(t, raw(foreign)); }, "stream");
   testing::expect_invalid_argument([&] { (void)to_dlpack(DeviceTensor{}, DLPackStream{1}); },
                                    "tensor");
   EXPECT_EQ(ctx().statistics().live_tensors, 1U) << "nothing was lent by the failed calls";

@@ -164,8 +164,8 @@ class StagedTensorUploadTest : public testing::BackendContextTest {
  protected:
   StagedTensorUploadTest()
       : BackendContextTest(testing::delayed_options(9),
-                    ContextOptions{.staging = {.buffer_bytes = 4096, .buffers = 2},
-                                   .staging_min_bytes = 1}) {}
+                           ContextOptions{.staging = {.buffer_bytes = 4096, .buffers = 2},
+                                          .staging_min_bytes = 1}) {}
 };
 
 TEST_P(StagedTensorUploadTest, ContextAndCacheUploadsGoThroughStaging) {
@@ -178,8 +178,10 @@ TEST_P(StagedTensorUploadTest, ContextAndCacheUploadsGoThroughStaging) {
   EXPECT_EQ(b.to_host<float>(), host);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, PinnedStagingPoolTest, testing::backends(), testing::backend_name);
-INSTANTIATE_TEST_SUITE_P(Backends, StagedTensorUploadTest, testing::backends(), testing::backend_name);
+INSTANTIATE_TEST_SUITE_P(Backends, PinnedStagingPoolTest, testing::backends(),
+                         testing::backend_name);
+INSTANTIATE_TEST_SUITE_P(Backends, StagedTensorUploadTest, testing::backends(),
+                         testing::backend_name);
 
 }  // namespace
 }  // namespace gpulife
