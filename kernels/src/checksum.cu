@@ -81,7 +81,7 @@ void launch_on_sim(StreamView stream, const ChecksumBody& body, std::span<const 
 
 std::uint64_t checksum_on_sim(StreamView stream, const ChecksumBody& body) {
   std::uint64_t result = 0;  // stays 0 if the device refuses the kernel
-  const MemoryRange range{body.data, body.bytes};
+  const MemoryRange range{body.data, body.bytes, Access::read};
   launch_on_sim(stream, body, std::span<const MemoryRange>(&range, 1), &result);
   stream.synchronize();
   return result;
@@ -206,7 +206,8 @@ void checksum_async(StreamView stream, const void* data, std::size_t bytes, std:
   }
   const ChecksumBody body = make_body(data, bytes);
   if (stream.backend() == BackendKind::sim) {
-    const MemoryRange ranges[] = {{body.data, body.bytes}, {result, sizeof *result}};
+    const MemoryRange ranges[] = {{body.data, body.bytes, Access::read},
+                                  {result, sizeof *result, Access::write}};
     launch_on_sim(stream, body, ranges, result);
     return;
   }

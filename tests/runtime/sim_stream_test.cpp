@@ -163,6 +163,13 @@ TEST_F(SimStreamTest, PinnedCopiesAreAsynchronous) {
   std::vector<unsigned char> back(n);
   stream.view().copy(back.data(), buffer, n, CopyKind::device_to_host);
   EXPECT_EQ(back, std::vector<unsigned char>(n, 6));
+  // ... and the sim reports the host's write as a race with the queued copy.
+  const auto violations = take_violations();
+  ASSERT_EQ(violations.size(), 1U);
+  EXPECT_EQ(violations[0].kind, SimViolation::Kind::race);
+  EXPECT_EQ(violations[0].operation, "host write to a pinned buffer");
+  EXPECT_EQ(violations[0].other_operation, "copy host_to_device (reads)");
+  EXPECT_EQ(violations[0].other_stream_id, stream.id());
   device_.deallocate_pinned(pinned);
   device_.impl().deallocate(buffer, n);
 }
@@ -218,8 +225,13 @@ TEST_F(SimStreamTest, AsyncAllocationIsLiveOnlyInStreamOrder) {
   b.synchronize();
   gate.open();
   const auto violations = take_violations();
-  ASSERT_EQ(violations.size(), 1U);
-  EXPECT_EQ(violations[0].kind, SimViolation::Kind::unallocated);
+  ASSERT_EQ(violations.size(), 2U);
+  // found when the memset was queued: nothing orders it after the allocation
+  const SimViolation* race = testing::find_violation(violations, SimViolation::Kind::race);
+  ASSERT_NE(race, nullptr);
+  EXPECT_EQ(race->other_operation, "cudaMallocAsync (allocates)");
+  // and when it ran: the allocation had not reached it
+  EXPECT_NE(testing::find_violation(violations, SimViolation::Kind::unallocated), nullptr);
   device_.impl().deallocate_async(buffer, n, *a.view().impl());
 }
 
@@ -289,12 +301,24 @@ TEST_F(SimStreamTest, EmptyStreamViewAndNullPointersAreRejected) {
   stream.view().copy(nullptr, nullptr, 0, CopyKind::host_to_device);  // zero bytes: nothing to do
 }
 
-TEST_F(SimStreamTest, EventOfAnotherDeviceIsRejected) {
+TEST_F(SimStreamTest, EventOfAnotherDeviceCanBeWaitedForButNotRecorded) {
+  // CUDA's programming guide: cudaEventRecord fails for an event and a stream of different
+  // devices; cudaStreamWaitEvent succeeds.
   Device other = Device::sim();
   Event foreign(other);
   Stream stream(device_);
   EXPECT_THROW(stream.view().record(foreign), std::invalid_argument);
-  EXPECT_THROW(stream.view().wait(foreign), std::invalid_argument);
+  Stream there(other);
+  Gate gate;
+  gate.block(there);
+  there.view().record(foreign);
+  stream.view().wait(foreign);
+  std::atomic<bool> ran{false};
+  stream.view().host_callback([&] { ran = true; });
+  EXPECT_FALSE(stream.view().query()) << "the wait holds the stream until the other device's work";
+  gate.open();
+  stream.synchronize();
+  EXPECT_TRUE(ran.load());
 }
 
 class FaultySimStreamTest : public SimTest {

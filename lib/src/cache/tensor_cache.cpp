@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <exception>
+#include <iterator>
 #include <list>
 #include <mutex>
 #include <stdexcept>
@@ -14,6 +15,9 @@
 #include <vector>
 
 #include <gpulife/cache/digest_workers.hpp>
+#include <gpulife/error_handler.hpp>
+#include <gpulife/runtime/detail/enqueue_site.hpp>
+#include <gpulife/runtime/event.hpp>
 #include <gpulife/tensor/weak_tensor.hpp>
 
 #include "detail/format.hpp"
@@ -158,6 +162,9 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
     shards.reserve(count);
     for (std::size_t i = 0; i < count; ++i) shards.push_back(std::make_unique<Shard>());
   }
+  State(const State&) = delete;
+  State& operator=(const State&) = delete;
+  ~State() { release_executed_sources(true); }
 
   Shard& shard_for(const CacheKey& key) {
     // High bits: the shard's map picks buckets with the low ones.
@@ -464,6 +471,7 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
   DeviceTensor upload(const CacheKey& key, std::span<const std::byte> host, const Shape& shape,
                       DType dtype, StreamView stream, const CacheUploadOptions& call,
                       const SourceLocation& where, const HostBuffer* pinned_source) {
+    const detail::EnqueueSite site(where);  // the caller's line in reports of the upload
     if (!key.is_name() && (key.dtype() != dtype || !(key.shape() == shape))) {
       throw std::invalid_argument("key: " + key.to_string() +
                                   " is for another dtype or shape than " +
@@ -508,10 +516,17 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
   }
 
   /// A copy from pinned memory reads it when it executes: keeps `buffer` alive until the work
-  /// queued on `stream` so far has run.
-  static void keep_alive_until_executed(const HostBuffer& buffer, StreamView stream) {
+  /// queued on `stream` so far has run. An event marks that point; the buffer is dropped by a
+  /// later upload (or the cache's end) that sees the event complete. A host function cannot
+  /// hold it: dropping the last reference there would free pinned memory, a CUDA call, inside
+  /// the host function, which CUDA forbids.
+  void keep_alive_until_executed(const HostBuffer& buffer, StreamView stream) {
+    release_executed_sources(false);
     try {
-      stream.host_callback([keep = buffer] { (void)keep; });
+      Event copied(arena.device());
+      stream.record(copied);
+      std::scoped_lock lock(sources_mutex);
+      pending_sources.emplace_back(std::move(copied), buffer);
     } catch (...) {
       // Only the keep-alive could not be queued. Without it the only safe order left is the
       // host's: once the stream has run, the copy has read the buffer.
@@ -519,8 +534,39 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
     }
   }
 
+  /// Drops the pinned sources whose copies have executed (all of them, after waiting, when
+  /// `wait` is set).
+  void release_executed_sources(bool wait) noexcept {
+    std::vector<std::pair<Event, HostBuffer>> done;
+    try {
+      std::scoped_lock lock(sources_mutex);
+      if (pending_sources.empty()) return;
+      auto executed = std::stable_partition(
+          pending_sources.begin(), pending_sources.end(),
+          [wait](const auto& source) { return !wait && !source.first.query(); });
+      done.assign(std::make_move_iterator(executed),
+                  std::make_move_iterator(pending_sources.end()));
+      pending_sources.erase(executed, pending_sources.end());
+    } catch (const std::exception& e) {
+      report_error(std::string("tensor cache: checking a pinned source's copy failed: ") +
+                   e.what());
+      return;
+    }
+    for (auto& [event, buffer] : done) {
+      try {
+        if (wait) event.synchronize();
+      } catch (const std::exception& e) {
+        report_error(std::string("tensor cache: waiting for a pinned source's copy failed: ") +
+                     e.what());
+      }
+    }
+    // `done` goes here, outside the lock: the last reference frees the pinned memory.
+  }
+
   detail::TensorArena& arena;
   const DigestWorkers* workers;
+  std::mutex sources_mutex;
+  std::vector<std::pair<Event, HostBuffer>> pending_sources;  // pinned sources of queued copies
   const TensorCacheOptions options;
   std::vector<std::unique_ptr<Shard>> shards;
 

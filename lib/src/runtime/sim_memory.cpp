@@ -42,8 +42,13 @@ void* SimDevice::reserve(std::size_t bytes, AllocState state, const char* call) 
   // record still covers.
   Alloc& alloc = allocs_[address(host)];
   alloc.size = size;
+  alloc.requested = bytes;
   alloc.host = host;
   alloc.state = state;
+  lock.unlock();
+  // Fresh device memory holds whatever was there; on the sim that would be zeros or a freed
+  // allocation's poison, which hides reads of memory never written.
+  if (options_.fill_fresh) std::memset(host, fresh_value, size);
   return host;
 }
 
@@ -67,37 +72,71 @@ void SimDevice::release(std::uintptr_t base) noexcept {
     }
     return;
   }
+  if (races_) races_->forget(base, base + alloc.size);
   std::free(alloc.host);
   allocs_.erase(it);
 }
 
+namespace {
+
+SimViolation bad_free(const char* call, const void* ptr, std::size_t bytes,
+                      std::uint64_t stream_id) {
+  SimViolation violation =
+      make_violation(SimViolation::Kind::bad_free, call, ptr, bytes, stream_id);
+  violation.site = current_site();
+  return violation;
+}
+
+}  // namespace
+
 void* SimDevice::allocate(std::size_t bytes) {
+  called_from_host_function("cudaMalloc");
   if (bytes == 0) return nullptr;
-  return reserve(bytes, AllocState::live, "cudaMalloc");
+  void* ptr = reserve(bytes, AllocState::live, "cudaMalloc");
+  const RangeUse use{ptr, bytes, Use::fresh};
+  RaceDetector::Step(races()).host_op("cudaMalloc", std::span(&use, 1));
+  return ptr;
 }
 
 void SimDevice::deallocate(void* ptr, std::size_t bytes) noexcept {
   if (ptr == nullptr) return;
+  called_from_host_function("cudaFree");
   synchronize();  // cudaFree waits for the device
   std::optional<SimViolation> bad;
+  std::size_t requested = 0;
   {
     std::unique_lock lock(memory_mutex_);
     auto it = allocs_.find(address(ptr));
     if (it == allocs_.end() || it->second.state == AllocState::freed || it->second.free_queued ||
         it->second.external) {
-      bad = SimViolation{SimViolation::Kind::bad_free, "cudaFree", ptr, bytes, 0, {}};
+      bad = bad_free("cudaFree", ptr, bytes, 0);
     } else {
+      requested = it->second.requested;
       release(it->first);
     }
   }
-  if (bad) report(std::move(*bad));
+  if (bad) {
+    report(std::move(*bad));
+    return;
+  }
+  try {
+    const RangeUse use{ptr, requested, Use::free};
+    RaceDetector::Step(races()).host_op("cudaFree", std::span(&use, 1));
+  } catch (...) {
+    report_error("sim: could not check a cudaFree");
+  }
 }
 
 void* SimDevice::allocate_async(std::size_t bytes, StreamImpl& stream) {
+  called_from_host_function("cudaMallocAsync");
   if (bytes == 0) return nullptr;
   void* ptr = reserve(bytes, AllocState::pending, "cudaMallocAsync");
   // Usable in stream order: live once the stream reaches the allocation.
-  sim_stream(stream).enqueue_bookkeeping([this, base = address(ptr)] {
+  SimStream& on = sim_stream(stream);
+  const RangeUse use{ptr, bytes, Use::fresh};
+  RaceDetector::Step step(races());
+  step.stream_op(on.race_agent, on.id(), "cudaMallocAsync", std::span(&use, 1));
+  on.enqueue_bookkeeping([this, base = address(ptr)] {
     std::unique_lock lock(memory_mutex_);
     if (auto it = allocs_.find(base);
         it != allocs_.end() && it->second.state == AllocState::pending)
@@ -108,20 +147,26 @@ void* SimDevice::allocate_async(std::size_t bytes, StreamImpl& stream) {
 
 void SimDevice::deallocate_async(void* ptr, std::size_t bytes, StreamImpl& stream) noexcept {
   if (ptr == nullptr) return;
+  called_from_host_function("cudaFreeAsync");
+  std::size_t requested = 0;
   {
     std::unique_lock lock(memory_mutex_);
     auto it = allocs_.find(address(ptr));
     if (it == allocs_.end() || it->second.state == AllocState::freed || it->second.free_queued ||
         it->second.external) {
       lock.unlock();
-      report(
-          SimViolation{SimViolation::Kind::bad_free, "cudaFreeAsync", ptr, bytes, stream.id(), {}});
+      report(bad_free("cudaFreeAsync", ptr, bytes, stream.id()));
       return;
     }
     it->second.free_queued = true;
+    requested = it->second.requested;
   }
   try {
-    sim_stream(stream).enqueue_bookkeeping([this, base = address(ptr)] {
+    SimStream& on = sim_stream(stream);
+    const RangeUse use{ptr, requested, Use::free};
+    RaceDetector::Step step(races());
+    step.stream_op(on.race_agent, on.id(), "cudaFreeAsync", std::span(&use, 1));
+    on.enqueue_bookkeeping([this, base = address(ptr)] {
       std::unique_lock lock(memory_mutex_);
       release(base);
     });
@@ -131,31 +176,57 @@ void SimDevice::deallocate_async(void* ptr, std::size_t bytes, StreamImpl& strea
 }
 
 void* SimDevice::allocate_pinned(std::size_t bytes) {
+  called_from_host_function("cudaMallocHost");
   if (bytes == 0) return nullptr;  // as cudaMallocHost
-  const std::size_t size = round_up(bytes);
-  void* ptr = std::aligned_alloc(sim_alignment, size);
+  std::size_t size = 0;
+  void* ptr = guard_ ? guard_->allocate(bytes, size) : nullptr;
+  if (ptr == nullptr) {
+    size = round_up(bytes);
+    ptr = std::aligned_alloc(sim_alignment, size);
+  }
   if (ptr == nullptr) {
     throw OutOfMemoryError("out of memory: cudaMallocHost of " + format_bytes(bytes) + " failed",
                            bytes);
   }
-  std::unique_lock lock(memory_mutex_);
-  pinned_[address(ptr)] = size;
+  {
+    std::unique_lock lock(memory_mutex_);
+    pinned_[address(ptr)] = size;
+  }
+  const RangeUse use{ptr, size, Use::fresh};
+  RaceDetector::Step(races()).host_op("cudaMallocHost", std::span(&use, 1));
   return ptr;
 }
 
 void SimDevice::deallocate_pinned(void* ptr) noexcept {
   if (ptr == nullptr) return;
+  called_from_host_function("cudaFreeHost");
+  std::size_t size = 0;
   {
-    std::unique_lock lock(memory_mutex_);
+    std::shared_lock lock(memory_mutex_);
     auto it = pinned_.find(address(ptr));
     if (it == pinned_.end()) {
       lock.unlock();
-      report(SimViolation{SimViolation::Kind::bad_free, "cudaFreeHost", ptr, 0, 0, {}});
+      report(bad_free("cudaFreeHost", ptr, 0, 0));
       return;
     }
-    pinned_.erase(it);
+    size = it->second;
   }
-  std::free(ptr);
+  std::size_t conflicts = 0;
+  try {
+    const RangeUse use{ptr, size, Use::free};
+    conflicts = RaceDetector::Step(races()).host_op("cudaFreeHost", std::span(&use, 1));
+  } catch (...) {
+    report_error("sim: could not check a cudaFreeHost");
+  }
+  // A queued copy still uses the buffer (reported above): let it finish before the memory goes,
+  // so that the violation is reported rather than crashing a stream worker.
+  if (conflicts != 0) synchronize();
+  {
+    std::unique_lock lock(memory_mutex_);
+    pinned_.erase(address(ptr));
+  }
+  if (races_) races_->forget(address(ptr), address(ptr) + size);
+  if (!guard_ || !guard_->deallocate(ptr)) std::free(ptr);
 }
 
 bool SimDevice::is_pinned(const void* ptr, std::size_t bytes) {
@@ -169,7 +240,11 @@ bool SimDevice::is_pinned(const void* ptr, std::size_t bytes) {
 void SimDevice::mark_allocated(const void* ptr, std::size_t bytes, StreamImpl& stream) noexcept {
   if (ptr == nullptr || bytes == 0) return;
   try {
-    sim_stream(stream).enqueue_bookkeeping([this, ptr, bytes, stream_id = stream.id()] {
+    SimStream& on = sim_stream(stream);
+    const RangeUse use{ptr, bytes, Use::allocate};
+    RaceDetector::Step step(races());
+    step.stream_op(on.race_agent, on.id(), "sub-allocation", std::span(&use, 1));
+    on.enqueue_bookkeeping([this, ptr, bytes, stream_id = stream.id()] {
       std::optional<SimViolation> bad;
       {
         std::unique_lock lock(memory_mutex_);
@@ -177,8 +252,8 @@ void SimDevice::mark_allocated(const void* ptr, std::size_t bytes, StreamImpl& s
         auto it = find_alloc(addr);
         if (it == allocs_.end() || it->second.state == AllocState::freed ||
             addr + bytes > it->first + it->second.size) {
-          bad = SimViolation{
-              SimViolation::Kind::unallocated, "sub-allocation", ptr, bytes, stream_id, {}};
+          bad = make_violation(SimViolation::Kind::unallocated, "sub-allocation", ptr, bytes,
+                               stream_id);
         } else {
           Alloc& alloc = it->second;
           alloc.sub = true;
@@ -191,9 +266,8 @@ void SimDevice::mark_allocated(const void* ptr, std::size_t bytes, StreamImpl& s
           auto last = first;
           while (last != alloc.blocks.end() && last->first < addr + bytes) {
             if (last->second.live) {
-              bad =
-                  SimViolation{SimViolation::Kind::overlap, "sub-allocation", ptr, bytes, stream_id,
-                               last->second.label};
+              bad = make_violation(SimViolation::Kind::overlap, "sub-allocation", ptr, bytes,
+                                   stream_id, last->second.label);
             }
             ++last;
           }
@@ -215,16 +289,12 @@ void SimDevice::poison_block(const void* ptr, std::size_t bytes) noexcept {
     const auto addr = address(ptr);
     auto it = find_alloc(addr);
     if (it == allocs_.end() || !it->second.sub) {
-      bad = SimViolation{SimViolation::Kind::bad_free, "sub-allocation free", ptr, bytes, 0, {}};
+      bad = make_violation(SimViolation::Kind::bad_free, "sub-allocation free", ptr, bytes, 0);
     } else {
       auto block = it->second.blocks.find(addr);
       if (block == it->second.blocks.end() || !block->second.live || block->second.size != bytes) {
-        bad = SimViolation{SimViolation::Kind::bad_free,
-                           "sub-allocation free",
-                           ptr,
-                           bytes,
-                           0,
-                           block != it->second.blocks.end() ? block->second.label : ""};
+        bad = make_violation(SimViolation::Kind::bad_free, "sub-allocation free", ptr, bytes, 0,
+                             block != it->second.blocks.end() ? block->second.label : "");
       } else {
         block->second.live = false;
         if (options_.poison) std::memset(const_cast<void*>(ptr), poison_value, bytes);
@@ -241,18 +311,36 @@ void SimDevice::mark_freed(const void* ptr, std::size_t bytes, StreamImpl& strea
     // Dead once the stream and every event have passed this point: a countdown that the last
     // of them brings to zero, so that waiting for the events adds no dependency between streams.
     auto remaining = std::make_shared<std::atomic<std::size_t>>(after.size() + 1);
-    auto step = [this, ptr, bytes, remaining] {
+    auto count_down = [this, ptr, bytes, remaining] {
       if (remaining->fetch_sub(1, std::memory_order_acq_rel) == 1) poison_block(ptr, bytes);
     };
+    SimStream& on = sim_stream(stream);
+    RaceDetector::Step step(races());
+    // For the detector the free is ordered after the stream's work and the events' records; the
+    // streams the events were recorded on do not wait for it.
+    VectorClock waits_for;
+    bool waits = false;
+    std::vector<std::shared_ptr<SimEventNode>> nodes;
+    nodes.reserve(after.size());
     for (EventImpl* event : after) {
       auto node = static_cast<SimEvent*>(event)->latest();
+      if (node && node->clock && node->clock->owner == races()) {
+        waits_for.join(node->clock->clock);
+        waits = true;
+      }
+      nodes.push_back(std::move(node));
+    }
+    const RangeUse use{ptr, bytes, Use::free};
+    step.stream_op(on.race_agent, on.id(), "sub-allocation free", std::span(&use, 1),
+                   waits ? &waits_for : nullptr);
+    for (auto& node : nodes) {
       if (node) {
-        node->on_complete(step);
+        node->on_complete(count_down);
       } else {
-        step();
+        count_down();
       }
     }
-    sim_stream(stream).enqueue_bookkeeping(step);
+    on.enqueue_bookkeeping(count_down);
   } catch (...) {
     report_error("sim: could not queue a sub-allocation free");
   }
@@ -275,9 +363,14 @@ bool SimDevice::register_external(const void* ptr, std::size_t bytes) noexcept {
     if (next != allocs_.end() && next->first < addr + bytes) return false;
     Alloc alloc;
     alloc.size = bytes;
+    alloc.requested = bytes;
     alloc.external = true;  // host stays null: the destructor frees nothing of it
     alloc.external_refs = 1;
     allocs_.emplace(addr, std::move(alloc));
+    lock.unlock();
+    // The owner wrote the bytes; from now on the device's work on them is checked.
+    const RangeUse uses[] = {{ptr, bytes, Use::fresh}, {ptr, bytes, Use::write}};
+    RaceDetector::Step(races()).host_op("borrowed memory (register_external)", uses);
     return true;
   } catch (...) {
     return false;  // unregistered: accesses are reported, which is safe
@@ -285,10 +378,22 @@ bool SimDevice::register_external(const void* ptr, std::size_t bytes) noexcept {
 }
 
 void SimDevice::unregister_external(const void* ptr) noexcept {
-  std::unique_lock lock(memory_mutex_);
-  auto it = find_alloc(address(ptr));
-  if (it != allocs_.end() && it->second.external && --it->second.external_refs == 0) {
-    allocs_.erase(it);
+  std::size_t bytes = 0;
+  {
+    std::unique_lock lock(memory_mutex_);
+    auto it = find_alloc(address(ptr));
+    if (it != allocs_.end() && it->second.external && --it->second.external_refs == 0) {
+      bytes = it->second.size;
+      allocs_.erase(it);
+    }
+  }
+  if (bytes == 0) return;
+  try {
+    const RangeUse use{ptr, bytes, Use::free};
+    RaceDetector::Step(races()).host_op("borrowed memory returned (unregister_external)",
+                                        std::span(&use, 1));
+  } catch (...) {
+    report_error("sim: could not check the end of a borrow");
   }
 }
 
@@ -333,8 +438,8 @@ bool SimDevice::check(const void* ptr, std::size_t bytes, std::string_view opera
         kind = Kind::use_after_free;
       } else if (alloc.state == AllocState::pending) {
         kind = Kind::unallocated;  // its stream has not reached the allocation yet
-      } else if (addr + bytes > it->first + alloc.size) {
-        kind = Kind::out_of_bounds;
+      } else if (addr + bytes > it->first + alloc.requested) {
+        kind = Kind::out_of_bounds;  // past what was asked for, even inside the rounding
       } else if (!alloc.sub) {
         return true;
       } else {
@@ -357,8 +462,27 @@ bool SimDevice::check(const void* ptr, std::size_t bytes, std::string_view opera
       }
     }
   }
-  report(SimViolation{kind, std::string(operation), ptr, bytes, stream_id, std::move(owner)});
+  report(make_violation(kind, operation, ptr, bytes, stream_id, std::move(owner)));
   return false;
+}
+
+std::string SimDevice::owner_of(const void* ptr, std::size_t bytes) noexcept {
+  (void)bytes;
+  try {
+    std::shared_lock lock(memory_mutex_);
+    const auto addr = address(ptr);
+    auto it = find_alloc(addr);
+    if (it == allocs_.end()) return {};
+    const Alloc& alloc = it->second;
+    if (!alloc.sub) return alloc.label;
+    auto block = alloc.blocks.upper_bound(addr);
+    if (block == alloc.blocks.begin()) return {};
+    --block;
+    if (addr >= block->first + block->second.size) return {};
+    return block->second.label;
+  } catch (...) {
+    return {};
+  }
 }
 
 }  // namespace gpulife::detail::sim

@@ -117,6 +117,12 @@ class DeviceImpl {
   virtual void set_async_release_threshold(std::size_t bytes) { (void)bytes; }
   /// True if `[ptr, ptr + bytes)` is page-locked host memory (a copy from it is a true DMA).
   virtual bool is_pinned(const void* ptr, std::size_t bytes) = 0;
+  /// gpulife's own host code is about to access `[ptr, ptr + bytes)` of a pinned buffer (a
+  /// staging buffer it fills, say): the sim checks the access against the queued copies that
+  /// use the buffer, as it checks queued work. No-op on CUDA.
+  virtual void host_access(const void* ptr, std::size_t bytes, Access mode) noexcept {
+    (void)ptr, (void)bytes, (void)mode;
+  }
 
   /// Sub-allocator hooks (the sanitizer's manual-poisoning idea): a pool tells the device which
   /// parts of its chunks are handed out. The sim checks every queued access against them; the
