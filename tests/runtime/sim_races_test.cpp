@@ -19,6 +19,8 @@
 #include <gpulife/errors.hpp>
 #include <gpulife/kernels/fill.hpp>
 #include <gpulife/memory/async_resource.hpp>
+#include <gpulife/memory/holdback_adaptor.hpp>
+#include <gpulife/memory/pool_resource.hpp>
 #include <gpulife/runtime/device.hpp>
 #include <gpulife/runtime/launch.hpp>
 
@@ -280,6 +282,58 @@ std::vector<Row> rows() {
                      s1.view().memset(p, 0, fixed ? 1000 : 1001);
                      resource.deallocate(p, 1000, s1);
                    }});
+
+  table.push_back({"1-byte overrun of a 1000-byte tensor from the pool", Kind::out_of_bounds,
+                   [](World& w, bool fixed) {
+                     Stream s1(w.device);
+                     DeviceTensor t = w.ctx().empty({1000}, DType::u8, s1);  // a 1024-byte block
+                     s1.view().memset(t.data(), 0, fixed ? 1000 : 1001);
+                   }});
+
+  table.push_back({"kernel writes freed memory it did not declare", Kind::freed_memory_written,
+                   [](World& w, bool fixed) {
+                     Stream s1(w.device);
+                     DeviceTensor out = w.ctx().empty({n}, DType::f32, s1);
+                     DeviceTensor scratch = w.ctx().empty({n}, DType::f32, s1);
+                     float* stale = scratch.data<float>();
+                     scratch.reset();  // back to the pool, poisoned
+                     float* o = out.data<float>();
+                     for_each_index(
+                         s1, n,
+                         [o, stale, fixed](std::size_t i) {
+                           o[i] = 1.0F;
+                           if (!fixed) stale[i] = 1.0F;  // declared nowhere
+                         },
+                         {{o, bytes, Access::write}}, "stale_write");
+                   }});
+
+  table.push_back({"stale pointer into a reused pool block (pool behind a HoldbackAdaptor)",
+                   Kind::use_after_free, [](World& w, bool fixed) {
+                     Stream s1(w.device);
+                     auto pool = std::make_shared<PoolResource>(std::make_shared<AsyncResource>(
+                         w.device));
+                     Context ctx({.device = w.device,
+                                  .resource = std::make_shared<HoldbackAdaptor>(pool)});
+                     DeviceTensor old = ctx.empty({n}, DType::f32, s1);
+                     float* stale = old.data<float>();
+                     old.reset();
+                     DeviceTensor fresh = ctx.empty({n}, DType::f32, s1);
+                     kernels::fill(s1, fixed ? fresh.data<float>() : stale, n, 5.0F);
+                   }});
+
+  Row large{"stale pointer into a freed large allocation", Kind::use_after_free,
+            [](World& w, bool fixed) {
+              constexpr std::size_t big = std::size_t{2} << 20;  // beyond the quarantine
+              Stream s1(w.device);
+              AsyncResource resource(w.device);
+              void* old = resource.allocate(big, s1);
+              resource.deallocate(old, big, s1);
+              void* fresh = resource.allocate(big, s1);
+              s1.view().memset(fixed ? fresh : old, 0, big);
+              resource.deallocate(fresh, big, s1);
+            }};
+  large.options.quarantine_bytes = 1 << 20;
+  table.push_back(large);
 
   table.push_back({"copy whose host side is device memory", Kind::api_misuse,
                    [](World& w, bool fixed) {

@@ -102,7 +102,11 @@ SimDevice::~SimDevice() {
   for (auto& stream : streams_) stream->stop();
   streams_.clear();
   default_stream_.reset();
-  for (auto& [base, alloc] : allocs_) std::free(alloc.host);
+  for (auto it = allocs_.begin(); it != allocs_.end();) {
+    auto next = std::next(it);
+    drop(it);
+    it = next;
+  }
   for (auto& [base, bytes] : pinned_) {
     void* ptr = reinterpret_cast<void*>(base);
     if (!guard_ || !guard_->deallocate(ptr)) std::free(ptr);

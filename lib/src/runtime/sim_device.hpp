@@ -244,6 +244,7 @@ class SimDevice final : public DeviceImpl {
   void mark_freed(const void* ptr, std::size_t bytes, StreamImpl& stream,
                   std::span<EventImpl* const> after) noexcept override;
   void label(const void* ptr, std::string label, StreamImpl& stream) noexcept override;
+  void mark_requested(const void* ptr, std::size_t bytes, StreamImpl& stream) noexcept override;
   bool register_external(const void* ptr, std::size_t bytes) noexcept override;
   void unregister_external(const void* ptr) noexcept override;
   std::uint64_t add_owner_resolver(OwnerResolver resolver) override;
@@ -303,6 +304,7 @@ class SimDevice final : public DeviceImpl {
     std::size_t size = 0;
     bool live = true;
     std::string label;
+    std::size_t used = 0;  // what its owner asked for (mark_requested); 0: all of it
   };
   enum class AllocState { pending, live, freed };
   struct Alloc {
@@ -311,6 +313,12 @@ class SimDevice final : public DeviceImpl {
     unsigned char* host = nullptr;
     AllocState state = AllocState::live;
     bool free_queued = false;
+    std::uint64_t free_stream = 0;  // the stream of a queued free
+    std::uint32_t free_agent = 0;   // and its place there for the race detector (tick 0: none)
+    std::uint64_t free_tick = 0;
+    bool reused = false;            // a pending free whose bytes a later allocation took over
+    bool mapped = false;            // host memory from mmap: its addresses can stay reserved
+    bool reserved_only = false;     // freed, memory returned, addresses kept out of reuse
     bool sub = false;               // liveness is tracked per block handed out by a sub-allocator
     bool external = false;          // lent by another owner (register_external): never freed here
     std::size_t external_refs = 0;  // registrations of ranges inside it
@@ -320,8 +328,17 @@ class SimDevice final : public DeviceImpl {
   using AllocMap = std::map<std::uintptr_t, Alloc>;
 
   AllocMap::iterator find_alloc(std::uintptr_t addr);  // memory_mutex_ held
-  void* reserve(std::size_t bytes, AllocState state, const char* call);
-  void release(std::uintptr_t base) noexcept;  // memory_mutex_ held exclusively
+  /// An upstream allocation; `stream` (null for cudaMalloc) may reuse its pending frees.
+  void* reserve(std::size_t bytes, AllocState state, const char* call, SimStream* stream);
+  // memory_mutex_ held exclusively for these:
+  void reuse_pending_frees(std::size_t size, SimStream& stream, const VectorClock& reached);
+  void release(std::uintptr_t base) noexcept;
+  void retire(AllocMap::iterator it) noexcept;  // out of the byte quarantine
+  void drop(AllocMap::iterator it) noexcept;    // gone: memory and addresses back to the host
+  /// Records a violation if [begin, begin + bytes) is no longer all poison.
+  void verify_poison(std::uintptr_t begin, std::size_t bytes, const std::string& owner);
+  /// Reports what the memory model recorded under its lock; called without it.
+  void flush_deferred() noexcept;
   void poison_block(const void* ptr, std::size_t bytes) noexcept;
   void report(SimViolation violation) noexcept;
   SimStream& sim_stream(StreamImpl& stream) noexcept { return static_cast<SimStream&>(stream); }
@@ -334,6 +351,9 @@ class SimDevice final : public DeviceImpl {
   std::size_t used_ = 0;
   std::deque<std::uintptr_t> quarantine_;
   std::size_t quarantined_bytes_ = 0;
+  std::deque<std::uintptr_t> address_quarantine_;  // reserved_only records, oldest first
+  std::size_t reserved_bytes_ = 0;
+  std::vector<SimViolation> deferred_;  // found under memory_mutex_, reported after it
   std::map<std::uintptr_t, std::size_t> pinned_;
 
   // Shared while a report asks the resolvers, so that removing one waits for those reports.

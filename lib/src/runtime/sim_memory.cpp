@@ -4,6 +4,8 @@
 
 #include "runtime/sim_device.hpp"
 
+#include <sys/mman.h>
+
 namespace gpulife::detail::sim {
 
 SimDevice::AllocMap::iterator SimDevice::find_alloc(std::uintptr_t addr) {
@@ -14,11 +16,47 @@ SimDevice::AllocMap::iterator SimDevice::find_alloc(std::uintptr_t addr) {
   return it;
 }
 
-void* SimDevice::reserve(std::size_t bytes, AllocState state, const char* call) {
+namespace {
+
+// Allocations from this size on are mapped directly, so that their addresses can be kept
+// reserved (and inaccessible) after they are freed.
+constexpr std::size_t mapped_from = std::size_t{1} << 20;
+constexpr std::size_t max_reserved_ranges = 4096;
+
+/// Offset of the first byte in [ptr, ptr + bytes) that is not the poison, or `bytes`.
+std::size_t first_unpoisoned(const unsigned char* ptr, std::size_t bytes) noexcept {
+  constexpr std::uint64_t word = 0x0101010101010101ULL * poison_value;
+  std::size_t i = 0;
+  for (; i + 8 <= bytes; i += 8) {
+    std::uint64_t v;
+    std::memcpy(&v, ptr + i, 8);
+    if (v != word) break;
+  }
+  for (; i < bytes; ++i) {
+    if (ptr[i] != poison_value) return i;
+  }
+  return bytes;
+}
+
+unsigned char* map_memory(std::size_t size) noexcept {
+  void* ptr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  return ptr == MAP_FAILED ? nullptr : static_cast<unsigned char*>(ptr);
+}
+
+}  // namespace
+
+void* SimDevice::reserve(std::size_t bytes, AllocState state, const char* call,
+                         SimStream* stream) {
   maybe_fail(FaultSite::allocation, call, "allocating " + format_bytes(bytes), bytes);
   const std::size_t size = round_up(bytes);
+  // What the allocating stream has been ordered after: pending frees it may reuse (item 4).
+  VectorClock reached;
+  if (stream != nullptr) reached = RaceDetector::Step(races()).stream_clock(stream->race_agent);
   {
     std::unique_lock lock(memory_mutex_);
+    if (size > options_.capacity_bytes - used_ && stream != nullptr) {
+      reuse_pending_frees(size, *stream, reached);
+    }
     if (size > options_.capacity_bytes - used_) {
       const std::size_t used = used_;
       lock.unlock();
@@ -29,7 +67,9 @@ void* SimDevice::reserve(std::size_t bytes, AllocState state, const char* call) 
     }
     used_ += size;
   }
-  auto* host = static_cast<unsigned char*>(std::aligned_alloc(sim_alignment, size));
+  const bool mapped = size >= mapped_from;
+  auto* host = mapped ? map_memory(size)
+                      : static_cast<unsigned char*>(std::aligned_alloc(sim_alignment, size));
   std::unique_lock lock(memory_mutex_);
   if (host == nullptr) {
     used_ -= size;
@@ -38,12 +78,13 @@ void* SimDevice::reserve(std::size_t bytes, AllocState state, const char* call) 
                                " on " + name() + ": the host has no memory left to simulate it",
                            bytes);
   }
-  // Quarantined records keep their host memory, so the host cannot hand out an address that a
-  // record still covers.
+  // Quarantined records keep their host memory (or, mapped, their addresses), so the host
+  // cannot hand out an address that a record still covers.
   Alloc& alloc = allocs_[address(host)];
   alloc.size = size;
   alloc.requested = bytes;
   alloc.host = host;
+  alloc.mapped = mapped;
   alloc.state = state;
   lock.unlock();
   // Fresh device memory holds whatever was there; on the sim that would be zeros or a freed
@@ -52,13 +93,102 @@ void* SimDevice::reserve(std::size_t bytes, AllocState state, const char* call) 
   return host;
 }
 
+void SimDevice::reuse_pending_frees(std::size_t size, SimStream& stream,
+                                    const VectorClock& reached) {
+  // CUDA's stream-ordered pools hand a pending free's memory to an allocation on the same
+  // stream, or on a stream that waited for the free (cudaMemPoolReuseFollowEventDependencies):
+  // in stream order the memory is free by the time the allocation is used. Its bytes move to
+  // the new allocation now; the free, when it runs, does not count them again.
+  for (auto& [base, alloc] : allocs_) {
+    if (size <= options_.capacity_bytes - used_) return;
+    if (!alloc.free_queued || alloc.state == AllocState::freed || alloc.reused) continue;
+    const bool ordered = alloc.free_stream == stream.id() ||
+                         (alloc.free_tick != 0 && reached.get(alloc.free_agent) >= alloc.free_tick);
+    if (!ordered) continue;
+    alloc.reused = true;
+    used_ -= alloc.size;
+  }
+}
+
+void SimDevice::verify_poison(std::uintptr_t begin, std::size_t bytes, const std::string& owner) {
+  if (!options_.poison || bytes == 0) return;
+  const auto* ptr = reinterpret_cast<const unsigned char*>(begin);
+  const std::size_t first = first_unpoisoned(ptr, bytes);
+  if (first == bytes) return;
+  std::size_t last = bytes;
+  while (last > first && ptr[last - 1] == poison_value) --last;
+  try {
+    SimViolation violation = make_violation(SimViolation::Kind::freed_memory_written,
+                                            "a write no operation declared", ptr + first,
+                                            last - first, 0, owner);
+    violation.rule =
+        "freed memory changed after it was poisoned, before it was reused or returned: some "
+        "kernel or host code wrote through a stale pointer";
+    deferred_.push_back(std::move(violation));
+  } catch (...) {
+    report_error("sim: could not record a write to freed memory");
+  }
+}
+
+void SimDevice::flush_deferred() noexcept {
+  std::vector<SimViolation> found;
+  {
+    std::unique_lock lock(memory_mutex_);
+    found.swap(deferred_);
+  }
+  for (SimViolation& violation : found) report(std::move(violation));
+}
+
+void SimDevice::retire(AllocMap::iterator it) noexcept {
+  Alloc& alloc = it->second;
+  const std::uintptr_t base = it->first;
+  if (alloc.mapped && options_.address_quarantine_bytes >= alloc.size) {
+    // The memory goes back to the host; the addresses stay reserved and inaccessible, so that
+    // a stale pointer neither reaches a new allocation nor reads old data.
+    void* again = mmap(alloc.host, alloc.size, PROT_NONE,
+                       MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (again != MAP_FAILED) {
+      alloc.reserved_only = true;
+      address_quarantine_.push_back(base);
+      reserved_bytes_ += alloc.size;
+      // Bounded in bytes and in count: each reserved range is a mapping of its own, and the
+      // kernel limits how many a process may have.
+      while (reserved_bytes_ > options_.address_quarantine_bytes ||
+             address_quarantine_.size() > max_reserved_ranges) {
+        auto oldest = allocs_.find(address_quarantine_.front());
+        address_quarantine_.pop_front();
+        reserved_bytes_ -= oldest->second.size;
+        drop(oldest);
+      }
+      return;
+    }
+  }
+  drop(it);
+}
+
+void SimDevice::drop(AllocMap::iterator it) noexcept {
+  Alloc& alloc = it->second;
+  if (races_) races_->forget(it->first, it->first + alloc.size);
+  if (alloc.mapped) {
+    munmap(alloc.host, alloc.size);
+  } else {
+    std::free(alloc.host);
+  }
+  allocs_.erase(it);
+}
+
 void SimDevice::release(std::uintptr_t base) noexcept {
   auto it = allocs_.find(base);
   Alloc& alloc = it->second;
+  // Blocks a sub-allocator freed were poisoned then; whatever changed since was written by no
+  // one who owned them.
+  for (const auto& [block_base, block] : alloc.blocks) {
+    if (!block.live) verify_poison(block_base, block.size, block.label);
+  }
   alloc.state = AllocState::freed;
   alloc.sub = false;
   alloc.blocks.clear();
-  used_ -= alloc.size;
+  if (!alloc.reused) used_ -= alloc.size;  // else counted by the allocation that took it over
   if (options_.poison && alloc.size <= options_.quarantine_bytes) {
     std::memset(alloc.host, poison_value, alloc.size);
     quarantine_.push_back(base);
@@ -67,14 +197,12 @@ void SimDevice::release(std::uintptr_t base) noexcept {
       auto oldest = allocs_.find(quarantine_.front());
       quarantine_.pop_front();
       quarantined_bytes_ -= oldest->second.size;
-      std::free(oldest->second.host);
-      allocs_.erase(oldest);
+      verify_poison(oldest->first, oldest->second.size, oldest->second.label);
+      retire(oldest);
     }
     return;
   }
-  if (races_) races_->forget(base, base + alloc.size);
-  std::free(alloc.host);
-  allocs_.erase(it);
+  retire(it);
 }
 
 namespace {
@@ -92,7 +220,7 @@ SimViolation bad_free(const char* call, const void* ptr, std::size_t bytes,
 void* SimDevice::allocate(std::size_t bytes) {
   called_from_host_function("cudaMalloc");
   if (bytes == 0) return nullptr;
-  void* ptr = reserve(bytes, AllocState::live, "cudaMalloc");
+  void* ptr = reserve(bytes, AllocState::live, "cudaMalloc", nullptr);
   const RangeUse use{ptr, bytes, Use::fresh};
   RaceDetector::Step(races()).host_op("cudaMalloc", std::span(&use, 1));
   return ptr;
@@ -115,6 +243,7 @@ void SimDevice::deallocate(void* ptr, std::size_t bytes) noexcept {
       release(it->first);
     }
   }
+  flush_deferred();
   if (bad) {
     report(std::move(*bad));
     return;
@@ -130,9 +259,9 @@ void SimDevice::deallocate(void* ptr, std::size_t bytes) noexcept {
 void* SimDevice::allocate_async(std::size_t bytes, StreamImpl& stream) {
   called_from_host_function("cudaMallocAsync");
   if (bytes == 0) return nullptr;
-  void* ptr = reserve(bytes, AllocState::pending, "cudaMallocAsync");
-  // Usable in stream order: live once the stream reaches the allocation.
   SimStream& on = sim_stream(stream);
+  void* ptr = reserve(bytes, AllocState::pending, "cudaMallocAsync", &on);
+  // Usable in stream order: live once the stream reaches the allocation.
   const RangeUse use{ptr, bytes, Use::fresh};
   RaceDetector::Step step(races());
   step.stream_op(on.race_agent, on.id(), "cudaMallocAsync", std::span(&use, 1));
@@ -159,6 +288,7 @@ void SimDevice::deallocate_async(void* ptr, std::size_t bytes, StreamImpl& strea
       return;
     }
     it->second.free_queued = true;
+    it->second.free_stream = stream.id();
     requested = it->second.requested;
   }
   try {
@@ -166,9 +296,20 @@ void SimDevice::deallocate_async(void* ptr, std::size_t bytes, StreamImpl& strea
     const RangeUse use{ptr, requested, Use::free};
     RaceDetector::Step step(races());
     step.stream_op(on.race_agent, on.id(), "cudaFreeAsync", std::span(&use, 1));
-    on.enqueue_bookkeeping([this, base = address(ptr)] {
+    if (step.active()) {
+      const std::uint64_t tick = step.stream_clock(on.race_agent).get(on.race_agent);
       std::unique_lock lock(memory_mutex_);
-      release(base);
+      if (auto it = allocs_.find(address(ptr)); it != allocs_.end()) {
+        it->second.free_agent = on.race_agent;
+        it->second.free_tick = tick;
+      }
+    }
+    on.enqueue_bookkeeping([this, base = address(ptr)] {
+      {
+        std::unique_lock lock(memory_mutex_);
+        release(base);
+      }
+      flush_deferred();
     });
   } catch (...) {
     report_error("sim: could not queue cudaFreeAsync; memory released at device destruction");
@@ -257,6 +398,19 @@ void SimDevice::mark_allocated(const void* ptr, std::size_t bytes, StreamImpl& s
         } else {
           Alloc& alloc = it->second;
           alloc.sub = true;
+          if (auto same = alloc.blocks.find(addr); same != alloc.blocks.end() &&
+                                                   !same->second.live &&
+                                                   same->second.size >= bytes) {
+            // The dead block at this address lives again (a pool reusing it, or an adaptor that
+            // held it back giving it to its upstream): same extent, its poison verified first.
+            verify_poison(same->first, same->second.size, same->second.label);
+            same->second.live = true;
+            same->second.used = bytes < same->second.size ? bytes : 0;
+            same->second.label.clear();
+            lock.unlock();
+            flush_deferred();
+            return;
+          }
           // Dead blocks that the new one covers are forgotten; a live one means two owners.
           auto first = alloc.blocks.upper_bound(addr);
           if (first != alloc.blocks.begin()) {
@@ -265,6 +419,11 @@ void SimDevice::mark_allocated(const void* ptr, std::size_t bytes, StreamImpl& s
           }
           auto last = first;
           while (last != alloc.blocks.end() && last->first < addr + bytes) {
+            if (!last->second.live) {
+              // freed and poisoned: reused now, so whatever changed there since was written
+              // through a stale pointer
+              verify_poison(last->first, last->second.size, last->second.label);
+            }
             if (last->second.live) {
               bad = make_violation(SimViolation::Kind::overlap, "sub-allocation", ptr, bytes,
                                    stream_id, last->second.label);
@@ -272,9 +431,12 @@ void SimDevice::mark_allocated(const void* ptr, std::size_t bytes, StreamImpl& s
             ++last;
           }
           alloc.blocks.erase(first, last);
-          alloc.blocks.emplace(addr, Block{bytes, true, {}});
+          Block block;
+          block.size = bytes;
+          alloc.blocks.emplace(addr, std::move(block));
         }
       }
+      flush_deferred();
       if (bad) report(std::move(*bad));
     });
   } catch (...) {
@@ -288,16 +450,31 @@ void SimDevice::poison_block(const void* ptr, std::size_t bytes) noexcept {
     std::unique_lock lock(memory_mutex_);
     const auto addr = address(ptr);
     auto it = find_alloc(addr);
+    if (it != allocs_.end() && !it->second.sub && it->second.state == AllocState::live &&
+        !it->second.external && it->first == addr &&
+        (bytes == it->second.requested || bytes == it->second.size)) {
+      // A whole allocation marked freed by an adaptor that holds it back from its upstream
+      // (HoldbackAdaptor): tracked as one block from now on.
+      Block whole;
+      whole.size = it->second.size;
+      whole.label = it->second.label;
+      it->second.sub = true;
+      it->second.blocks.emplace(addr, std::move(whole));
+    }
     if (it == allocs_.end() || !it->second.sub) {
       bad = make_violation(SimViolation::Kind::bad_free, "sub-allocation free", ptr, bytes, 0);
     } else {
       auto block = it->second.blocks.find(addr);
-      if (block == it->second.blocks.end() || !block->second.live || block->second.size != bytes) {
+      // Freed by the size its owner asked for (mark_requested) or by the block's own.
+      if (block == it->second.blocks.end() || !block->second.live ||
+          (block->second.size != bytes && block->second.used != bytes)) {
         bad = make_violation(SimViolation::Kind::bad_free, "sub-allocation free", ptr, bytes, 0,
                              block != it->second.blocks.end() ? block->second.label : "");
       } else {
         block->second.live = false;
-        if (options_.poison) std::memset(const_cast<void*>(ptr), poison_value, bytes);
+        if (options_.poison) {
+          std::memset(const_cast<void*>(ptr), poison_value, block->second.size);
+        }
       }
     }
   }
@@ -397,6 +574,27 @@ void SimDevice::unregister_external(const void* ptr) noexcept {
   }
 }
 
+void SimDevice::mark_requested(const void* ptr, std::size_t bytes, StreamImpl& stream) noexcept {
+  if (ptr == nullptr || bytes == 0) return;
+  try {
+    sim_stream(stream).enqueue_bookkeeping([this, ptr, bytes] {
+      std::unique_lock lock(memory_mutex_);
+      const auto addr = address(ptr);
+      auto it = find_alloc(addr);
+      if (it == allocs_.end()) return;
+      Alloc& alloc = it->second;
+      if (!alloc.sub) {
+        if (it->first == addr && bytes <= alloc.size) alloc.requested = bytes;
+        return;
+      }
+      auto block = alloc.blocks.find(addr);
+      if (block != alloc.blocks.end() && bytes <= block->second.size) block->second.used = bytes;
+    });
+  } catch (...) {
+    // accesses stay checked against the rounded size
+  }
+}
+
 void SimDevice::label(const void* ptr, std::string text, StreamImpl& stream) noexcept {
   try {
     sim_stream(stream).enqueue_bookkeeping([this, ptr, text = std::move(text)]() mutable {
@@ -451,10 +649,12 @@ bool SimDevice::check(const void* ptr, std::size_t bytes, std::string_view opera
         } else {
           --block;
           owner = block->second.label;
+          const std::size_t usable =
+              block->second.used != 0 ? block->second.used : block->second.size;
           if (!block->second.live) {
             kind = Kind::use_after_free;
-          } else if (addr + bytes > block->first + block->second.size) {
-            kind = Kind::out_of_bounds;
+          } else if (addr + bytes > block->first + usable) {
+            kind = Kind::out_of_bounds;  // past what its owner asked for
           } else {
             return true;
           }

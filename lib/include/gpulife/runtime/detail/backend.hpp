@@ -137,6 +137,12 @@ class DeviceImpl {
                           std::span<EventImpl* const> after) noexcept {
     (void)ptr, (void)bytes, (void)stream, (void)after;
   }
+  /// The owner of the block or allocation that starts at `ptr` uses only its first `bytes` (a
+  /// pool rounds requests up to its size classes): from `stream`'s current position on, the sim
+  /// checks accesses against them rather than against the rounded size.
+  virtual void mark_requested(const void* ptr, std::size_t bytes, StreamImpl& stream) noexcept {
+    (void)ptr, (void)bytes, (void)stream;
+  }
   /// Names, from `stream`'s current position on, the live block that contains `ptr` in
   /// violation reports (the tensor layer labels blocks with a tensor's id and tag in leak mode).
   virtual void label(const void* ptr, std::string label, StreamImpl& stream) noexcept {
