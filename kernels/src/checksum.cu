@@ -11,6 +11,8 @@
 
 #include <gpulife/errors.hpp>
 #include <gpulife/runtime/detail/backend.hpp>
+#include <gpulife/runtime/device_guard.hpp>
+#include <gpulife/runtime/device_guard.hpp>
 
 #if GPULIFE_HAS_THRUST
 #include <thrust/execution_policy.h>
@@ -75,6 +77,7 @@ std::uint64_t reduce_on_host(const ChecksumBody& body) {
 /// `result` is device memory declared in `ranges`, or host memory the caller keeps until then.
 void launch_on_sim(StreamView stream, const ChecksumBody& body, std::span<const MemoryRange> ranges,
                    std::uint64_t* result) {
+  const DeviceGuard guard(stream);  // a launch needs the stream's device current
   stream.impl()->launch_host_kernel("checksum", ranges,
                                     [body, result] { *result = reduce_on_host(body); });
 }
@@ -174,6 +177,7 @@ std::uint64_t checksum(StreamView stream, const void* data, std::size_t bytes,
   const ChecksumBody body = make_body(data, bytes);
   if (stream.backend() == BackendKind::sim) return checksum_on_sim(stream, body);
 #if defined(__CUDACC__)
+  const DeviceGuard guard(stream);  // Thrust launches on the calling thread's current device
   return checksum_on_cuda(thrust_policy_nosync(temp, stream), stream, body);
 #else
   throw std::logic_error("checksum: compiled without nvcc, it cannot run on a CUDA stream");
@@ -186,6 +190,7 @@ std::uint64_t checksum(StreamView stream, const void* data, std::size_t bytes) {
   const ChecksumBody body = make_body(data, bytes);
   if (stream.backend() == BackendKind::sim) return checksum_on_sim(stream, body);
 #if defined(__CUDACC__)
+  const DeviceGuard guard(stream);
   return checksum_on_cuda(
       thrust::cuda::par_nosync.on(static_cast<cudaStream_t>(stream.native_handle())), stream, body);
 #else
@@ -212,6 +217,7 @@ void checksum_async(StreamView stream, const void* data, std::size_t bytes, std:
     return;
   }
 #if defined(__CUDACC__)
+  const DeviceGuard guard(stream);  // CUB launches on the calling thread's current device
   checksum_async_on_cuda(stream, body, result, temp);
 #else
   throw std::logic_error("checksum_async: compiled without nvcc, it cannot run on a CUDA stream");

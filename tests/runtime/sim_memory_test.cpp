@@ -117,6 +117,7 @@ TEST_F(SimMemoryTest, FreeThatWaitsForEventsAddsNoDependencyBetweenStreams) {
   Stream home(device_);
   Stream reader(device_);
   auto* chunk = static_cast<unsigned char*>(device_.impl().allocate(4096));
+  std::memset(chunk, 0, 4096);  // fresh host memory may hold an earlier device's poison
   device_.impl().mark_allocated(chunk, 1024, *home.view().impl());
   home.synchronize();
 

@@ -22,6 +22,7 @@
 #include <gpulife/memory/holdback_adaptor.hpp>
 #include <gpulife/memory/pool_resource.hpp>
 #include <gpulife/runtime/device.hpp>
+#include <gpulife/runtime/device_guard.hpp>
 #include <gpulife/runtime/launch.hpp>
 
 #include "support/sim_test.hpp"
@@ -266,13 +267,25 @@ std::vector<Row> rows() {
 
   table.push_back({"launch to a stream of a device that is not current on the calling thread",
                    Kind::api_misuse, [](World& w, bool fixed) {
+                     // A raw launch (the sim's `<<<>>>`): for_each_index and gpulife's kernels
+                     // hold a DeviceGuard, as on CUDA; a launcher of one's own must too.
                      const Device other = Device::sim();
                      Stream s1(w.device);
                      auto* p = static_cast<float*>(w.device.impl().allocate(bytes));
-                     other.impl().make_current();
-                     if (fixed) w.device.impl().make_current();
+                     const DeviceGuard elsewhere(other);
+                     auto launch = [&] {
+                       const MemoryRange range{p, bytes, Access::write};
+                       s1.view().impl()->launch_host_kernel("mine", std::span(&range, 1), [p] {
+                         for (std::size_t i = 0; i < n; ++i) p[i] = 1.0F;
+                       });
+                     };
                      try {
-                       kernels::fill(s1, p, n, 1.0F);
+                       if (fixed) {
+                         const DeviceGuard guard(s1);
+                         launch();
+                       } else {
+                         launch();
+                       }
                      } catch (const CudaError&) {
                        // what CUDA returns too (cudaErrorInvalidResourceHandle)
                      }

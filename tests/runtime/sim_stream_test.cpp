@@ -3,16 +3,19 @@
 // CUDA's host-synchronisation rules for copies, host callbacks, kernels, faults.
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <numeric>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
 
 #include <gpulife/errors.hpp>
 #include <gpulife/runtime/device.hpp>
+#include <gpulife/runtime/device_guard.hpp>
 #include <gpulife/runtime/launch.hpp>
 
 #include "support/sim_test.hpp"
@@ -319,6 +322,68 @@ TEST_F(SimStreamTest, EventOfAnotherDeviceCanBeWaitedForButNotRecorded) {
   gate.open();
   stream.synchronize();
   EXPECT_TRUE(ran.load());
+}
+
+TEST_F(SimStreamTest, ALaunchNeedsTheStreamsDeviceCurrentAndForEachIndexMakesItSo) {
+  // CUDA's programming guide, "Stream and Event Behavior": a kernel launch fails on a stream of
+  // a device that is not current; a memory copy succeeds.
+  const Device other = Device::sim({.on_violation = [](const SimViolation&) {}});
+  Stream stream(device_);
+  auto* data = static_cast<int*>(device_.impl().allocate(64 * sizeof(int)));
+  {
+    const DeviceGuard elsewhere(other);
+    const MemoryRange range{data, 64 * sizeof(int), Access::write};
+    EXPECT_THROW(stream.view().impl()->launch_host_kernel("raw", std::span(&range, 1), [] {}),
+                 CudaError);
+    const auto violations = take_violations();
+    ASSERT_EQ(violations.size(), 1U);
+    EXPECT_EQ(violations[0].kind, SimViolation::Kind::api_misuse);
+    // for_each_index holds a DeviceGuard for its launch, as on CUDA, and restores `other`.
+    for_each_index(stream, 64, [data](std::size_t i) { data[i] = 1; },
+                   {{data, 64 * sizeof(int), Access::write}}, "guarded");
+    stream.view().memset(data, 0, 64 * sizeof(int));  // copies and memsets need no current device
+    EXPECT_THROW(stream.view().impl()->launch_host_kernel("raw", std::span(&range, 1), [] {}),
+                 CudaError)
+        << "the guard restored the other device";
+    EXPECT_EQ(take_violations().size(), 1U);
+  }
+  const MemoryRange range{data, 64 * sizeof(int), Access::write};
+  stream.view().impl()->launch_host_kernel("raw", std::span(&range, 1), [] {});  // none current
+  device_.impl().deallocate(data, 64 * sizeof(int));
+}
+
+TEST_F(SimStreamTest, ACudaCallInsideAHostFunctionIsAViolation) {
+  Stream stream(device_);
+  auto* data = device_.impl().allocate(256);
+  stream.view().host_callback([&] { stream.view().memset(data, 0, 256); });
+  stream.synchronize();
+  const auto violations = take_violations();
+  ASSERT_EQ(violations.size(), 1U);
+  EXPECT_EQ(violations[0].kind, SimViolation::Kind::api_misuse);
+  EXPECT_EQ(violations[0].operation, "cudaMemsetAsync");
+  device_.impl().deallocate(data, 256);
+}
+
+TEST_F(SimStreamTest, SerialisedHostFunctionsRunOneAtATime) {
+  const Device device = Device::sim({.serialize_host_functions = true});
+  Stream a(device);
+  Stream b(device);
+  std::atomic<int> running{0};
+  std::atomic<int> most{0};
+  auto fn = [&] {
+    const int now = ++running;
+    int seen = most.load();
+    while (now > seen && !most.compare_exchange_weak(seen, now)) {
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    --running;
+  };
+  for (int i = 0; i < 10; ++i) {
+    a.view().host_callback(fn);
+    b.view().host_callback(fn);
+  }
+  device.synchronize();
+  EXPECT_EQ(most.load(), 1);
 }
 
 class FaultySimStreamTest : public SimTest {

@@ -5,6 +5,7 @@
 #include <bit>
 #include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <exception>
 #include <iterator>
 #include <list>
@@ -15,7 +16,6 @@
 #include <vector>
 
 #include <gpulife/cache/digest_workers.hpp>
-#include <gpulife/error_handler.hpp>
 #include <gpulife/runtime/detail/enqueue_site.hpp>
 #include <gpulife/runtime/event.hpp>
 #include <gpulife/tensor/weak_tensor.hpp>
@@ -162,9 +162,6 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
     shards.reserve(count);
     for (std::size_t i = 0; i < count; ++i) shards.push_back(std::make_unique<Shard>());
   }
-  State(const State&) = delete;
-  State& operator=(const State&) = delete;
-  ~State() { release_executed_sources(true); }
 
   Shard& shard_for(const CacheKey& key) {
     // High bits: the shard's map picks buckets with the low ones.
@@ -516,57 +513,81 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
   }
 
   /// A copy from pinned memory reads it when it executes: keeps `buffer` alive until the work
-  /// queued on `stream` so far has run. An event marks that point; the buffer is dropped by a
-  /// later upload (or the cache's end) that sees the event complete. A host function cannot
-  /// hold it: dropping the last reference there would free pinned memory, a CUDA call, inside
-  /// the host function, which CUDA forbids.
+  /// queued on `stream` so far has run.
+  ///
+  /// Not with a host function holding the buffer: its last reference could die there, and its
+  /// owner's destructor calls CUDA (cudaFreeHost, or the device's own teardown), which CUDA
+  /// forbids inside a host function. Instead an event recorded behind the copy guards the
+  /// handle, and later calls (and `clear`) drop the handles whose event has completed, on the
+  /// caller's thread.
   void keep_alive_until_executed(const HostBuffer& buffer, StreamView stream) {
-    release_executed_sources(false);
+    release_executed(false);
     try {
-      Event copied(arena.device());
-      stream.record(copied);
-      std::scoped_lock lock(sources_mutex);
-      pending_sources.emplace_back(std::move(copied), buffer);
+      Event executed(arena.device());
+      stream.record(executed);
+      std::scoped_lock lock(kept_mutex);
+      kept.push_back(KeptAlive{std::move(executed), buffer});
     } catch (...) {
-      // Only the keep-alive could not be queued. Without it the only safe order left is the
+      // Only the keep-alive could not be recorded. Without it the only safe order left is the
       // host's: once the stream has run, the copy has read the buffer.
       stream.synchronize();
     }
   }
 
-  /// Drops the pinned sources whose copies have executed (all of them, after waiting, when
-  /// `wait` is set).
-  void release_executed_sources(bool wait) noexcept {
-    std::vector<std::pair<Event, HostBuffer>> done;
-    try {
-      std::scoped_lock lock(sources_mutex);
-      if (pending_sources.empty()) return;
-      auto executed = std::stable_partition(
-          pending_sources.begin(), pending_sources.end(),
-          [wait](const auto& source) { return !wait && !source.first.query(); });
-      done.assign(std::make_move_iterator(executed),
-                  std::make_move_iterator(pending_sources.end()));
-      pending_sources.erase(executed, pending_sources.end());
-    } catch (const std::exception& e) {
-      report_error(std::string("tensor cache: checking a pinned source's copy failed: ") +
-                   e.what());
-      return;
+  /// Drops the kept buffers whose copies have executed (all of them, waiting for the copies,
+  /// when `wait`), here, outside every lock. Never throws.
+  void release_executed(bool wait) noexcept {
+    std::deque<KeptAlive> all;
+    {
+      std::scoped_lock lock(kept_mutex);
+      if (kept.empty()) return;
+      all.swap(kept);
     }
-    for (auto& [event, buffer] : done) {
+    std::deque<KeptAlive> pending;
+    for (KeptAlive& item : all) {
       try {
-        if (wait) event.synchronize();
+        if (wait) {
+          item.executed.synchronize();
+        } else if (!item.executed.query()) {
+          pending.push_back(std::move(item));
+        }
       } catch (const std::exception& e) {
-        report_error(std::string("tensor cache: waiting for a pinned source's copy failed: ") +
-                     e.what());
+        arena.report(std::string("tensor cache: waiting for a pinned upload failed; its buffer "
+                                 "is kept: ") + e.what());
+        try {
+          pending.push_back(std::move(item));
+        } catch (...) {
+          // nowhere to keep it: dropped, as the device failed anyway
+        }
       }
     }
-    // `done` goes here, outside the lock: the last reference frees the pinned memory.
+    all.clear();  // the executed ones go here, on the caller's thread
+    if (pending.empty()) return;
+    try {
+      std::scoped_lock lock(kept_mutex);
+      kept.insert(kept.begin(), std::make_move_iterator(pending.begin()),
+                  std::make_move_iterator(pending.end()));
+    } catch (...) {
+      for (KeptAlive& item : pending) {
+        try {
+          item.executed.synchronize();
+        } catch (...) {
+          // the device failed: nothing left to protect the buffer from
+        }
+      }
+    }
   }
+
+  /// A pinned source kept alive until its upload has executed.
+  struct KeptAlive {
+    Event executed;  // recorded behind the copy
+    HostBuffer buffer;
+  };
+  std::mutex kept_mutex;
+  std::deque<KeptAlive> kept;
 
   detail::TensorArena& arena;
   const DigestWorkers* workers;
-  std::mutex sources_mutex;
-  std::vector<std::pair<Event, HostBuffer>> pending_sources;  // pinned sources of queued copies
   const TensorCacheOptions options;
   std::vector<std::unique_ptr<Shard>> shards;
 
@@ -688,6 +709,7 @@ std::size_t TensorCache::clear_warm() { return state_->evict_down_to(0); }
 
 void TensorCache::clear() {
   State& state = *state_;
+  state.release_executed(true);
   for (auto& shard : state.shards) {
     std::unordered_map<CacheKey, std::shared_ptr<State::Entry>> gone;
     {

@@ -19,6 +19,8 @@ struct Current {
   std::weak_ptr<const void> alive;
 };
 thread_local Current current_device;
+// What `DeviceGuard`s on this thread replaced, innermost last (guards nest strictly).
+thread_local std::vector<Current> replaced_devices;
 
 // Depth of host functions running on this thread (nested only through a destructor that
 // queues one, itself a violation).
@@ -40,6 +42,19 @@ bool overlaps(const void* a, const void* b, std::size_t bytes) noexcept {
 }  // namespace
 
 void SimDevice::make_current() const { current_device = {ordinal_, alive_}; }
+
+int SimDevice::exchange_current() {
+  if (current_device.ordinal == ordinal_ && !current_device.alive.expired()) return -1;
+  replaced_devices.push_back(current_device);
+  current_device = {ordinal_, alive_};
+  return static_cast<int>(replaced_devices.size() - 1);
+}
+
+void SimDevice::restore_current(int previous) noexcept {
+  if (previous < 0 || static_cast<std::size_t>(previous) >= replaced_devices.size()) return;
+  current_device = std::move(replaced_devices[static_cast<std::size_t>(previous)]);
+  replaced_devices.resize(static_cast<std::size_t>(previous));
+}
 
 void SimDevice::report_api_misuse(std::string call, std::string rule, const void* ptr,
                                   std::size_t bytes, std::uint64_t stream_id) noexcept {

@@ -78,6 +78,7 @@ inline SimViolation make_violation(SimViolation::Kind kind, std::string_view ope
 
 class SimDevice;
 
+
 // One record of an event. Streams that wait hold the node, so re-recording the event (or
 // returning it to the pool) never changes what an earlier wait waits for, as in CUDA.
 class SimEventNode {
@@ -232,6 +233,7 @@ class SimDevice final : public DeviceImpl {
   void release_stream(StreamImpl& stream) noexcept override;
   EventImpl& acquire_event() override;
   void release_event(EventImpl& event) noexcept override;
+  std::shared_ptr<StreamImpl> native_stream(void* native) override;
 
   void* allocate(std::size_t bytes) override;
   void deallocate(void* ptr, std::size_t bytes) noexcept override;
@@ -276,6 +278,9 @@ class SimDevice final : public DeviceImpl {
   void host_access(const void* ptr, std::size_t bytes, Access mode) noexcept override;
   /// Makes this device the calling thread's current one (cudaSetDevice).
   void make_current() const override;
+  /// `DeviceGuard`: makes it current and returns what `restore_current` needs (-1: nothing).
+  int exchange_current() override;
+  void restore_current(int previous) noexcept override;
   /// A device call made while a host function runs on this thread (or a destructor of its
   /// captures) is a violation; reports it and returns true.
   bool called_from_host_function(const char* call) noexcept;
