@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include <gpulife/errors.hpp>
@@ -175,6 +176,10 @@ Device Device::sim(SimOptions options) {
       options.delay = true;
       options.delay_seed = std::strtoull(seed, nullptr, 10);
     }
+  }
+  // Race detection on or off for a program one does not rebuild (a cost measurement, say).
+  if (const char* races = std::getenv("GPULIFE_SIM_RACES"); races != nullptr && *races != '\0') {
+    options.races = std::string_view(races) != "0";
   }
   return Device{detail::make_sim_device(std::move(options))};
 }
