@@ -105,7 +105,8 @@ std::vector<SimViolation> run_once(const Row& row, bool fixed, bool delay, std::
 std::vector<Row> rows() {
   std::vector<Row> table;
 
-  table.push_back({"upload on stream 1 (pinned source), read on stream 2 with no wait", Kind::race,
+  table.push_back({"upload on stream 1 (pinned source), read on stream 2 with no wait",
+                   Kind::race,
                    [](World& w, bool fixed) {
                      Stream s1(w.device), s2(w.device);
                      auto* pinned = static_cast<float*>(w.device.allocate_pinned(bytes));
@@ -123,10 +124,13 @@ std::vector<Row> rows() {
                      s1.synchronize();
                      s2.synchronize();
                      w.device.deallocate_pinned(pinned);
-                   }, {}, true});
+                   },
+                   {},
+                   true});
 
   table.push_back({"upload on stream 1 (pageable source), read on stream 2 with no wait",
-                   Kind::race, [](World& w, bool fixed) {
+                   Kind::race,
+                   [](World& w, bool fixed) {
                      Stream s1(w.device), s2(w.device);
                      const std::vector<float> host(n, 1.0F);
                      DeviceTensor t = w.ctx().upload(std::span<const float>(host), {n}, s1);
@@ -138,9 +142,12 @@ std::vector<Row> rows() {
                        t.record_stream(s2);
                      }
                      sum_kernel(s2, t.data<float>(), out.data<float>());
-                   }, {}, true});
+                   },
+                   {},
+                   true});
 
-  table.push_back({"kernel on stream 1 writes, kernel on stream 2 reads, no wait", Kind::race,
+  table.push_back({"kernel on stream 1 writes, kernel on stream 2 reads, no wait",
+                   Kind::race,
                    [](World& w, bool fixed) {
                      Stream s1(w.device), s2(w.device);
                      DeviceTensor t = w.ctx().empty({n}, DType::f32, s1);
@@ -153,9 +160,12 @@ std::vector<Row> rows() {
                        t.record_stream(s2);
                      }
                      sum_kernel(s2, t.data<float>(), out.data<float>());
-                   }, {}, true});
+                   },
+                   {},
+                   true});
 
-  table.push_back({"cudaFreeAsync on stream 1 while stream 2 reads, no event", Kind::race,
+  table.push_back({"cudaFreeAsync on stream 1 while stream 2 reads, no event",
+                   Kind::race,
                    [](World& w, bool fixed) {
                      Stream s1(w.device), s2(w.device);
                      AsyncResource resource(w.device);
@@ -173,39 +183,49 @@ std::vector<Row> rows() {
                      }
                      resource.deallocate(p, bytes, s1);
                      resource.deallocate(out, sizeof(float), s2);
-                   }, {}, true});
+                   },
+                   {},
+                   true});
 
-  table.push_back({"tensor read on stream 2, released without record_stream, block reused on "
-                   "stream 1",
-                   Kind::race, [](World& w, bool fixed) {
-                     Stream s1(w.device), s2(w.device);
-                     DeviceTensor out = w.ctx().empty({1}, DType::f32, s2);
-                     DeviceTensor t = w.ctx().empty({n}, DType::f32, s1);
-                     kernels::fill(s1, t.data<float>(), n, 1.0F);
-                     Event written(w.device);
-                     s1.view().record(written);
-                     s2.view().wait(written);
-                     sum_kernel(s2, t.data<float>(), out.data<float>());
-                     if (fixed) t.record_stream(s2);
-                     t.reset();
-                     DeviceTensor next = w.ctx().empty({n}, DType::f32, s1);
-                     kernels::fill(s1, next.data<float>(), n, 3.0F);
-                   }, {}, true});
+  table.push_back(
+      {"tensor read on stream 2, released without record_stream, block reused on "
+       "stream 1",
+       Kind::race,
+       [](World& w, bool fixed) {
+         Stream s1(w.device), s2(w.device);
+         DeviceTensor out = w.ctx().empty({1}, DType::f32, s2);
+         DeviceTensor t = w.ctx().empty({n}, DType::f32, s1);
+         kernels::fill(s1, t.data<float>(), n, 1.0F);
+         Event written(w.device);
+         s1.view().record(written);
+         s2.view().wait(written);
+         sum_kernel(s2, t.data<float>(), out.data<float>());
+         if (fixed) t.record_stream(s2);
+         t.reset();
+         DeviceTensor next = w.ctx().empty({n}, DType::f32, s1);
+         kernels::fill(s1, next.data<float>(), n, 3.0F);
+       },
+       {},
+       true});
 
-  table.push_back({"use of a cudaMallocAsync block on another stream before the allocation "
-                   "reached it",
-                   Kind::race, [](World& w, bool fixed) {
-                     Stream s1(w.device), s2(w.device);
-                     AsyncResource resource(w.device);
-                     auto* p = static_cast<float*>(resource.allocate(bytes, s1));
-                     if (fixed) {
-                       Event allocated(w.device);
-                       s1.view().record(allocated);
-                       s2.view().wait(allocated);
-                     }
-                     kernels::fill(s2, p, n, 1.0F);
-                     resource.deallocate(p, bytes, s2);
-                   }, {}, true});
+  table.push_back(
+      {"use of a cudaMallocAsync block on another stream before the allocation "
+       "reached it",
+       Kind::race,
+       [](World& w, bool fixed) {
+         Stream s1(w.device), s2(w.device);
+         AsyncResource resource(w.device);
+         auto* p = static_cast<float*>(resource.allocate(bytes, s1));
+         if (fixed) {
+           Event allocated(w.device);
+           s1.view().record(allocated);
+           s2.view().wait(allocated);
+         }
+         kernels::fill(s2, p, n, 1.0F);
+         resource.deallocate(p, bytes, s2);
+       },
+       {},
+       true});
 
   table.push_back({"host rewrites a pinned upload source before the copy ran", Kind::race,
                    [](World& w, bool fixed) {
@@ -234,22 +254,22 @@ std::vector<Row> rows() {
                      w.device.deallocate_pinned(pinned);
                    }});
 
-  table.push_back({"CUDA call made inside a host function", Kind::api_misuse,
-                   [](World& w, bool fixed) {
-                     Stream s1(w.device), s2(w.device);
-                     DeviceTensor t = w.ctx().empty({n}, DType::f32, s2);
-                     std::atomic<bool> done{false};
-                     if (fixed) {
-                       s1.view().host_callback([&done] { done = true; });
-                     } else {
-                       s1.view().host_callback([&done, &s2, data = t.data()] {
-                         s2.view().memset(data, 0, bytes);  // CUDA forbids this here
-                         done = true;
-                       });
-                     }
-                     s1.synchronize();
-                     s2.synchronize();
-                   }});
+  table.push_back(
+      {"CUDA call made inside a host function", Kind::api_misuse, [](World& w, bool fixed) {
+         Stream s1(w.device), s2(w.device);
+         DeviceTensor t = w.ctx().empty({n}, DType::f32, s2);
+         std::atomic<bool> done{false};
+         if (fixed) {
+           s1.view().host_callback([&done] { done = true; });
+         } else {
+           s1.view().host_callback([&done, &s2, data = t.data()] {
+             s2.view().memset(data, 0, bytes);  // CUDA forbids this here
+             done = true;
+           });
+         }
+         s1.synchronize();
+         s2.synchronize();
+       }});
 
   table.push_back({"CUDA call made by a destructor that a host function's captures run",
                    Kind::api_misuse, [](World& w, bool fixed) {
@@ -302,14 +322,14 @@ std::vector<Row> rows() {
   uninitialised.options.uninitialized_reads = true;
   table.push_back(uninitialised);
 
-  table.push_back({"1-byte overrun of a 1000-byte allocation", Kind::out_of_bounds,
-                   [](World& w, bool fixed) {
-                     Stream s1(w.device);
-                     AsyncResource resource(w.device);
-                     auto* p = static_cast<unsigned char*>(resource.allocate(1000, s1));
-                     s1.view().memset(p, 0, fixed ? 1000 : 1001);
-                     resource.deallocate(p, 1000, s1);
-                   }});
+  table.push_back(
+      {"1-byte overrun of a 1000-byte allocation", Kind::out_of_bounds, [](World& w, bool fixed) {
+         Stream s1(w.device);
+         AsyncResource resource(w.device);
+         auto* p = static_cast<unsigned char*>(resource.allocate(1000, s1));
+         s1.view().memset(p, 0, fixed ? 1000 : 1001);
+         resource.deallocate(p, 1000, s1);
+       }});
 
   table.push_back({"1-byte overrun of a 1000-byte tensor from the pool", Kind::out_of_bounds,
                    [](World& w, bool fixed) {
@@ -335,19 +355,18 @@ std::vector<Row> rows() {
                          {{o, bytes, Access::write}}, "stale_write");
                    }});
 
-  table.push_back({"stale pointer into a reused pool block (pool behind a HoldbackAdaptor)",
-                   Kind::use_after_free, [](World& w, bool fixed) {
-                     Stream s1(w.device);
-                     auto pool = std::make_shared<PoolResource>(std::make_shared<AsyncResource>(
-                         w.device));
-                     Context ctx({.device = w.device,
-                                  .resource = std::make_shared<HoldbackAdaptor>(pool)});
-                     DeviceTensor old = ctx.empty({n}, DType::f32, s1);
-                     float* stale = old.data<float>();
-                     old.reset();
-                     DeviceTensor fresh = ctx.empty({n}, DType::f32, s1);
-                     kernels::fill(s1, fixed ? fresh.data<float>() : stale, n, 5.0F);
-                   }});
+  table.push_back(
+      {"stale pointer into a reused pool block (pool behind a HoldbackAdaptor)",
+       Kind::use_after_free, [](World& w, bool fixed) {
+         Stream s1(w.device);
+         auto pool = std::make_shared<PoolResource>(std::make_shared<AsyncResource>(w.device));
+         Context ctx({.device = w.device, .resource = std::make_shared<HoldbackAdaptor>(pool)});
+         DeviceTensor old = ctx.empty({n}, DType::f32, s1);
+         float* stale = old.data<float>();
+         old.reset();
+         DeviceTensor fresh = ctx.empty({n}, DType::f32, s1);
+         kernels::fill(s1, fixed ? fresh.data<float>() : stale, n, 5.0F);
+       }});
 
   Row large{"stale pointer into a freed large allocation", Kind::use_after_free,
             [](World& w, bool fixed) {
@@ -363,40 +382,37 @@ std::vector<Row> rows() {
   large.options.quarantine_bytes = 1 << 20;
   table.push_back(large);
 
-  table.push_back({"copy whose host side is device memory", Kind::api_misuse,
-                   [](World& w, bool fixed) {
-                     Stream s1(w.device);
-                     auto* a = static_cast<float*>(w.device.impl().allocate(bytes));
-                     auto* b = static_cast<float*>(w.device.impl().allocate(bytes));
-                     s1.view().memset(b, 0, bytes);
-                     s1.view().copy(a, b, bytes,
-                                    fixed ? CopyKind::device_to_device : CopyKind::host_to_device);
-                     s1.synchronize();
-                     w.device.impl().deallocate(a, bytes);
-                     w.device.impl().deallocate(b, bytes);
-                   }});
+  table.push_back(
+      {"copy whose host side is device memory", Kind::api_misuse, [](World& w, bool fixed) {
+         Stream s1(w.device);
+         auto* a = static_cast<float*>(w.device.impl().allocate(bytes));
+         auto* b = static_cast<float*>(w.device.impl().allocate(bytes));
+         s1.view().memset(b, 0, bytes);
+         s1.view().copy(a, b, bytes, fixed ? CopyKind::device_to_device : CopyKind::host_to_device);
+         s1.synchronize();
+         w.device.impl().deallocate(a, bytes);
+         w.device.impl().deallocate(b, bytes);
+       }});
 
-  table.push_back({"overlapping device-to-device copy", Kind::api_misuse,
-                   [](World& w, bool fixed) {
+  table.push_back({"overlapping device-to-device copy", Kind::api_misuse, [](World& w, bool fixed) {
                      Stream s1(w.device);
                      auto* a = static_cast<unsigned char*>(w.device.impl().allocate(2 * bytes));
                      s1.view().memset(a, 0, 2 * bytes);
-                     s1.view().copy(a + (fixed ? bytes : 16), a, bytes,
-                                    CopyKind::device_to_device);
+                     s1.view().copy(a + (fixed ? bytes : 16), a, bytes, CopyKind::device_to_device);
                      s1.synchronize();
                      w.device.impl().deallocate(a, 2 * bytes);
                    }});
 
-  table.push_back({"pinned buffer freed while a queued copy reads it", Kind::race,
-                   [](World& w, bool fixed) {
-                     Stream s1(w.device);
-                     auto* pinned = static_cast<float*>(w.device.allocate_pinned(bytes));
-                     for (std::size_t i = 0; i < n; ++i) pinned[i] = 1.0F;
-                     DeviceTensor t = w.ctx().empty({n}, DType::f32, s1);
-                     s1.view().copy(t.data(), pinned, bytes, CopyKind::host_to_device);
-                     if (fixed) s1.synchronize();
-                     w.device.deallocate_pinned(pinned);
-                   }});
+  table.push_back(
+      {"pinned buffer freed while a queued copy reads it", Kind::race, [](World& w, bool fixed) {
+         Stream s1(w.device);
+         auto* pinned = static_cast<float*>(w.device.allocate_pinned(bytes));
+         for (std::size_t i = 0; i < n; ++i) pinned[i] = 1.0F;
+         DeviceTensor t = w.ctx().empty({n}, DType::f32, s1);
+         s1.view().copy(t.data(), pinned, bytes, CopyKind::host_to_device);
+         if (fixed) s1.synchronize();
+         w.device.deallocate_pinned(pinned);
+       }});
 
   return table;
 }
@@ -442,8 +458,7 @@ TEST_P(SimCatches, TheWrongProgramOnEveryRunAndTheFixedOneNever) {
   EXPECT_EQ(caught, runs_without_delay + runs_with_delay) << first_miss;
   for (int run = 0; run < clean_runs; ++run) {
     const auto violations = run_once(row, true, run % 2 == 1, static_cast<std::uint64_t>(run));
-    ASSERT_TRUE(violations.empty()) << "fixed program, run " << run << ":"
-                                    << describe(violations);
+    ASSERT_TRUE(violations.empty()) << "fixed program, run " << run << ":" << describe(violations);
   }
 }
 

@@ -44,8 +44,7 @@ void HoldbackAdaptor::do_deallocate_after(void* ptr, std::size_t bytes, StreamVi
     std::scoped_lock lock(mutex_);
     held_.push_back(Held{ptr, bytes, stream, std::move(after)});
     held_bytes_ += bytes;
-    while (!held_.empty() &&
-           (held_bytes_ > options_.bytes || held_.size() > options_.blocks)) {
+    while (!held_.empty() && (held_bytes_ > options_.bytes || held_.size() > options_.blocks)) {
       held_bytes_ -= held_.front().bytes;
       evicted.push_back(std::move(held_.front()));
       held_.pop_front();

@@ -85,8 +85,9 @@ bool SimDevice::called_from_host_function(const char* call) noexcept {
 void SimDevice::check_launch_device(std::string_view kernel, std::uint64_t stream_id) {
   const int current = current_device.ordinal;
   if (current < 0 || current == ordinal_ || current_device.alive.expired()) return;
-  const std::string what = "launching kernel " + std::string(kernel) + " on a stream of sim:" +
-                           std::to_string(ordinal_) + " while sim:" + std::to_string(current) +
+  const std::string what = "launching kernel " + std::string(kernel) +
+                           " on a stream of sim:" + std::to_string(ordinal_) +
+                           " while sim:" + std::to_string(current) +
                            " is the calling thread's current device";
   report_api_misuse("cudaLaunchKernel " + std::string(kernel),
                     "a kernel launch needs the stream's device current on the calling thread",
@@ -105,8 +106,8 @@ bool SimDevice::check_copy(void* dst, const void* src, std::size_t bytes, CopyKi
     case CopyKind::host_to_device:
       if (in_device_memory(src)) {
         report_api_misuse("cudaMemcpyAsync host_to_device",
-                          "the source is device memory, not host memory; the copy is not done",
-                          src, bytes, stream_id);
+                          "the source is device memory, not host memory; the copy is not done", src,
+                          bytes, stream_id);
         return false;
       }
       return true;

@@ -245,8 +245,7 @@ void PinnedGuard::on_host(const VectorClock& host) {
   std::scoped_lock lock(table_lock());
   for (auto& [base, buffer] : table()) {
     if (buffer.guard != this || buffer.pending.empty()) continue;
-    std::erase_if(buffer.pending,
-                  [&](const Pending& p) { return host.get(p.agent) >= p.tick; });
+    std::erase_if(buffer.pending, [&](const Pending& p) { return host.get(p.agent) >= p.tick; });
     protect(base, buffer);
   }
 }

@@ -86,7 +86,7 @@ class PinnedGuard {
     PinnedGuard* guard = nullptr;
     std::size_t size = 0;
     unsigned char* alias = nullptr;
-    int protection = 0;   // PROT_* now on the user's mapping
+    int protection = 0;  // PROT_* now on the user's mapping
     std::vector<Pending> pending;
   };
   /// The fault handler: a host access at `addr` to `buffer`, recorded if it conflicts with a

@@ -12,7 +12,9 @@ namespace {
 
 bool writes(Use use) noexcept { return use != Use::read; }
 
-std::uintptr_t address_of(const void* ptr) noexcept { return reinterpret_cast<std::uintptr_t>(ptr); }
+std::uintptr_t address_of(const void* ptr) noexcept {
+  return reinterpret_cast<std::uintptr_t>(ptr);
+}
 
 }  // namespace
 

@@ -122,9 +122,9 @@ class RaceDetector {
   void set_host_listener(HostListener listener) { host_listener_ = std::move(listener); }
   /// Observes each use of memory by a stream (the guard protects pinned buffers from the host
   /// while a copy uses them). Called under the lock with the use's agent and tick.
-  using UseListener = std::function<void(const RangeUse& use, std::uint32_t agent,
-                                         std::uint64_t tick,
-                                         const std::shared_ptr<const OpRecord>& op)>;
+  using UseListener =
+      std::function<void(const RangeUse& use, std::uint32_t agent, std::uint64_t tick,
+                         const std::shared_ptr<const OpRecord>& op)>;
   void set_use_listener(UseListener listener) { use_listener_ = std::move(listener); }
   /// Adds violations found outside the detector (the guard's fault handler) at each step.
   using Collector = std::function<void(std::vector<SimViolation>& found)>;

@@ -23,9 +23,9 @@ enum class Access : unsigned char {
 /// never conflict). Say `Access::read` for inputs: a range left at `read_write` counts as a
 /// write, so two streams reading the same weights through it would be reported as a race.
 struct MemoryRange {
-  const void* ptr = nullptr;          ///< first byte
-  std::size_t bytes = 0;              ///< length; an empty range is never checked
-  Access mode = Access::read_write;   ///< how the operation uses the bytes
+  const void* ptr = nullptr;         ///< first byte
+  std::size_t bytes = 0;             ///< length; an empty range is never checked
+  Access mode = Access::read_write;  ///< how the operation uses the bytes
 };
 
 /// @brief Direction of a copy.

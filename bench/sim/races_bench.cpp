@@ -1,15 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
-// What the simulated device's race detection costs per queued operation.
+// What the simulated device's race detection costs per queued operation
+// (gpulife_bench_sim_races).
 //
-// sim/queue/<races_off|races_on>  two streams, each iteration queues on each a memset, a kernel
-//                                 that reads the buffer and a device-to-device copy of it, and an
-//                                 event record on one that the other waits for: 8 operations,
-//                                 with a device synchronisation every 64 iterations. Small
-//                                 buffers (4 KiB), so that the figure is the queue's and the
-//                                 checks', not memcpy's. items_per_second is queued operations
-//                                 per second of wall time; CPU is the queueing thread's.
-// sim/upload_pinned/<...>         a pinned 64 KiB upload and a synchronisation per iteration:
-//                                 the guard of pinned memory (mprotect) is in this path
+// sim_races/queue/<races_off|races_on>
+//     two streams, each iteration queues on each a memset, a kernel that reads the buffer and a
+//     device-to-device copy of it, and an event record on one that the other waits for: 8
+//     operations, with a device synchronisation every 64 iterations. Small buffers (4 KiB), so
+//     that the figure is the queue's and the checks', not memcpy's. items_per_second is queued
+//     operations per second of wall time; CPU is the queueing thread's.
+// sim_races/upload_pinned/<races_off|races_on>
+//     a pinned 64 KiB upload and a synchronisation per iteration: the guard of pinned memory
+//     (mprotect) is in this path
 
 #include <benchmark/benchmark.h>
 
@@ -44,10 +45,12 @@ void queue_ops(benchmark::State& state, bool races) {
   for (auto _ : state) {
     a.view().memset(x, 1, bytes);
     b.view().memset(y, 2, bytes);
-    for_each_index(a, 1, [x](std::size_t) { benchmark::DoNotOptimize(x[0]); },
-                   {{x, bytes, Access::read}}, "read_x");
-    for_each_index(b, 1, [y](std::size_t) { benchmark::DoNotOptimize(y[0]); },
-                   {{y, bytes, Access::read}}, "read_y");
+    for_each_index(
+        a, 1, [x](std::size_t) { benchmark::DoNotOptimize(x[0]); }, {{x, bytes, Access::read}},
+        "read_x");
+    for_each_index(
+        b, 1, [y](std::size_t) { benchmark::DoNotOptimize(y[0]); }, {{y, bytes, Access::read}},
+        "read_y");
     a.view().copy(x2, x, bytes, CopyKind::device_to_device);
     b.view().copy(y2, y, bytes, CopyKind::device_to_device);
     a.view().record(a_done);
@@ -78,12 +81,14 @@ void upload_pinned(benchmark::State& state, bool races) {
   device.deallocate_pinned(pinned);
 }
 
-BENCHMARK_CAPTURE(queue_ops, races_off, false)->Name("sim/queue/races_off")->UseRealTime();
-BENCHMARK_CAPTURE(queue_ops, races_on, true)->Name("sim/queue/races_on")->UseRealTime();
+BENCHMARK_CAPTURE(queue_ops, races_off, false)->Name("sim_races/queue/races_off")->UseRealTime();
+BENCHMARK_CAPTURE(queue_ops, races_on, true)->Name("sim_races/queue/races_on")->UseRealTime();
 BENCHMARK_CAPTURE(upload_pinned, races_off, false)
-    ->Name("sim/upload_pinned/races_off")
+    ->Name("sim_races/upload_pinned/races_off")
     ->UseRealTime();
-BENCHMARK_CAPTURE(upload_pinned, races_on, true)->Name("sim/upload_pinned/races_on")->UseRealTime();
+BENCHMARK_CAPTURE(upload_pinned, races_on, true)
+    ->Name("sim_races/upload_pinned/races_on")
+    ->UseRealTime();
 
 }  // namespace
 }  // namespace gpulife
