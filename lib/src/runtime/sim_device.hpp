@@ -21,6 +21,12 @@
 // must also hold a `WorkerScope` while it does (the API rules use it to tell host threads from
 // the device: a fault on a guarded buffer in such a thread is not a host access, and a CUDA
 // call from a host function it runs is a violation).
+//
+// Lock order for the race detector: its lock (RaceDetector::Step) is held while an operation is
+// checked and queued, so it comes before a stream's lock and the memory lock. Queued operations
+// may take it themselves (a host function joins the host's clock when it has run), so no queued
+// operation may run inline while a Step is open: only `enqueue_bookkeeping`'s operations, which
+// take the memory lock and event-node locks and never the detector's, may.
 
 #include <algorithm>
 #include <atomic>
