@@ -100,7 +100,7 @@ bool SimDevice::check_copy(void* dst, const void* src, std::size_t bytes, CopyKi
   auto in_device_memory = [this](const void* ptr) {
     std::shared_lock lock(memory_mutex_);
     auto it = find_alloc(address(ptr));
-    return it != allocs_.end() && !it->second.external;
+    return it != allocs_.end() && (!it->second.external || it->second.vmm);
   };
   switch (kind) {
     case CopyKind::host_to_device:

@@ -38,7 +38,7 @@ std::size_t first_unpoisoned(const unsigned char* ptr, std::size_t bytes) noexce
   return bytes;
 }
 
-unsigned char* map_memory(std::size_t size) noexcept {
+unsigned char* map_host_memory(std::size_t size) noexcept {
   void* ptr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   return ptr == MAP_FAILED ? nullptr : static_cast<unsigned char*>(ptr);
 }
@@ -68,7 +68,7 @@ void* SimDevice::reserve(std::size_t bytes, AllocState state, const char* call,
     used_ += size;
   }
   const bool mapped = size >= mapped_from;
-  auto* host = mapped ? map_memory(size)
+  auto* host = mapped ? map_host_memory(size)
                       : static_cast<unsigned char*>(std::aligned_alloc(sim_alignment, size));
   std::unique_lock lock(memory_mutex_);
   if (host == nullptr) {

@@ -109,6 +109,10 @@ struct SimOptions {
   /// Run at most one host function (`host_callback`) at a time on the device, as CUDA may: a
   /// host function that waits for another stream's host function then deadlocks in tests too.
   bool serialize_host_functions = false;
+  /// Granularity of the simulated virtual memory management (cuMemMap and friends, which pools
+  /// with expandable segments use); its mapped chunks count against `capacity_bytes`. 0: the
+  /// device has none, as a GPU without VMM support.
+  std::size_t vmm_granularity = std::size_t{2} << 20;
   /// Injected faults; none by default.
   SimFaults faults{};
   /// Called, on the stream worker, for each violation. The device also records every violation
