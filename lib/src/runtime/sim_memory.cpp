@@ -402,10 +402,21 @@ void SimDevice::mark_allocated(const void* ptr, std::size_t bytes, StreamImpl& s
                                                    !same->second.live &&
                                                    same->second.size >= bytes) {
             // The dead block at this address lives again (a pool reusing it, or an adaptor that
-            // held it back giving it to its upstream): same extent, its poison verified first.
+            // held it back giving it to its upstream), its poison verified first. A shorter
+            // block (a pool that split the free one) leaves the rest dead: a free by the old
+            // extent (the upstream of such an adaptor) takes it back (poison_block).
             verify_poison(same->first, same->second.size, same->second.label);
+            const std::size_t rest = same->second.size - bytes;
             same->second.live = true;
-            same->second.used = bytes < same->second.size ? bytes : 0;
+            same->second.size = bytes;
+            same->second.used = 0;
+            if (rest > 0) {
+              Block tail;
+              tail.size = rest;
+              tail.live = false;
+              tail.label = same->second.label;
+              alloc.blocks.emplace(addr + bytes, std::move(tail));
+            }
             same->second.label.clear();
             lock.unlock();
             flush_deferred();
@@ -464,12 +475,29 @@ void SimDevice::poison_block(const void* ptr, std::size_t bytes) noexcept {
     if (it == allocs_.end() || !it->second.sub) {
       bad = make_violation(SimViolation::Kind::bad_free, "sub-allocation free", ptr, bytes, 0);
     } else {
-      auto block = it->second.blocks.find(addr);
+      auto& blocks = it->second.blocks;
+      auto block = blocks.find(addr);
+      if (block != blocks.end() && block->second.live && bytes > block->second.size) {
+        // Freed by a longer extent that dead blocks complete (a block given back to the upstream
+        // it came from by an adaptor that held it back with its requested size): one block again.
+        auto next = std::next(block);
+        std::uintptr_t end = addr + block->second.size;
+        while (next != blocks.end() && next->first == end && !next->second.live &&
+               end < addr + bytes) {
+          end += next->second.size;
+          ++next;
+        }
+        if (end == addr + bytes) {
+          blocks.erase(std::next(block), next);
+          block->second.size = bytes;
+          block->second.used = 0;
+        }
+      }
       // Freed by the size its owner asked for (mark_requested) or by the block's own.
-      if (block == it->second.blocks.end() || !block->second.live ||
+      if (block == blocks.end() || !block->second.live ||
           (block->second.size != bytes && block->second.used != bytes)) {
         bad = make_violation(SimViolation::Kind::bad_free, "sub-allocation free", ptr, bytes, 0,
-                             block != it->second.blocks.end() ? block->second.label : "");
+                             block != blocks.end() ? block->second.label : "");
       } else {
         block->second.live = false;
         if (options_.poison) {

@@ -109,6 +109,12 @@ void SimDevice::map_memory(void* ptr, std::size_t bytes) {
   }
   used_ += bytes;
   for (std::size_t c = offset / g; c < (offset + bytes) / g; ++c) r.chunks[c] = 1;
+  // Freed blocks there lost their poison with the unmapped pages: forget them, so that reusing
+  // the addresses does not count the new memory's contents as a stray write.
+  std::erase_if(allocs_.at(range->first).blocks, [&](const auto& entry) {
+    return !entry.second.live && entry.first < address(ptr) + bytes &&
+           entry.first + entry.second.size > address(ptr);
+  });
   lock.unlock();
   // New physical memory holds garbage on a GPU, not the zeros of fresh host pages.
   if (options_.fill_fresh) std::memset(ptr, fresh_value, bytes);
@@ -149,14 +155,9 @@ void SimDevice::unmap_memory(void* ptr, std::size_t bytes) noexcept {
         }
         for (std::size_t c = offset / g; c < (offset + bytes) / g; ++c) r.chunks[c] = 0;
         used_ -= bytes;
-        ::madvise(ptr, bytes, MADV_DONTNEED);  // the host pages go back; reads see zeros
-        // Freed blocks there lose their poison with the pages: forget them, so that reusing the
-        // addresses later does not count the zeros as a stray write.
-        Alloc& owner = allocs_.at(range->first);
-        std::erase_if(owner.blocks, [&](const auto& entry) {
-          return !entry.second.live && entry.first < address(ptr) + bytes &&
-                 entry.first + entry.second.size > address(ptr);
-        });
+        // The host pages go back; reads see zeros. The freed blocks there stay known, so that
+        // a stale access to the unmapped memory is a use after free; mapping forgets them.
+        ::madvise(ptr, bytes, MADV_DONTNEED);
       }
     }
     if (!ok && !bad) {
