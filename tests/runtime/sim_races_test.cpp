@@ -274,12 +274,16 @@ std::vector<Row> rows() {
   table.push_back({"CUDA call made by a destructor that a host function's captures run",
                    Kind::api_misuse, [](World& w, bool fixed) {
                      Stream s1(w.device);
-                     DeviceTensor t = w.ctx().empty({n}, DType::f32, s1);
+                     // Tensors straight from the driver's pool: their release is a
+                     // cudaFreeAsync, a CUDA call. (The default caching pool's release calls
+                     // nothing while it keeps the block.)
+                     Context ctx({.device = w.device,
+                                  .resource = std::make_shared<AsyncResource>(w.device)});
+                     DeviceTensor t = ctx.empty({n}, DType::f32, s1);
                      if (fixed) {
                        s1.view().host_callback([] {});
                      } else {
-                       // The last handle dies in the host function: its release is a
-                       // stream-ordered free, a CUDA call.
+                       // The last handle dies in the host function.
                        s1.view().host_callback([t = std::move(t)] { (void)t; });
                      }
                      s1.synchronize();

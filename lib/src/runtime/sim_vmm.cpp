@@ -10,7 +10,10 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cstring>
+#include <utility>
+#include <vector>
 #include <optional>
 #include <stdexcept>
 
@@ -70,12 +73,27 @@ void SimDevice::release_address_range(void* base, std::size_t bytes) noexcept {
     } else {
       std::size_t still_mapped = 0;
       for (std::uint8_t c : range->second.chunks) still_mapped += c;
+      // The poison of freed blocks in chunks still mapped is verified as at an unmap.
+      const std::size_t g = options_.vmm_granularity;
+      const Alloc& alloc = allocs_.at(address(base));
+      for (const auto& [at, block] : alloc.blocks) {
+        if (block.live) continue;
+        for (std::uintptr_t p = at; p < at + block.size;) {
+          const std::uintptr_t chunk_end = (p - address(base)) / g * g + g + address(base);
+          const std::uintptr_t to = std::min(chunk_end, at + block.size);
+          if (range->second.chunks[(p - address(base)) / g] != 0) {
+            verify_poison(p, to - p, block.label);
+          }
+          p = to;
+        }
+      }
       used_ -= still_mapped * options_.vmm_granularity;  // cuMemAddressFree of a mapped range
       allocs_.erase(address(base));
       vmm_.erase(range);
       if (races_) races_->forget(address(base), address(base) + bytes);
     }
   }
+  flush_deferred();
   if (bad) report(std::move(*bad));
 }
 
@@ -155,8 +173,35 @@ void SimDevice::unmap_memory(void* ptr, std::size_t bytes) noexcept {
         }
         for (std::size_t c = offset / g; c < (offset + bytes) / g; ++c) r.chunks[c] = 0;
         used_ -= bytes;
-        // The host pages go back; reads see zeros. The freed blocks there stay known, so that
-        // a stale access to the unmapped memory is a use after free; mapping forgets them.
+        // The freed blocks there: their poison is verified now (a write through a stale
+        // pointer that nobody declared), and they stay known, cut at the unmapped range's ends,
+        // so that a stale access to the unmapped memory is a use after free; mapping forgets
+        // them. Then the host pages go back; reads see zeros.
+        Alloc& owner = allocs_.at(range->first);
+        const std::uintptr_t lo = address(ptr);
+        const std::uintptr_t hi = lo + bytes;
+        std::vector<std::pair<std::uintptr_t, Block>> pieces;
+        for (auto it = owner.blocks.begin(); it != owner.blocks.end();) {
+          const std::uintptr_t b = it->first;
+          const std::uintptr_t e = b + it->second.size;
+          if (it->second.live || e <= lo || b >= hi) {
+            ++it;
+            continue;
+          }
+          const std::uintptr_t in_b = std::max(b, lo);
+          const std::uintptr_t in_e = std::min(e, hi);
+          verify_poison(in_b, in_e - in_b, it->second.label);
+          for (auto [from, to] : {std::pair{b, in_b}, {in_b, in_e}, {in_e, e}}) {
+            if (to <= from) continue;
+            Block piece;
+            piece.size = to - from;
+            piece.live = false;
+            piece.label = it->second.label;
+            pieces.emplace_back(from, std::move(piece));
+          }
+          it = owner.blocks.erase(it);
+        }
+        for (auto& [at, piece] : pieces) owner.blocks.emplace(at, std::move(piece));
         ::madvise(ptr, bytes, MADV_DONTNEED);
       }
     }
@@ -164,6 +209,7 @@ void SimDevice::unmap_memory(void* ptr, std::size_t bytes) noexcept {
       bad = make_violation(SimViolation::Kind::bad_free, "cuMemUnmap", ptr, bytes, 0);
     }
   }
+  flush_deferred();
   if (bad) report(std::move(*bad));
 }
 
