@@ -527,7 +527,7 @@ TEST_F(DLPackTest, TheDeleterWaitsForGpulifesWorkOnTheMemory) {
     for_each_index(
         stream, 1,
         [data, result](std::size_t) { *result = std::accumulate(data, data + 256, 0.0F); },
-        {{data, 256 * sizeof(float)}}, "sum");
+        {{data, 256 * sizeof(float), Access::read}}, "sum");
   };
   home_gate.block(home);
   sum_into(home, &out[0]);
