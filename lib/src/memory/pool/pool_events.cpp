@@ -60,11 +60,12 @@ bool query(const Event& event) noexcept {
 
 }  // namespace
 
-bool PoolResource::State::sweep(const std::vector<StreamIndex>& close) noexcept {
+bool PoolResource::State::sweep(const std::vector<StreamIndex>& close, std::size_t group_budget,
+                                std::vector<std::shared_ptr<AfterGroup>> candidates) noexcept {
   std::scoped_lock events(event_mutex);
   std::vector<Claim> claims;
   std::vector<StreamState*> states;
-  std::vector<std::shared_ptr<AfterGroup>> groups;
+  std::vector<std::shared_ptr<AfterGroup>> groups = std::move(candidates);
   try {
     std::scoped_lock lock(mutex);
     for (StreamIndex index : close) {
@@ -72,7 +73,8 @@ bool PoolResource::State::sweep(const std::vector<StreamIndex>& close) noexcept 
       if (state.open_frees > 0) claims.push_back(claim(state));
     }
     for (const auto& state : streams.all()) states.push_back(state.get());
-    groups = after_groups;
+    // A group taken meanwhile (its block handed out) is no longer pending: skipped below.
+    after_groups.next(group_budget, groups);
   } catch (...) {
     return false;  // no memory for the lists: nothing learnt this time
   }
@@ -112,9 +114,8 @@ bool PoolResource::State::sweep(const std::vector<StreamIndex>& close) noexcept 
       }
     }
     for (std::size_t i = 0; i < groups.size(); ++i) {
-      if (!done[i]) continue;
       AfterGroup& group = *groups[i];
-      group.complete = true;
+      if (!done[i] || group.slot == AfterGroup::no_slot) continue;  // running, or taken
       progress = true;
       if (Block* block = group.block) {
         group.block = nullptr;
@@ -123,7 +124,7 @@ bool PoolResource::State::sweep(const std::vector<StreamIndex>& close) noexcept 
         merge(block);
         index(block);
       }
-      std::erase(after_groups, groups[i]);
+      (void)after_groups.remove(&group);  // `groups` still owns it: nothing is destroyed here
     }
   }
   // `groups` dies here, with the event mutex held and the block mutex not: the completed
