@@ -90,6 +90,10 @@ int main(int argc, char** argv) {
       } else if (arg == "--list") {
         std::printf("traces:");
         for (const auto& t : traces::standard_trace_names()) std::printf(" %s", t.c_str());
+        std::printf("\nmore traces:");
+        for (const auto& t : traces::extra_trace_names()) std::printf(" %s", t.c_str());
+        std::printf(" llama/KEY[=VALUE]/... (paged, growing, eager, fused, all-logits, "
+                    "last-logits, budget=GIB, batches=N, seed=N)");
         std::printf("\npolicies:");
         for (const auto& p : replay::policy_names()) std::printf(" %s", p.c_str());
         std::printf("\n");
