@@ -241,6 +241,35 @@ TEST_F(PoolResourceTest, DefaultPolicyWaitsOnTheDeviceRatherThanGrow) {
   EXPECT_TRUE(take_violations().empty());
 }
 
+TEST_F(PoolResourceTest, AStreamAlreadyWaitingForAnotherStreamsFreesDoesNotWaitAgain) {
+  Stream a(device_);
+  Stream b(device_);
+  Gate gate;
+  gate.block(a);
+  // a uses the whole of one 20 MiB segment, then frees two blocks of it in one batch.
+  void* x = pool_->allocate(2 * MiB, a);
+  void* sep = pool_->allocate(2 * MiB, a);
+  void* y = pool_->allocate(16 * MiB, a);
+  EXPECT_EQ(upstream_->statistics().allocations, 1U);
+  pool_->deallocate(x, 2 * MiB, a);
+  pool_->deallocate(y, 16 * MiB, a);
+  void* first = pool_->allocate(2 * MiB, b);
+  void* second = pool_->allocate(2 * MiB, b);
+  EXPECT_EQ(upstream_->statistics().allocations, 1U) << "both came from a's freed blocks";
+  EXPECT_EQ(pool_->memory_stats().stream_waits, 1U)
+      << "b's queue already waits for a's batch: the second block needs no second wait";
+  // The second block is still ordered after a's work, through the first wait.
+  b.view().memset(second, 7, 4096);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_FALSE(b.view().query()) << "b did not wait for a's work";
+  gate.open();
+  b.synchronize();
+  pool_->deallocate(first, 2 * MiB, b);
+  pool_->deallocate(second, 2 * MiB, b);
+  pool_->deallocate(sep, 2 * MiB, a);
+  EXPECT_TRUE(take_violations().empty());
+}
+
 TEST_F(PoolResourceTest, OwnStreamPolicyNeverLendsABlockToAnotherStream) {
   remake(PoolOptions{.cross_stream = CrossStreamReuse::own_stream});
   Stream a(device_);

@@ -386,7 +386,7 @@ void* PoolResource::allocate_slow(std::size_t bytes, std::size_t size, bool larg
       std::size_t waits = 0;
       try {
         std::scoped_lock events(s.event_mutex);
-        waits = s.wait_for(impl, fences, groups);
+        waits = s.wait_for(*state, fences, groups);
       } catch (const std::exception& e) {
         // Neither a device-side nor a host wait worked: order everything on the host.
         report_error(std::string("PoolResource: waiting for another stream failed, "

@@ -133,8 +133,9 @@ bool PoolResource::State::sweep(const std::vector<StreamIndex>& close, std::size
 }
 
 std::size_t PoolResource::State::wait_for(
-    detail::StreamImpl& stream, const FenceSet& fences,
+    StreamState& waiter, const FenceSet& fences,
     const std::vector<std::shared_ptr<AfterGroup>>& groups) {
+  detail::StreamImpl& stream = *waiter.impl;
   std::size_t waits = 0;
   auto wait_on = [&](const Event& event) {
     try {
@@ -154,6 +155,10 @@ std::size_t PoolResource::State::wait_for(
       std::scoped_lock lock(mutex);
       state = &streams.at(fence.stream);
       if (state->completed_epoch >= fence.epoch) continue;
+      // Already ordered after that work by an earlier wait: stream order is transitive.
+      if (fence.stream < waiter.waited.size() && waiter.waited[fence.stream] >= fence.epoch) {
+        continue;
+      }
       if (state->recorded_epoch < fence.epoch) claims.push_back(claim(*state));
     }
     if (!claims.empty()) {
@@ -166,15 +171,18 @@ std::size_t PoolResource::State::wait_for(
       ++counters.events_recorded;
       state->recorded_epoch = std::max(state->recorded_epoch, claims.front().epoch);
     }
-    bool found = false;
-    for (const auto& [epoch, event] : state->recorded) {
-      if (epoch >= fence.epoch) {
-        wait_on(event);
-        found = true;
-        break;
-      }
+    // The first event that covers the fence: the queue is in epoch order.
+    const auto it = std::lower_bound(state->recorded.begin(), state->recorded.end(), fence.epoch,
+                                     [](const std::pair<std::uint64_t, Event>& e,
+                                        std::uint64_t epoch) { return e.first < epoch; });
+    if (it != state->recorded.end()) {
+      wait_on(it->second);
+      std::scoped_lock lock(mutex);
+      if (waiter.waited.size() <= fence.stream) waiter.waited.resize(fence.stream + 1, 0);
+      waiter.waited[fence.stream] = std::max(waiter.waited[fence.stream], it->first);
+    } else {
+      state->impl->synchronize();  // completed meanwhile, or never recorded
     }
-    if (!found) state->impl->synchronize();  // completed meanwhile, or never recorded
   }
   for (const auto& group : groups) {
     for (const Event& event : group->events) wait_on(event);

@@ -180,10 +180,11 @@ struct PoolResource::State {
   /// events had completed (those a sweep for this allocation should query first).
   void candidate_groups(PoolKind kind, std::size_t size,
                         std::vector<std::shared_ptr<detail::pool::AfterGroup>>& out);
-  /// Makes `stream` wait on the device for `fences` and `groups` (event mutex held by the
-  /// caller). Falls back to waiting on the host for an event it cannot make the stream wait for.
+  /// Makes `waiter`'s stream wait on the device for `fences` (but for those an earlier wait
+  /// already covers) and `groups` (event mutex held by the caller). Falls back to waiting on the
+  /// host for an event it cannot make the stream wait for.
   /// @return the number of device-side waits
-  std::size_t wait_for(detail::StreamImpl& stream, const detail::pool::FenceSet& fences,
+  std::size_t wait_for(detail::pool::StreamState& waiter, const detail::pool::FenceSet& fences,
                        const std::vector<std::shared_ptr<detail::pool::AfterGroup>>& groups);
   /// Gives `releases` back to `upstream` in stream order (takes the event mutex for the events
   /// that order a release after other streams' work).

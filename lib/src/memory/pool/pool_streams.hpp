@@ -43,6 +43,9 @@ struct StreamState {
   std::uint64_t stream_waits = 0;
 
   QuickLists quick;  // (pool) blocks this stream freed, not yet merged
+  // (pool) per other stream's index: the latest of its epochs this stream's queue was made to
+  // wait for (later work here is ordered after it: no second wait needed)
+  std::vector<std::uint64_t> waited;
 
   // (events) events that close epochs, oldest first
   std::deque<std::pair<std::uint64_t, Event>> recorded;
