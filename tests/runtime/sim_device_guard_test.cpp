@@ -35,23 +35,9 @@ float host_read(const float* device_ptr) {
   return *static_cast<const volatile float*>(device_ptr);
 }
 
-#if defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define GPULIFE_TEST_TSAN 1
-#endif
-#endif
-#if defined(__SANITIZE_THREAD__)
-#define GPULIFE_TEST_TSAN 1
-#endif
-
 class SimDeviceGuardDeathTest : public ::testing::Test {
  protected:
   void SetUp() override {
-#if defined(GPULIFE_TEST_TSAN)
-    // TSan runs a death test's child with its own SIGSEGV handling and reports the fault as a
-    // sanitizer error; the crash itself is checked by the default and ASan builds.
-    GTEST_SKIP() << "death tests of a deliberate SIGSEGV are not run under ThreadSanitizer";
-#endif
     GTEST_FLAG_SET(death_test_style, "threadsafe");
   }
 };
