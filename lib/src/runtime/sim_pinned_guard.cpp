@@ -108,6 +108,9 @@ void on_fault(int signal, siginfo_t* info, void* context) {
 
 void install_fault_handler() {
   std::call_once(install_once, [] {
+    // The handler must not allocate: the table is made before it can run.
+    (void)table_lock();
+    (void)table();
     struct sigaction action {};
     action.sa_sigaction = on_fault;
     action.sa_flags = SA_SIGINFO | SA_ONSTACK;
