@@ -181,6 +181,11 @@ Device Device::sim(SimOptions options) {
   if (const char* races = std::getenv("GPULIFE_SIM_RACES"); races != nullptr && *races != '\0') {
     options.races = std::string_view(races) != "0";
   }
+  // Device memory the host cannot touch, for a whole test run (a program one does not rebuild).
+  if (const char* guard = std::getenv("GPULIFE_SIM_GUARD_DEVICE");
+      guard != nullptr && *guard != '\0') {
+    options.guard_device_memory = std::string_view(guard) != "0";
+  }
   return Device{detail::make_sim_device(std::move(options))};
 }
 

@@ -20,7 +20,9 @@
 // returns the same bytes at a second, always-accessible mapping. A thread that runs queued work
 // must also hold a `WorkerScope` while it does (the API rules use it to tell host threads from
 // the device: a fault on a guarded buffer in such a thread is not a host access, and a CUDA
-// call from a host function it runs is a violation).
+// call from a host function it runs is a violation). With SimOptions::guard_device_memory,
+// device memory itself is inaccessible to host threads (sim_device_guard.hpp): the sim's own
+// host-side work on it (fresh fill, poison and its verification) holds a DeviceAccessScope.
 //
 // Lock order for the race detector: its lock (RaceDetector::Step) is held while an operation is
 // checked and queued, so it comes before a stream's lock and the memory lock. Queued operations

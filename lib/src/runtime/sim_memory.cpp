@@ -5,6 +5,9 @@
 #include "runtime/sim_device.hpp"
 
 #include <sys/mman.h>
+#include <unistd.h>
+
+#include "runtime/sim_device_guard.hpp"
 
 namespace gpulife::detail::sim {
 
@@ -38,6 +41,11 @@ std::size_t first_unpoisoned(const unsigned char* ptr, std::size_t bytes) noexce
   return bytes;
 }
 
+std::size_t whole_pages(std::size_t bytes) noexcept {
+  static const auto page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+  return (bytes + page - 1) / page * page;
+}
+
 unsigned char* map_host_memory(std::size_t size) noexcept {
   void* ptr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   return ptr == MAP_FAILED ? nullptr : static_cast<unsigned char*>(ptr);
@@ -67,7 +75,8 @@ void* SimDevice::reserve(std::size_t bytes, AllocState state, const char* call,
     }
     used_ += size;
   }
-  const bool mapped = size >= mapped_from;
+  // Guarded device memory (SimOptions::guard_device_memory) needs pages of its own.
+  const bool mapped = size >= mapped_from || options_.guard_device_memory;
   auto* host = mapped ? map_host_memory(size)
                       : static_cast<unsigned char*>(std::aligned_alloc(sim_alignment, size));
   std::unique_lock lock(memory_mutex_);
@@ -90,6 +99,8 @@ void* SimDevice::reserve(std::size_t bytes, AllocState state, const char* call,
   // Fresh device memory holds whatever was there; on the sim that would be zeros or a freed
   // allocation's poison, which hides reads of memory never written.
   if (options_.fill_fresh) std::memset(host, fresh_value, size);
+  // From now on only queued work (and the sim's own bookkeeping) may touch it.
+  if (options_.guard_device_memory) device_guard::add(host, whole_pages(size));
   return host;
 }
 
@@ -112,6 +123,7 @@ void SimDevice::reuse_pending_frees(std::size_t size, SimStream& stream,
 
 void SimDevice::verify_poison(std::uintptr_t begin, std::size_t bytes, const std::string& owner) {
   if (!options_.poison || bytes == 0) return;
+  const DeviceAccessScope device_access;  // guarded device memory: the sim's own read
   const auto* ptr = reinterpret_cast<const unsigned char*>(begin);
   const std::size_t first = first_unpoisoned(ptr, bytes);
   if (first == bytes) return;
@@ -145,6 +157,7 @@ void SimDevice::retire(AllocMap::iterator it) noexcept {
   if (alloc.mapped && options_.address_quarantine_bytes >= alloc.size) {
     // The memory goes back to the host; the addresses stay reserved and inaccessible, so that
     // a stale pointer neither reaches a new allocation nor reads old data.
+    device_guard::remove(alloc.host);  // inaccessible to everyone from now on
     void* again = mmap(alloc.host, alloc.size, PROT_NONE,
                        MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (again != MAP_FAILED) {
@@ -170,6 +183,7 @@ void SimDevice::drop(AllocMap::iterator it) noexcept {
   Alloc& alloc = it->second;
   if (races_) races_->forget(it->first, it->first + alloc.size);
   if (alloc.mapped) {
+    device_guard::remove(alloc.host);
     munmap(alloc.host, alloc.size);
   } else {
     std::free(alloc.host);
@@ -190,7 +204,10 @@ void SimDevice::release(std::uintptr_t base) noexcept {
   alloc.blocks.clear();
   if (!alloc.reused) used_ -= alloc.size;  // else counted by the allocation that took it over
   if (options_.poison && alloc.size <= options_.quarantine_bytes) {
-    std::memset(alloc.host, poison_value, alloc.size);
+    {
+      const DeviceAccessScope device_access;  // guarded device memory: the sim's own write
+      std::memset(alloc.host, poison_value, alloc.size);
+    }
     quarantine_.push_back(base);
     quarantined_bytes_ += alloc.size;
     while (quarantined_bytes_ > options_.quarantine_bytes) {
@@ -501,6 +518,7 @@ void SimDevice::poison_block(const void* ptr, std::size_t bytes) noexcept {
       } else {
         block->second.live = false;
         if (options_.poison) {
+          const DeviceAccessScope device_access;  // guarded device memory: the sim's own write
           std::memset(const_cast<void*>(ptr), poison_value, block->second.size);
         }
       }

@@ -4,6 +4,8 @@
 
 #include "runtime/sim_pinned_guard.hpp"
 
+#include "runtime/sim_device_guard.hpp"
+
 #include <signal.h>
 #include <sys/mman.h>
 #include <ucontext.h>
@@ -99,11 +101,16 @@ void on_fault(int signal, siginfo_t* info, void* context) {
       }
     }
   }
-  if (!ours) chain(signal, info, context);
+  if (!ours && !device_guard::handle_fault(addr)) chain(signal, info, context);
 }
 
-void install_handler() {
+}  // namespace
+
+void install_fault_handler() {
   std::call_once(install_once, [] {
+    // The handler must not allocate: the table is made before it can run.
+    (void)table_lock();
+    (void)table();
     struct sigaction action {};
     action.sa_sigaction = on_fault;
     action.sa_flags = SA_SIGINFO | SA_ONSTACK;
@@ -111,6 +118,8 @@ void install_handler() {
     sigaction(SIGSEGV, &action, &previous_action);
   });
 }
+
+namespace {
 
 std::size_t page_size() noexcept {
   static const auto page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
@@ -148,7 +157,7 @@ PinnedGuard::~PinnedGuard() {
 }
 
 void* PinnedGuard::allocate(std::size_t bytes, std::size_t& size) noexcept {
-  install_handler();
+  install_fault_handler();
   size = (bytes + page_size() - 1) / page_size() * page_size();
   const int fd = memfd_create("gpulife-sim-pinned", MFD_CLOEXEC);
   if (fd < 0) return nullptr;

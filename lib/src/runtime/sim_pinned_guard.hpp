@@ -42,6 +42,10 @@ class WorkerScope {
   bool was_;
 };
 
+/// Installs the process-wide SIGSEGV handler of the pinned and device guards (once; it chains
+/// to the handler installed before it).
+void install_fault_handler();
+
 class PinnedGuard {
  public:
   PinnedGuard() = default;

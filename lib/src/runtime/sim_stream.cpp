@@ -2,6 +2,7 @@
 // The simulated device's queues: each stream is an in-order queue run by its own worker thread.
 
 #include "runtime/sim_device.hpp"
+#include "runtime/sim_device_guard.hpp"
 
 namespace gpulife::detail::sim {
 
@@ -104,6 +105,7 @@ void SimStream::run() {
       report_error("sim stream " + std::to_string(id_) + ": queued operation threw");
     }
     op = nullptr;  // release what the op captured before the stream counts it as done
+    device_guard::close_opened();  // guarded device memory it opened is closed to the host again
     lock.lock();
     ++completed_;
     if (waiters_ > 0) done_cv_.notify_all();

@@ -18,10 +18,14 @@
 #include <stdexcept>
 
 #include "runtime/sim_device.hpp"
+#include "runtime/sim_device_guard.hpp"
 
 namespace gpulife::detail::sim {
 
-SimDevice::VmmRange::~VmmRange() { ::munmap(base, bytes); }
+SimDevice::VmmRange::~VmmRange() {
+  device_guard::remove(base);
+  ::munmap(base, bytes);
+}
 
 void* SimDevice::reserve_address_range(std::size_t bytes) {
   const std::size_t g = options_.vmm_granularity;
@@ -60,6 +64,8 @@ void* SimDevice::reserve_address_range(std::size_t bytes) {
     vmm_.erase(base);
     throw;
   }
+  // The whole range, mapped chunks or not, is device memory the host cannot touch.
+  if (options_.guard_device_memory) device_guard::add(reinterpret_cast<void*>(base), bytes);
   return reinterpret_cast<void*>(base);
 }
 
@@ -135,7 +141,10 @@ void SimDevice::map_memory(void* ptr, std::size_t bytes) {
   });
   lock.unlock();
   // New physical memory holds garbage on a GPU, not the zeros of fresh host pages.
-  if (options_.fill_fresh) std::memset(ptr, fresh_value, bytes);
+  if (options_.fill_fresh) {
+    const DeviceAccessScope device_access;  // guarded device memory: the sim's own write
+    std::memset(ptr, fresh_value, bytes);
+  }
   // New physical memory: what happened at these addresses before is history the driver has
   // ordered (the race detector forgets it).
   const RangeUse use{ptr, bytes, Use::fresh};

@@ -43,7 +43,8 @@ class Device {
   /// If `options.delay` is false and the environment variable GPULIFE_SIM_DELAY holds a seed,
   /// the delay is turned on with that seed, so that a whole test run can be repeated with it.
   /// GPULIFE_SIM_RACES=0 (or 1) turns race detection (`SimOptions::races`) off (or on) for
-  /// every simulated device, whatever the options say.
+  /// every simulated device, whatever the options say; GPULIFE_SIM_GUARD_DEVICE=1 (or 0) does
+  /// the same for `SimOptions::guard_device_memory`.
   /// @throws std::invalid_argument if `options.capacity_bytes` is zero or
   ///         `options.faults.probability` is outside [0, 1]
   [[nodiscard]] static Device sim(SimOptions options = {});

@@ -106,6 +106,15 @@ struct SimOptions {
   /// With `races`: report reads (copy sources, kernel ranges declared `Access::read`) of bytes
   /// never written since they were allocated, as compute-sanitizer's initcheck does.
   bool uninitialized_reads = false;
+  /// Make device memory inaccessible to host threads, as on a GPU: every device allocation (and
+  /// every reserved virtual range) gets pages of its own, kept inaccessible except to the stream
+  /// workers while queued work runs, so host code that dereferences a device pointer crashes
+  /// (SIGSEGV) after one line on stderr naming the address and the allocation. Costs a page per
+  /// allocation and a fault plus two `mprotect` calls per allocation a queued operation touches.
+  /// The environment variable GPULIFE_SIM_GUARD_DEVICE=1 (or 0) turns it on (or off) for every
+  /// simulated device. Not caught: a host access while a queued operation has the allocation
+  /// open, and accesses by host functions (they run on the stream workers).
+  bool guard_device_memory = false;
   /// Run at most one host function (`host_callback`) at a time on the device, as CUDA may: a
   /// host function that waits for another stream's host function then deadlocks in tests too.
   bool serialize_host_functions = false;
