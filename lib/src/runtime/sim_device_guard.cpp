@@ -14,23 +14,11 @@
 #include <thread>
 
 #include "runtime/sim_pinned_guard.hpp"
+#include "runtime/sim_spin_lock.hpp"
 
 namespace gpulife::detail::sim {
 
 namespace {
-
-/// The table's lock, taken by the fault handler too: a spin lock, and no thread touches guarded
-/// memory while it holds it.
-class SpinLock {
- public:
-  void lock() noexcept {
-    while (flag_.test_and_set(std::memory_order_acquire)) std::this_thread::yield();
-  }
-  void unlock() noexcept { flag_.clear(std::memory_order_release); }
-
- private:
-  std::atomic_flag flag_ = ATOMIC_FLAG_INIT;
-};
 
 // Process-wide, as the signal handler is; never destroyed (a fault during static destruction
 // still finds a valid table).

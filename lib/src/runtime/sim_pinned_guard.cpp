@@ -5,6 +5,7 @@
 #include "runtime/sim_pinned_guard.hpp"
 
 #include "runtime/sim_device_guard.hpp"
+#include "runtime/sim_spin_lock.hpp"
 
 #include <signal.h>
 #include <sys/mman.h>
@@ -19,20 +20,6 @@ namespace gpulife::detail::sim {
 namespace {
 
 thread_local bool runs_queued_work = false;
-
-/// The table's lock. The fault handler takes it too, so it is a spin lock (no allocation, no
-/// futex state a signal could interrupt), and no thread touches a guarded buffer while holding
-/// it: the handler of a fault never waits for its own thread.
-class SpinLock {
- public:
-  void lock() noexcept {
-    while (flag_.test_and_set(std::memory_order_acquire)) std::this_thread::yield();
-  }
-  void unlock() noexcept { flag_.clear(std::memory_order_release); }
-
- private:
-  std::atomic_flag flag_ = ATOMIC_FLAG_INIT;
-};
 
 // Process-wide, because signal handlers are: every guarded buffer of every simulated device,
 // by the address the user holds. Never destroyed, so that a fault during static destruction
