@@ -20,6 +20,7 @@
 #include <gpulife/memory/memory_pressure.hpp>
 #include <gpulife/memory/pool_resource.hpp>
 #include <gpulife/runtime/device.hpp>
+#include <gpulife/runtime/device_profile.hpp>
 #include <gpulife/runtime/event.hpp>
 #include <gpulife/runtime/launch.hpp>
 #include <gpulife/runtime/stream.hpp>

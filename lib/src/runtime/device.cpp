@@ -181,6 +181,11 @@ Device Device::sim(SimOptions options) {
   if (const char* races = std::getenv("GPULIFE_SIM_RACES"); races != nullptr && *races != '\0') {
     options.races = std::string_view(races) != "0";
   }
+  // A device profile for a program one does not rebuild (the report, a benchmark).
+  if (const char* profile = std::getenv("GPULIFE_SIM_PROFILE");
+      options.profile.empty() && profile != nullptr && *profile != '\0') {
+    options.profile = profile;
+  }
   // Device memory the host cannot touch, for a whole test run (a program one does not rebuild).
   if (const char* guard = std::getenv("GPULIFE_SIM_GUARD_DEVICE");
       guard != nullptr && *guard != '\0') {

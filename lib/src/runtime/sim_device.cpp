@@ -51,9 +51,12 @@ std::atomic<int> next_sim_ordinal{0};
 // ---- SimEvent ----------------------------------------------------------------------------------
 
 bool SimEvent::query() {
+  const SimClock::Call vt(device_.clock());
+  if (vt.clock()) vt.clock()->charge_us(vt.clock()->profile().event_us);
   const auto node = latest();
   if (!node) return true;
   if (!node->done()) return false;
+  if (vt.clock()) vt.clock()->host_join(node->vtime, 0);  // it saw the record reached
   // The host saw the record reached: it is ordered after the work the record captured.
   if (node->clock) RaceDetector::Step(device_.races()).host_join(*node->clock);
   return true;
@@ -63,14 +66,21 @@ void SimEvent::synchronize() {
   const auto node = latest();
   if (!node) return;
   if (device_.called_from_host_function("cudaEventSynchronize")) return;  // it may deadlock
+  const SimClock::Call vt(device_.clock());
   node->wait();
+  if (vt.clock()) vt.clock()->host_join(node->vtime, vt.clock()->sync_ns());
   if (node->clock) RaceDetector::Step(device_.races()).host_join(*node->clock);
 }
 
 // ---- SimDevice ---------------------------------------------------------------------------------
 
 SimDevice::SimDevice(SimOptions options)
-    : options_(std::move(options)), ordinal_(next_sim_ordinal.fetch_add(1)) {
+    : options_(std::move(options)),
+      ordinal_(next_sim_ordinal.fetch_add(1)),
+      clock_(options_.profile.empty()
+                 ? nullptr
+                 : std::make_unique<SimClock>(DeviceProfile::select(options_.profile),
+                                              options_.count_host_time)) {
   set_faults(options_.faults);
   if (options_.races) {
     races_ = std::make_unique<RaceDetector>(options_.uninitialized_reads, [this](SimViolation v) {
@@ -116,6 +126,7 @@ SimDevice::~SimDevice() {
 
 void SimDevice::synchronize() {
   if (called_from_host_function("cudaDeviceSynchronize")) return;  // it would deadlock
+  const SimClock::Call vt(clock());
   const VectorClock reached = RaceDetector::Step(races()).all_streams();
   default_stream_->synchronize();
   std::vector<SimStream*> all;
@@ -125,6 +136,7 @@ void SimDevice::synchronize() {
   }
   for (SimStream* stream : all) stream->synchronize();
   RaceDetector::Step(races()).host_join(reached);
+  if (clock_) clock_->host_join(clock_->device_ready(), clock_->sync_ns());
 }
 
 StreamImpl& SimDevice::acquire_stream() {

@@ -55,6 +55,7 @@
 
 #include "detail/format.hpp"
 #include "runtime/backends.hpp"
+#include "runtime/sim_clock.hpp"
 #include "runtime/sim_pinned_guard.hpp"
 #include "runtime/sim_races.hpp"
 #include "runtime/stream_ids.hpp"
@@ -121,6 +122,9 @@ class SimEventNode {
 
   /// The recording stream's clock (race detection on); set before the node is published.
   std::shared_ptr<const ClockSnapshot> clock;
+  /// The virtual time at which the stream reaches the record (sim_clock.hpp); set before the
+  /// node is published.
+  double vtime = 0;
 
  private:
   std::mutex mutex_;
@@ -137,9 +141,11 @@ class SimEvent final : public EventImpl {
     std::scoped_lock lock(mutex_);
     return latest_;
   }
-  std::shared_ptr<SimEventNode> begin_record(std::shared_ptr<const ClockSnapshot> clock) {
+  std::shared_ptr<SimEventNode> begin_record(std::shared_ptr<const ClockSnapshot> clock,
+                                             double vtime = 0) {
     auto node = std::make_shared<SimEventNode>();
     node->clock = std::move(clock);
+    node->vtime = vtime;
     std::scoped_lock lock(mutex_);
     latest_ = node;
     return node;
@@ -270,6 +276,16 @@ class SimDevice final : public DeviceImpl {
 
   // ---- used by the streams ----
   const SimOptions& options() const noexcept { return options_; }
+  /// The virtual time model (sim_clock.hpp), or null without a profile.
+  SimClock* clock() noexcept { return clock_.get(); }
+  std::optional<double> virtual_time_ns() override {
+    if (!clock_) return std::nullopt;
+    return clock_->now();
+  }
+  std::optional<DeviceProfile> time_profile() const override {
+    if (!clock_) return std::nullopt;
+    return clock_->profile();
+  }
   /// Checks, as a queued operation executes, that [ptr, ptr + bytes) is live device memory.
   bool check(const void* ptr, std::size_t bytes, std::string_view operation,
              std::uint64_t stream_id) noexcept;
@@ -365,6 +381,7 @@ class SimDevice final : public DeviceImpl {
 
   const SimOptions options_;
   const int ordinal_;
+  const std::unique_ptr<SimClock> clock_;  // virtual time; null without a profile
 
   mutable std::shared_mutex memory_mutex_;
   AllocMap allocs_;

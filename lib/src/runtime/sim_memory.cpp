@@ -237,6 +237,8 @@ SimViolation bad_free(const char* call, const void* ptr, std::size_t bytes,
 void* SimDevice::allocate(std::size_t bytes) {
   called_from_host_function("cudaMalloc");
   if (bytes == 0) return nullptr;
+  const SimClock::Call vt(clock());
+  if (clock_) clock_->charge_us(clock_->profile().malloc_us);
   void* ptr = reserve(bytes, AllocState::live, "cudaMalloc", nullptr);
   const RangeUse use{ptr, bytes, Use::fresh};
   RaceDetector::Step(races()).host_op("cudaMalloc", std::span(&use, 1));
@@ -246,7 +248,9 @@ void* SimDevice::allocate(std::size_t bytes) {
 void SimDevice::deallocate(void* ptr, std::size_t bytes) noexcept {
   if (ptr == nullptr) return;
   called_from_host_function("cudaFree");
+  const SimClock::Call vt(clock());
   synchronize();  // cudaFree waits for the device
+  if (clock_) clock_->charge_us(clock_->profile().free_us);
   std::optional<SimViolation> bad;
   std::size_t requested = 0;
   {
@@ -276,6 +280,8 @@ void SimDevice::deallocate(void* ptr, std::size_t bytes) noexcept {
 void* SimDevice::allocate_async(std::size_t bytes, StreamImpl& stream) {
   called_from_host_function("cudaMallocAsync");
   if (bytes == 0) return nullptr;
+  const SimClock::Call vt(clock());
+  if (clock_) clock_->charge_us(clock_->profile().malloc_async_us);
   SimStream& on = sim_stream(stream);
   void* ptr = reserve(bytes, AllocState::pending, "cudaMallocAsync", &on);
   // Usable in stream order: live once the stream reaches the allocation.
@@ -294,6 +300,8 @@ void* SimDevice::allocate_async(std::size_t bytes, StreamImpl& stream) {
 void SimDevice::deallocate_async(void* ptr, std::size_t bytes, StreamImpl& stream) noexcept {
   if (ptr == nullptr) return;
   called_from_host_function("cudaFreeAsync");
+  const SimClock::Call vt(clock());
+  if (clock_) clock_->charge_us(clock_->profile().free_async_us);
   std::size_t requested = 0;
   {
     std::unique_lock lock(memory_mutex_);
@@ -336,6 +344,12 @@ void SimDevice::deallocate_async(void* ptr, std::size_t bytes, StreamImpl& strea
 void* SimDevice::allocate_pinned(std::size_t bytes) {
   called_from_host_function("cudaMallocHost");
   if (bytes == 0) return nullptr;  // as cudaMallocHost
+  const SimClock::Call vt(clock());
+  if (clock_) {
+    clock_->charge_us(clock_->profile().malloc_host_us + clock_->profile().malloc_host_us_per_gib *
+                                                            static_cast<double>(bytes) /
+                                                            static_cast<double>(1ULL << 30));
+  }
   std::size_t size = 0;
   void* ptr = guard_ ? guard_->allocate(bytes, size) : nullptr;
   if (ptr == nullptr) {
@@ -358,6 +372,8 @@ void* SimDevice::allocate_pinned(std::size_t bytes) {
 void SimDevice::deallocate_pinned(void* ptr) noexcept {
   if (ptr == nullptr) return;
   called_from_host_function("cudaFreeHost");
+  const SimClock::Call vt(clock());
+  if (clock_) clock_->charge_us(clock_->profile().free_host_us);
   std::size_t size = 0;
   {
     std::shared_lock lock(memory_mutex_);

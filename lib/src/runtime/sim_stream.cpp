@@ -113,9 +113,21 @@ void SimStream::run() {
 }
 
 void SimStream::copy(void* dst, const void* src, std::size_t bytes, CopyKind kind) {
+  const SimClock::Call vt(device_.clock());
   device_.called_from_host_function("cudaMemcpyAsync");
   device_.maybe_fail(FaultSite::copy, "cudaMemcpyAsync", "copying " + format_bytes(bytes));
   if (!device_.check_copy(dst, src, bytes, kind, id_)) return;
+  if (SimClock* clock = vt.clock()) {
+    // Pageable memory: the host waits for the copy (CUDA stages it through a bounce buffer).
+    const bool pinned = device_.is_pinned(kind == CopyKind::host_to_device ? src : dst, bytes);
+    if (kind == CopyKind::device_to_device) {
+      clock->queue(id_, SimClock::Engine::compute, clock->device_copy_ns(bytes), false);
+    } else {
+      const auto engine =
+          kind == CopyKind::host_to_device ? SimClock::Engine::h2d : SimClock::Engine::d2h;
+      clock->queue(id_, engine, clock->copy_ns(engine, bytes, pinned), !pinned);
+    }
+  }
   switch (kind) {
     case CopyKind::host_to_device: {
       if (device_.is_pinned(src, bytes)) {
@@ -177,8 +189,11 @@ void SimStream::copy(void* dst, const void* src, std::size_t bytes, CopyKind kin
 }
 
 void SimStream::memset(void* dst, int value, std::size_t bytes) {
+  const SimClock::Call vt(device_.clock());
   device_.called_from_host_function("cudaMemsetAsync");
   device_.maybe_fail(FaultSite::memset, "cudaMemsetAsync", "setting " + format_bytes(bytes));
+  if (SimClock* clock = vt.clock())
+    clock->queue(id_, SimClock::Engine::compute, clock->memset_ns(bytes), false);
   const RangeUse uses[] = {{dst, bytes, Use::write}};
   enqueue_checked("memset", uses, [this, dst, value, bytes] {
     if (device_.check(dst, bytes, "memset", id_)) std::memset(dst, value, bytes);
@@ -188,6 +203,9 @@ void SimStream::memset(void* dst, int value, std::size_t bytes) {
 void SimStream::host_callback(std::function<void()> fn) {
   device_.called_from_host_function("cudaLaunchHostFunc");
   device_.maybe_fail(FaultSite::stream_operation, "cudaLaunchHostFunc", "queueing a host callback");
+  const SimClock::Call vt(device_.clock());
+  if (SimClock* clock = vt.clock())
+    clock->queue(id_, SimClock::Engine::none, clock->us(clock->profile().host_function_us), false);
   RaceDetector::Step step(device_.races());
   step.stream_op(race_agent, id_, "host function", {});
   // Programs use host functions to signal host threads: once one has run, the host counts as
@@ -201,8 +219,10 @@ void SimStream::host_callback(std::function<void()> fn) {
 void SimStream::record(EventImpl& event) {
   device_.called_from_host_function("cudaEventRecord");
   device_.maybe_fail(FaultSite::stream_operation, "cudaEventRecord", "recording an event");
+  const SimClock::Call vt(device_.clock());
+  const double reached_at = vt.clock() ? vt.clock()->record(id_) : 0.0;
   RaceDetector::Step step(device_.races());
-  auto node = static_cast<SimEvent&>(event).begin_record(step.record(race_agent));
+  auto node = static_cast<SimEvent&>(event).begin_record(step.record(race_agent), reached_at);
   enqueue_bookkeeping([node = std::move(node)] { node->complete(); });
 }
 
@@ -211,6 +231,8 @@ void SimStream::wait(EventImpl& event) {
   device_.maybe_fail(FaultSite::stream_operation, "cudaStreamWaitEvent", "waiting on an event");
   RaceDetector::Step step(device_.races());
   auto node = static_cast<SimEvent&>(event).latest();
+  const SimClock::Call vt(device_.clock());
+  if (vt.clock()) vt.clock()->wait(id_, node ? node->vtime : 0.0);  // even when already reached
   // The order counts even when the record has already been reached: the detector follows what
   // the program asked for, not what the timing gave it.
   if (node && node->clock) step.wait(race_agent, *node->clock);
@@ -220,6 +242,7 @@ void SimStream::wait(EventImpl& event) {
 
 void SimStream::synchronize() {
   if (device_.called_from_host_function("cudaStreamSynchronize")) return;  // it would deadlock
+  const SimClock::Call vt(device_.clock());
   VectorClock reached = RaceDetector::Step(device_.races()).stream_clock(race_agent);
   {
     std::unique_lock lock(mutex_);
@@ -229,10 +252,12 @@ void SimStream::synchronize() {
     --waiters_;
   }
   RaceDetector::Step(device_.races()).host_join(reached);
+  if (SimClock* clock = vt.clock()) clock->host_join(clock->stream_ready(id_), clock->sync_ns());
 }
 
 bool SimStream::query() {
   device_.called_from_host_function("cudaStreamQuery");
+  const SimClock::Call vt(device_.clock());
   VectorClock reached = RaceDetector::Step(device_.races()).stream_clock(race_agent);
   bool done = false;
   {
@@ -240,6 +265,10 @@ bool SimStream::query() {
     done = completed_ == submitted_;
   }
   if (done) RaceDetector::Step(device_.races()).host_join(reached);
+  if (SimClock* clock = vt.clock()) {
+    clock->charge_us(clock->profile().event_us);
+    if (done) clock->host_join(clock->stream_ready(id_), 0);  // it saw the work completed
+  }
   return done;
 }
 
@@ -249,6 +278,9 @@ void SimStream::launch_host_kernel(std::string_view name, std::span<const Memory
   device_.check_launch_device(name, id_);
   device_.maybe_fail(FaultSite::kernel, "cudaLaunchKernel",
                      "launching kernel " + std::string(name));
+  const SimClock::Call vt(device_.clock());
+  if (SimClock* clock = vt.clock())
+    clock->queue(id_, SimClock::Engine::compute, clock->kernel_ns(ranges), false);
   std::vector<RangeUse> uses;
   uses.reserve(ranges.size());
   for (const MemoryRange& range : ranges) {

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -125,6 +126,20 @@ class Device {
   /// @return how many faults the simulated device has injected so far (0 on CUDA)
   [[nodiscard]] std::uint64_t injected_faults() const noexcept {
     return impl_ ? impl_->injected_faults() : 0;
+  }
+
+  /// @brief The calling thread's virtual time, in nanoseconds, on a simulated device with a
+  /// time model (`SimOptions::profile`): what the GPU of the profile would have taken for the
+  /// work this thread queued and waited for, plus the host's own time between device calls.
+  /// Read it before and after a piece of work that ends with a synchronisation: the difference
+  /// is the predicted time. Each host thread has its own clock.
+  /// @return nullopt on CUDA and on a simulated device without a profile
+  /// @throws std::invalid_argument if empty
+  [[nodiscard]] std::optional<double> virtual_time_ns() const { return impl().virtual_time_ns(); }
+  /// @return the profile of the device's time model; nullopt on CUDA and without one
+  /// @throws std::invalid_argument if empty
+  [[nodiscard]] std::optional<DeviceProfile> time_profile() const {
+    return impl().time_profile();
   }
 
   /// @return the backend device

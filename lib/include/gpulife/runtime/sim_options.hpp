@@ -124,6 +124,15 @@ struct SimOptions {
   std::size_t vmm_granularity = std::size_t{2} << 20;
   /// Injected faults; none by default.
   SimFaults faults{};
+  /// Virtual device time: the name of a built-in `DeviceProfile` ("h100", "h200") or the path
+  /// of a profile file. The device then predicts what that GPU would take for the work queued
+  /// on it (`Device::virtual_time_ns`, `Device::time_profile`). Empty: the environment variable
+  /// GPULIFE_SIM_PROFILE, if set, else no time model (it costs a lock per device call).
+  std::string profile{};
+  /// With a `profile`: the host clocks advance by the real time the host spends between device
+  /// calls as well as by the modelled cost of each call. Off, only the modelled costs count,
+  /// which makes virtual time a pure function of the program's calls (tests).
+  bool count_host_time = true;
   /// Called, on the stream worker, for each violation. The device also records every violation
   /// (see `Device::take_violations`). Empty: write the violation to the error handler.
   std::function<void(const SimViolation&)> on_violation{};

@@ -9,12 +9,14 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include <gpulife/runtime/backend_kind.hpp>
+#include <gpulife/runtime/device_profile.hpp>
 #include <gpulife/runtime/memory_range.hpp>
 #include <gpulife/runtime/sim_options.hpp>
 
@@ -148,6 +150,11 @@ class DeviceImpl {
   /// Bytes the device's current stream-ordered pool reserves from the system now
   /// (cudaMemPoolAttrReservedMemCurrent); 0 on the sim.
   virtual std::size_t async_pool_reserved_bytes() { return 0; }
+  /// The calling thread's virtual time in nanoseconds under the device's time model (the
+  /// simulated device with a profile); nullopt without one.
+  virtual std::optional<double> virtual_time_ns() { return std::nullopt; }
+  /// The profile of the device's time model; nullopt without one.
+  virtual std::optional<DeviceProfile> time_profile() const { return std::nullopt; }
   /// True if `[ptr, ptr + bytes)` is page-locked host memory (a copy from it is a true DMA).
   virtual bool is_pinned(const void* ptr, std::size_t bytes) = 0;
   /// gpulife's own host code is about to access `[ptr, ptr + bytes)` of a pinned buffer (a
