@@ -13,7 +13,9 @@
 #       On the GPU machine, from that folder; nothing is built there. Runs the whole test suite
 #       on CUDA, compute-sanitizer (memcheck --leak-check full, racecheck, synccheck, initcheck)
 #       on the CUDA kernel and runtime suites and on the pool's NVTX probe, a DLPack round trip
-#       with the PyTorch found there, the report and the figures, and writes a summary (default
+#       with the PyTorch found there, the report and the figures, the calibration of a device
+#       profile for the simulated device's time model (gpulife_calibrate; the profile is kept in
+#       the output folder, profile.json), and writes a summary (default
 #       DIR/summary.txt). Within 8 minutes on one H200: every step has a time limit. Exit status
 #       0 when nothing failed.
 #
@@ -64,14 +66,14 @@ prepare() {
   grep -q '^CMAKE_CUDA_COMPILER:.*nvcc' "$build/CMakeCache.txt" \
     || die "prepare: no CUDA compiler found (install the CUDA toolkit, or set CUDACXX)"
   cmake --build "$build" -j "$jobs" --target "${test_binaries[@]}" cuda_exit_test \
-    gpulife_quickstart gpulife_report gpulife_gpu_check gpulife_dlpack_shim \
+    gpulife_quickstart gpulife_report gpulife_gpu_check gpulife_dlpack_shim gpulife_calibrate \
     || die "prepare: building failed"
 
   rm -rf "$out"
   mkdir -p "$out/bin" "$out/lib"
   local name path
   for name in "${test_binaries[@]}" cuda_exit_test gpulife_quickstart gpulife_report \
-              gpulife_gpu_check; do
+              gpulife_gpu_check gpulife_calibrate; do
     path="$(find "$build" -type f -name "$name" -perm -u+x | head -n 1)"
     [ -n "$path" ] || die "prepare: $name was not built"
     cp "$path" "$out/bin/$name"
@@ -312,6 +314,28 @@ run_figures() {
   fi
 }
 
+# The device profile of the simulated device's time model, measured on this device
+# (gpulife_calibrate; on the simulated device with --quick: its host figures, which only prove
+# that the program runs and writes a profile the simulated device reads).
+run_calibrate() {
+  local device="$1" path quick=()
+  path="$(locate gpulife_calibrate)"
+  if [ -z "$path" ]; then
+    record SKIP "calibrate" 0 "gpulife_calibrate was not built (GPULIFE_BUILD_TOOLS=OFF)"
+    return
+  fi
+  [ "$device" = sim ] && quick=(--quick)
+  timed "$logs/calibrate.log" 120 env GPULIFE_DEVICE="$device" "$path" \
+    "--out=$out/profile.json" "--name=measured-$device" "${quick[@]}"
+  if [ "$rc" -eq 0 ] && grep -q '^profile_written=' "$logs/calibrate.log"; then
+    record PASS "calibrate" "$took" "profile written to $out/profile.json"
+    grep -E '^[a-z_0-9]+=' "$logs/calibrate.log" | grep -vE '^(sweep_|device=|note=|profile_written=)' \
+      | sed 's/^/        /' | tee -a "$summary"
+  else
+    record FAIL "calibrate" "$took" "exit $rc; see $logs/calibrate.log"
+  fi
+}
+
 run() {
   from_build=""
   out=""
@@ -363,6 +387,7 @@ run() {
     run_dlpack
     run_report cuda
     run_figures cuda
+    run_calibrate cuda
   else
     record SKIP "tests on CUDA" 0 "$reason: the CUDA variants need a GPU (ctest runs the suites on the simulated device)"
     record SKIP "compute-sanitizer" 0 "$reason: the sanitizers check CUDA kernels"
@@ -376,6 +401,7 @@ run() {
     record SKIP "DLPack round trip with PyTorch" 0 "$reason: PyTorch's CUDA tensors need a GPU"
     run_report sim
     run_figures sim
+    run_calibrate sim
   fi
   local total=$((SECONDS - started))
   echo "== $failures failed; $total s in all (budget ${budget} s)" | tee -a "$summary"
