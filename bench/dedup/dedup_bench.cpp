@@ -65,6 +65,7 @@ void bm_dedup(benchmark::State& state, bool use_cache) {
   set_bytes_counter(state, "bytes_uploaded",
                     static_cast<double>(uploaded) / static_cast<double>(state.iterations()));
   state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(instances));
+  set_predicted_counter(state, timer);
   check_for_leaks(ctx, state, name);
 }
 

@@ -160,25 +160,45 @@ void print_errors(const CollectingReporter& collected, int& failures) {
 
 struct StepRow {
   std::string strategy;
-  double seconds = 0.0;
+  double seconds = 0.0;    // measured: host time on the sim, CUDA-event time on a GPU
+  double predicted = 0.0;  // the sim's virtual time under its profile (0: none)
+  double uploaded = 0.0;   // bytes per step
+  double upstream = 0.0;   // upstream allocations per step
 };
 
+/// @return true if `run` carries the simulated device's prediction
+bool has_prediction(const Run& run) { return run.counters.count("predicted_s") != 0; }
+
 void print_steps(const CollectingReporter& collected, const ModelSpec& spec,
-                 std::vector<StepRow>& rows) {
-  Table table({"strategy", "time/step", "vs realloc", "uploaded/step", "upstream allocs/step",
-               "device bytes (peak)", "held between steps"});
+                 const std::string& profile, std::vector<StepRow>& rows) {
   const Run* realloc = collected.find("step/realloc");
+  const bool predicted = realloc != nullptr && has_prediction(*realloc);
+  std::vector<std::string> header = {"strategy", "time/step", "vs realloc"};
+  if (predicted) {
+    header.insert(header.end(), {"predicted on " + profile, "vs realloc"});
+  }
+  header.insert(header.end(), {"uploaded/step", "upstream allocs/step", "device bytes (peak)",
+                               "held between steps"});
+  Table table(header);
   for (const char* strategy : {"realloc", "async", "pool", "cache"}) {
     const Run* run = collected.find(std::string("step/") + strategy);
     if (run == nullptr || run->error_occurred) continue;
     const double s = seconds(*run);
-    const std::string speedup =
-        realloc != nullptr && !realloc->error_occurred ? format_ratio(seconds(*realloc) / s) : "-";
-    table.add({strategy, format_time(s), speedup, format_bytes(counter(*run, "bytes_uploaded")),
-               format_count(counter(*run, "upstream_allocs")),
-               format_bytes(counter(*run, "device_bytes")),
-               format_bytes(counter(*run, "device_bytes_held"))});
-    rows.push_back({strategy, s});
+    const bool base = realloc != nullptr && !realloc->error_occurred;
+    std::vector<std::string> row = {strategy, format_time(s),
+                                    base ? format_ratio(seconds(*realloc) / s) : "-"};
+    const double p = counter(*run, "predicted_s");
+    if (predicted) {
+      row.push_back(p > 0 ? format_time(p) : "-");
+      row.push_back(base && p > 0 ? format_ratio(counter(*realloc, "predicted_s") / p) : "-");
+    }
+    row.insert(row.end(), {format_bytes(counter(*run, "bytes_uploaded")),
+                           format_count(counter(*run, "upstream_allocs")),
+                           format_bytes(counter(*run, "device_bytes")),
+                           format_bytes(counter(*run, "device_bytes_held"))});
+    table.add(row);
+    rows.push_back({strategy, s, p, counter(*run, "bytes_uploaded"),
+                    counter(*run, "upstream_allocs")});
   }
   if (table.empty()) return;
   std::printf("\nOne inference step (%s; steady state, after one untimed step):\n",
@@ -192,9 +212,17 @@ struct DedupRow {
   double cache_bytes = 0.0;
 };
 
-void print_dedup(const CollectingReporter& collected, std::vector<DedupRow>& rows) {
-  Table table({"instances", "device bytes, no cache", "with the cache", "saved",
-               "load time, no cache", "with the cache", "uploaded, no cache", "with the cache"});
+void print_dedup(const CollectingReporter& collected, const std::string& profile,
+                 std::vector<DedupRow>& rows) {
+  const Run* first = collected.find("dedup/load/no_cache", "instances:1");
+  const bool predicted = first != nullptr && has_prediction(*first);
+  std::vector<std::string> header = {"instances", "device bytes, no cache", "with the cache",
+                                     "saved", "load time, no cache", "with the cache"};
+  if (predicted) {
+    header.insert(header.end(), {"predicted on " + profile + ", no cache", "with the cache"});
+  }
+  header.insert(header.end(), {"uploaded, no cache", "with the cache"});
+  Table table(header);
   for (const int instances : {1, 2, 4, 8}) {
     const std::string args = "instances:" + std::to_string(instances);
     const Run* plain = collected.find("dedup/load/no_cache", args);
@@ -204,10 +232,17 @@ void print_dedup(const CollectingReporter& collected, std::vector<DedupRow>& row
     }
     const double plain_bytes = counter(*plain, "device_bytes");
     const double cached_bytes = counter(*cached, "device_bytes");
-    table.add({std::to_string(instances), format_bytes(plain_bytes), format_bytes(cached_bytes),
-               format_bytes(plain_bytes - cached_bytes), format_time(seconds(*plain)),
-               format_time(seconds(*cached)), format_bytes(counter(*plain, "bytes_uploaded")),
-               format_bytes(counter(*cached, "bytes_uploaded"))});
+    std::vector<std::string> row = {std::to_string(instances), format_bytes(plain_bytes),
+                                    format_bytes(cached_bytes),
+                                    format_bytes(plain_bytes - cached_bytes),
+                                    format_time(seconds(*plain)), format_time(seconds(*cached))};
+    if (predicted) {
+      row.push_back(format_time(counter(*plain, "predicted_s")));
+      row.push_back(format_time(counter(*cached, "predicted_s")));
+    }
+    row.push_back(format_bytes(counter(*plain, "bytes_uploaded")));
+    row.push_back(format_bytes(counter(*cached, "bytes_uploaded")));
+    table.add(row);
     rows.push_back({static_cast<double>(instances), plain_bytes, cached_bytes});
   }
   if (table.empty()) return;
@@ -283,15 +318,20 @@ std::string gnuplot_text(std::string text) {
 
 /// Writes the chart's data and script to `dir` and runs gnuplot; says why when it cannot.
 void draw_chart(const std::filesystem::path& dir, const std::string& device_name,
-                const ModelSpec& spec, const std::vector<StepRow>& steps,
-                const std::vector<DedupRow>& dedup) {
+                const ModelSpec& spec, const std::string& time_label,
+                const std::vector<StepRow>& steps, const std::vector<DedupRow>& dedup) {
   if (steps.empty() && dedup.empty()) return;
   const std::filesystem::path png = dir / "gpulife_report.png";
   const std::filesystem::path script = dir / "gpulife_report.gp";
   {
     std::ofstream data(dir / "step_times.dat");
-    data << "# strategy ms_per_step\n";
-    for (const StepRow& row : steps) data << row.strategy << ' ' << row.seconds * 1e3 << '\n';
+    // The time drawn is the GPU's: measured on a GPU, predicted by the simulated device's time
+    // model on the sim (its host time is in the tables, not the chart).
+    data << "# strategy ms_per_step MiB_uploaded_per_step upstream_allocs_per_step\n";
+    for (const StepRow& row : steps) {
+      data << row.strategy << ' ' << (row.predicted > 0 ? row.predicted : row.seconds) * 1e3
+           << ' ' << row.uploaded / (1024.0 * 1024.0) << ' ' << row.upstream << '\n';
+    }
   }
   {
     std::ofstream data(dir / "dedup_memory.dat");
@@ -303,26 +343,36 @@ void draw_chart(const std::filesystem::path& dir, const std::string& device_name
   }
   {
     std::ofstream gp(script);
-    gp << "set terminal pngcairo size 1280,520 font 'sans,10'\n"
+    const std::string data = (dir / "step_times.dat").string();
+    // Each step panel: one bar per strategy, labelled under it and with its value above it.
+    auto bars = [&](const std::string& title, const std::string& ylabel, int column,
+                    const char* colour, const char* format) {
+      gp << "set title \"" << gnuplot_text(title) << "\"\n"
+         << "set ylabel '" << ylabel << "'\nset yrange [0:*]\n"
+         << "plot '" << data << "' using " << column << ":xtic(1) notitle lc rgb '" << colour
+         << "', '' using 0:" << column << ":(sprintf('" << format << "', $" << column
+         << ")) with labels offset 0,0.8 notitle\n";
+    };
+    gp << "set terminal pngcairo size 1280,900 font 'sans,10'\n"
        << "set output '" << png.string() << "'\n"
-       << "set multiplot layout 1,2 title \"gpulife report on " << gnuplot_text(device_name)
-       << "\"\n"
+       << "set multiplot layout 2,2 title \"gpulife report on " << gnuplot_text(device_name)
+       << ", " << gnuplot_text(spec.describe()) << "\"\n"
        << "set grid ytics\nset key top left\n";
     if (!steps.empty()) {
-      gp << "set title \"time per step, " << gnuplot_text(spec.describe()) << "\"\n"
-         << "set style data histograms\nset style histogram clustered gap 1\n"
-         << "set style fill solid 0.8 border -1\n"
-         << "set ylabel 'ms per step'\nset yrange [0:*]\nset offsets 0,0,graph 0.1,0\n"
-         << "plot '" << (dir / "step_times.dat").string()
-         << "' using 2:xtic(1) notitle lc rgb '#4477aa', '' using 0:2:(sprintf('%.2f', $2)) "
-            "with labels offset 0,0.8 notitle\n";
+      gp << "set style data histograms\nset style histogram clustered gap 1\n"
+         << "set style fill solid 0.8 border -1\nset offsets 0,0,graph 0.12,0\n";
+      bars("time per step, " + time_label, "ms per step", 2, "#4477aa", "%.3g");
+      bars("bytes uploaded per step (any device)", "MiB per step", 3, "#ddaa33", "%.3g");
+      bars("upstream allocations per step (any device)", "calls per step", 4, "#aa3377", "%.0f");
     } else {
-      gp << "set multiplot next\n";
+      gp << "set multiplot next\nset multiplot next\nset multiplot next\n";
     }
     if (!dedup.empty()) {
+      // A linear axis: the instances grow by one at a time in the data's spacing (1, 2, 4, 8),
+      // and the no-cache line is a straight line, as the memory grows linearly.
       gp << "set title 'device memory of N model instances'\nset style data linespoints\n"
-         << "set offsets 0,0,0,0\nset xlabel 'instances'\nset ylabel 'MiB'\nset logscale x 2\n"
-         << "set xtics (1, 2, 4, 8)\nset xrange [0.8:10]\nset yrange [0:*]\n"
+         << "set offsets 0,0,0,0\nset xlabel 'instances'\nset ylabel 'MiB'\nunset logscale x\n"
+         << "set xtics 1\nset xrange [0:9]\nset yrange [0:*]\n"
          << "plot '" << (dir / "dedup_memory.dat").string()
          << "' using 1:2 title 'no cache' lw 2 pt 7 lc rgb '#cc6677', '' using 1:3 title "
             "'gpulife TensorCache' lw 2 pt 5 lc rgb '#117733'\n";
@@ -387,6 +437,18 @@ int run_report(int argc, char** argv) {
   } else {
     std::printf("        times are CUDA-event times of each step on its stream\n");
   }
+  // On the sim: the profile under which it predicts what a GPU would take.
+  std::string profile;
+  if (const auto model = device.time_profile()) {
+    profile = model->name;
+    std::printf(
+        "        Beside the host figures, \"predicted on %s\" is the simulated device's virtual\n"
+        "        time: what %s would take for the same calls, from the\n"
+        "        profile's figures (%s; GPULIFE_SIM_PROFILE selects another).\n",
+        profile.c_str(), model->device.empty() ? profile.c_str() : model->device.c_str(),
+        model->calibrated ? "measured by gpulife_calibrate"
+                          : "published figures with their sources, not yet calibrated on a GPU");
+  }
   std::printf("model:  %s\n", spec.describe().c_str());
   std::printf("host:   %u hardware threads\n\n", std::thread::hardware_concurrency());
   std::fflush(stdout);
@@ -409,14 +471,19 @@ int run_report(int argc, char** argv) {
   print_errors(collected, failures);
   std::vector<StepRow> steps;
   std::vector<DedupRow> dedup;
-  print_steps(collected, spec, steps);
-  print_dedup(collected, dedup);
+  print_steps(collected, spec, profile, steps);
+  print_dedup(collected, profile, dedup);
   print_pool(collected);
   print_pool_replays(collected);
   std::printf("\n");
   std::printf("ran on: %s\n", describe_device(device).c_str());
   std::printf("json:   %s\n", json.string().c_str());
-  draw_chart(dir, device.name(), spec, steps, dedup);
+  const bool predicted = !steps.empty() && steps.front().predicted > 0;
+  draw_chart(dir, device.name(), spec,
+             device.kind() == BackendKind::cuda ? "measured (CUDA events)"
+             : predicted ? "predicted on " + profile + " (virtual time)"
+                         : "host time of the simulated device",
+             steps, dedup);
 
   const std::vector<std::string> leaks = leak_summary(device);
   if (leaks.empty()) {

@@ -54,6 +54,7 @@ void bm_step(benchmark::State& state, Strategy strategy) {
     set_bytes_counter(state, "device_bytes_held", static_cast<double>(after.device_bytes_held));
   }
   state.SetItemsProcessed(state.iterations());  // steps per second
+  set_predicted_counter(state, timer);
   check_for_leaks(runner.context(), state, name);
 }
 

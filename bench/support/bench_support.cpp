@@ -56,7 +56,14 @@ SimOptions bench_sim_options() {
   // trace that is about 0.9 GB per pass, which would swamp what the benchmarks compare. The
   // range checks, which catch use after free and missing synchronisation, stay on.
   options.poison = false;
+  // Virtual device time: what the profile's GPU would take, beside the host figures.
+  options.profile = bench_profile_name();
   return options;
+}
+
+std::string bench_profile_name() {
+  const char* profile = std::getenv("GPULIFE_SIM_PROFILE");
+  return profile != nullptr && *profile != '\0' ? profile : "h100";
 }
 
 namespace {
@@ -104,7 +111,10 @@ std::string format_bytes(double bytes) {
 
 // ---- StepTimer ----------------------------------------------------------------------------------
 
-StepTimer::StepTimer(const Device& device) : backend_(device.kind()) {
+StepTimer::StepTimer(const Device& device)
+    : device_(device),
+      predicts_(device.kind() == BackendKind::sim && device.virtual_time_ns().has_value()),
+      backend_(device.kind()) {
   if (backend_ != BackendKind::cuda) return;
 #if defined(GPULIFE_HAS_CUDA)
   check_cuda(cudaSetDevice(device.ordinal()), "cudaSetDevice", "selecting the benchmark's GPU");
@@ -143,6 +153,7 @@ void StepTimer::start(StreamView stream) {
     return;
   }
   (void)stream;
+  if (predicts_) virtual_start_ns_ = *device_.virtual_time_ns();
   host_start_ns_ = host_now_ns();
 }
 
@@ -162,7 +173,9 @@ double StepTimer::stop(StreamView stream) {
 #endif
   }
   stream.synchronize();
-  return static_cast<double>(host_now_ns() - host_start_ns_) * 1e-9;
+  const double host_s = static_cast<double>(host_now_ns() - host_start_ns_) * 1e-9;
+  if (predicts_) predicted_s_ += (*device_.virtual_time_ns() - virtual_start_ns_) * 1e-9;
+  return host_s;
 }
 
 // ---- leak check ---------------------------------------------------------------------------------

@@ -27,8 +27,14 @@ inline constexpr std::int64_t MiB = 1024 * KiB;
 /// @throws what `Device::select` throws, on first use
 [[nodiscard]] const Device& bench_device();
 
-/// @return the simulated device's options for benchmarks: the defaults without poisoning
+/// @return the simulated device's options for benchmarks: the defaults without poisoning, and
+/// a time model: GPULIFE_SIM_PROFILE's profile, else the built-in `h100` (see
+/// `bench_profile_name`)
 [[nodiscard]] SimOptions bench_sim_options();
+
+/// @return the profile under which the simulated device predicts times ("h100" unless
+/// GPULIFE_SIM_PROFILE names another)
+[[nodiscard]] std::string bench_profile_name();
 
 /// @return e.g. "cuda:0 (NVIDIA H100 80GB HBM3), backend cuda"
 [[nodiscard]] std::string describe_device(const Device& device);
@@ -40,7 +46,8 @@ inline constexpr std::int64_t MiB = 1024 * KiB;
 /// synchronous cudaMalloc or cudaFree) are part of that time. On the simulated device, whose
 /// kernels are host loops, it reads the host clock and synchronises the stream at the stop, so
 /// that the work the step queued is counted. `stop` always waits for the step's work to finish.
-/// Use it with `UseManualTime()`.
+/// Use it with `UseManualTime()`. On a simulated device with a time model it also reads the
+/// virtual time (`Device::virtual_time_ns`): `predicted()` is what the profile's GPU would take.
 class StepTimer {
  public:
   /// @throws CudaError if the events cannot be created
@@ -56,8 +63,16 @@ class StepTimer {
   /// @return seconds
   /// @throws CudaError if recording, waiting or reading the events fails
   double stop(StreamView stream);
+  /// @return the predicted seconds of the steps timed so far (0 without a time model)
+  [[nodiscard]] double predicted() const noexcept { return predicted_s_; }
+  /// @return true when the device has a time model (the simulated device with a profile)
+  [[nodiscard]] bool predicts() const noexcept { return predicts_; }
 
  private:
+  Device device_;
+  bool predicts_ = false;
+  double virtual_start_ns_ = 0;
+  double predicted_s_ = 0;
   BackendKind backend_;
   void* start_event_ = nullptr;  // cudaEvent_t on CUDA
   void* stop_event_ = nullptr;
@@ -97,6 +112,14 @@ void record_leak(benchmark::State& state, std::string_view benchmark, std::strin
 inline void set_bytes_counter(benchmark::State& state, const char* name, double value) {
   state.counters[name] =
       benchmark::Counter(value, benchmark::Counter::kDefaults, benchmark::Counter::kIs1024);
+}
+
+/// @brief Sets `predicted_s`, the predicted seconds per iteration under the simulated device's
+/// time model, when `timer` has one (the report shows it as "predicted on <profile>").
+inline void set_predicted_counter(benchmark::State& state, const StepTimer& timer) {
+  if (!timer.predicts() || state.iterations() == 0) return;
+  state.counters["predicted_s"] =
+      benchmark::Counter(timer.predicted() / static_cast<double>(state.iterations()));
 }
 
 /// @brief Sets a counter of things that is a plain value per run (calls per step).
