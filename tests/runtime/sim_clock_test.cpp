@@ -246,6 +246,23 @@ TEST_F(SimClockTest, EachHostThreadHasItsOwnClock) {
   device_.impl().deallocate(dev, 10 * mb);
 }
 
+TEST_F(SimClockTest, AQueryAnswersInVirtualTime) {
+  void* dev = device_.impl().allocate(10 * mb);
+  Stream a(device_);
+  Event done(device_);
+  read_kernel(a, dev, 10 * mb);  // 1 ms on the SMs
+  done.record(a);
+  // Another host thread waits for it: the work has run, but this thread's clock is still at
+  // the launch, where a GPU would not have finished the kernel.
+  std::thread([&] { a.synchronize(); }).join();
+  EXPECT_FALSE(done.query());
+  EXPECT_FALSE(a.view().query());
+  done.synchronize();  // the host moves to the kernel's end
+  EXPECT_TRUE(done.query());
+  EXPECT_TRUE(a.view().query());
+  device_.impl().deallocate(dev, 10 * mb);
+}
+
 TEST(SimClockHostTime, RealHostTimeBetweenCallsCounts) {
   SimOptions options;
   options.profile = "h100";

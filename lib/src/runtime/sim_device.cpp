@@ -56,7 +56,9 @@ bool SimEvent::query() {
   const auto node = latest();
   if (!node) return true;
   if (!node->done()) return false;
-  if (vt.clock()) vt.clock()->host_join(node->vtime, 0);  // it saw the record reached
+  // Done only once the host's virtual clock has passed the record too: what the program decides
+  // on a query then follows the profile's GPU, not how fast the simulator ran.
+  if (vt.clock() && vt.clock()->now() < node->vtime) return false;
   // The host saw the record reached: it is ordered after the work the record captured.
   if (node->clock) RaceDetector::Step(device_.races()).host_join(*node->clock);
   return true;

@@ -264,11 +264,12 @@ bool SimStream::query() {
     std::scoped_lock lock(mutex_);
     done = completed_ == submitted_;
   }
-  if (done) RaceDetector::Step(device_.races()).host_join(reached);
   if (SimClock* clock = vt.clock()) {
+    // Done only once the host's virtual clock has passed the stream's work too (as events).
     clock->charge_us(clock->profile().event_us);
-    if (done) clock->host_join(clock->stream_ready(id_), 0);  // it saw the work completed
+    done = done && clock->now() >= clock->stream_ready(id_);
   }
+  if (done) RaceDetector::Step(device_.races()).host_join(reached);
   return done;
 }
 
