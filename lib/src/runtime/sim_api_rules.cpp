@@ -146,6 +146,7 @@ void SimDevice::run_host_function(std::function<void()>& fn) {
 }
 
 void SimDevice::host_access(const void* ptr, std::size_t bytes, Access mode) noexcept {
+  const SimClock::Call vt(clock());  // the checker's own time is not the program's
   if (races_ == nullptr || ptr == nullptr || bytes == 0) return;
   try {
     const RangeUse use{ptr, bytes,

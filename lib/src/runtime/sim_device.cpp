@@ -142,6 +142,7 @@ void SimDevice::synchronize() {
 }
 
 StreamImpl& SimDevice::acquire_stream() {
+  const SimClock::Call vt(clock());  // creating a worker thread is the simulator's time
   std::scoped_lock lock(pool_mutex_);
   if (!free_streams_.empty()) {
     SimStream* stream = free_streams_.back();
@@ -160,6 +161,7 @@ void SimDevice::release_stream(StreamImpl& stream) noexcept {
 }
 
 EventImpl& SimDevice::acquire_event() {
+  const SimClock::Call vt(clock());
   std::scoped_lock lock(pool_mutex_);
   if (!free_events_.empty()) {
     SimEvent* event = free_events_.back();

@@ -404,6 +404,7 @@ void SimDevice::deallocate_pinned(void* ptr) noexcept {
 }
 
 bool SimDevice::is_pinned(const void* ptr, std::size_t bytes) {
+  const SimClock::Call vt(clock());
   std::shared_lock lock(memory_mutex_);
   auto it = pinned_.upper_bound(address(ptr));
   if (it == pinned_.begin()) return false;
@@ -412,6 +413,9 @@ bool SimDevice::is_pinned(const void* ptr, std::size_t bytes) {
 }
 
 void SimDevice::mark_allocated(const void* ptr, std::size_t bytes, StreamImpl& stream) noexcept {
+  // The checker's bookkeeping of sub-allocations: none of it happens on a GPU, so its real time
+  // is left out of the host's virtual clock (sim_clock.hpp), as for every device call.
+  const SimClock::Call vt(clock());
   if (ptr == nullptr || bytes == 0) return;
   try {
     SimStream& on = sim_stream(stream);
@@ -545,6 +549,7 @@ void SimDevice::poison_block(const void* ptr, std::size_t bytes) noexcept {
 
 void SimDevice::mark_freed(const void* ptr, std::size_t bytes, StreamImpl& stream,
                            std::span<EventImpl* const> after) noexcept {
+  const SimClock::Call vt(clock());
   if (ptr == nullptr || bytes == 0) return;
   try {
     // Dead once the stream and every event have passed this point: a countdown that the last
@@ -637,6 +642,7 @@ void SimDevice::unregister_external(const void* ptr) noexcept {
 }
 
 void SimDevice::mark_requested(const void* ptr, std::size_t bytes, StreamImpl& stream) noexcept {
+  const SimClock::Call vt(clock());
   if (ptr == nullptr || bytes == 0) return;
   try {
     sim_stream(stream).enqueue_bookkeeping([this, ptr, bytes] {
@@ -658,6 +664,7 @@ void SimDevice::mark_requested(const void* ptr, std::size_t bytes, StreamImpl& s
 }
 
 void SimDevice::label(const void* ptr, std::string text, StreamImpl& stream) noexcept {
+  const SimClock::Call vt(clock());
   try {
     sim_stream(stream).enqueue_bookkeeping([this, ptr, text = std::move(text)]() mutable {
       std::unique_lock lock(memory_mutex_);

@@ -28,6 +28,7 @@ SimDevice::VmmRange::~VmmRange() {
 }
 
 void* SimDevice::reserve_address_range(std::size_t bytes) {
+  const SimClock::Call vt(clock());  // cuMemAddressReserve: no modelled cost
   const std::size_t g = options_.vmm_granularity;
   if (g == 0) throw std::logic_error(name() + " has no virtual memory management");
   if (bytes == 0 || bytes % g != 0) {
@@ -70,6 +71,7 @@ void* SimDevice::reserve_address_range(std::size_t bytes) {
 }
 
 void SimDevice::release_address_range(void* base, std::size_t bytes) noexcept {
+  const SimClock::Call vt(clock());
   std::optional<SimViolation> bad;
   {
     std::unique_lock lock(memory_mutex_);
@@ -104,6 +106,9 @@ void SimDevice::release_address_range(void* base, std::size_t bytes) noexcept {
 }
 
 void SimDevice::map_memory(void* ptr, std::size_t bytes) {
+  // cuMemCreate + cuMemMap + cuMemSetAccess: modelled as a cudaMalloc (the profile's malloc_us).
+  const SimClock::Call vt(clock());
+  if (clock_) clock_->charge_us(clock_->profile().malloc_us);
   maybe_fail(FaultSite::allocation, "cuMemCreate", "mapping " + format_bytes(bytes), bytes);
   const std::size_t g = options_.vmm_granularity;
   std::unique_lock lock(memory_mutex_);
@@ -152,6 +157,9 @@ void SimDevice::map_memory(void* ptr, std::size_t bytes) {
 }
 
 void SimDevice::unmap_memory(void* ptr, std::size_t bytes) noexcept {
+  // cuMemUnmap + cuMemRelease: modelled as a cudaFree without its synchronisation (free_us).
+  const SimClock::Call vt(clock());
+  if (clock_) clock_->charge_us(clock_->profile().free_us);
   const std::size_t g = options_.vmm_granularity;
   std::optional<SimViolation> bad;
   {
