@@ -336,6 +336,49 @@ run_calibrate() {
   fi
 }
 
+# The issue's acceptance check of the virtual time model: the report on the simulated device,
+# with the profile just measured and the GPU's model, against the GPU's own report: every
+# predicted step time within 30 % of the measured one, the strategies in the same order.
+# Without a GPU the same runs against the simulated device's own report (host times), which
+# checks only that the step works: that comparison says nothing about the model.
+run_prediction() {
+  local device="$1" path report calibrate
+  path="$(locate gpulife_report)"
+  calibrate="$(locate gpulife_calibrate)"
+  report="$out/report/gpulife_report.json"
+  if [ -z "$path" ] || [ -z "$calibrate" ] || [ ! -f "$report" ] || [ ! -f "$out/profile.json" ]; then
+    record SKIP "prediction vs GPU" 0 "needs the GPU's report and a measured profile"
+    return
+  fi
+  local model
+  model="$(sed -n 's/^model: *\([0-9]*\) layers of \([0-9]*\)x[0-9]* f32, batch \([0-9]*\).*/\1,\2,\3/p' \
+    "$logs/report.log" | head -n 1)"
+  timed "$logs/prediction.log" 300 env GPULIFE_DEVICE=sim GPULIFE_SIM_PROFILE="$out/profile.json" \
+    ${model:+GPULIFE_BENCH_MODEL="$model"} "$path" "--report_dir=$out/predicted" \
+    '--benchmark_filter=^step/' --benchmark_min_time=0.05 --benchmark_repetitions=1
+  if [ "$rc" -ne 0 ]; then
+    record FAIL "prediction vs GPU" "$took" "the simulated device's report failed; see $logs/prediction.log"
+    return
+  fi
+  "$calibrate" "--compare=$report" "--predicted=$out/predicted/gpulife_report.json" \
+    > "$logs/prediction_compare.log" 2>&1
+  rc=$?
+  if [ "$device" = sim ]; then
+    if [ "$rc" -le 1 ] && grep -q '^same_ranking=' "$logs/prediction_compare.log"; then
+      record PASS "prediction vs GPU (code path)" "$took" "no GPU: compared with the simulator's host times, which check nothing"
+    else
+      record FAIL "prediction vs GPU (code path)" "$took" "exit $rc; see $logs/prediction_compare.log"
+    fi
+    return
+  fi
+  if [ "$rc" -eq 0 ]; then
+    record PASS "prediction vs GPU" "$took" "step times within 30 %, same ranking"
+  else
+    record FAIL "prediction vs GPU" "$took" "see $logs/prediction_compare.log"
+  fi
+  sed 's/^/        /' "$logs/prediction_compare.log" | tee -a "$summary"
+}
+
 run() {
   from_build=""
   out=""
@@ -388,6 +431,7 @@ run() {
     run_report cuda
     run_figures cuda
     run_calibrate cuda
+    run_prediction cuda
   else
     record SKIP "tests on CUDA" 0 "$reason: the CUDA variants need a GPU (ctest runs the suites on the simulated device)"
     record SKIP "compute-sanitizer" 0 "$reason: the sanitizers check CUDA kernels"
@@ -402,6 +446,7 @@ run() {
     run_report sim
     run_figures sim
     run_calibrate sim
+    run_prediction sim
   fi
   local total=$((SECONDS - started))
   echo "== $failures failed; $total s in all (budget ${budget} s)" | tee -a "$summary"

@@ -4,6 +4,10 @@
 // model reads (SimOptions::profile, GPULIFE_SIM_PROFILE). scripts/gpu-check.sh runs it on a GPU.
 //
 //   gpulife_calibrate --out=h200-measured.json [--name=h200-measured] [--quick]
+//   gpulife_calibrate --compare=gpu_report.json --predicted=sim_report.json [--tolerance=0.3]
+//       the acceptance check: every step time the simulated device predicted (a report run
+//       with the calibrated profile and the GPU's model) within the tolerance of the measured
+//       one, and the strategies in the same order; exit status 0 when both hold
 //
 // Every figure is measured with the host clock around gpulife's own calls, a median of several
 // runs: bandwidths from a sweep over sizes (the largest size's rate; the smallest size's time
@@ -14,6 +18,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <exception>
@@ -28,6 +33,8 @@
 #include <gpulife/kernels/fill.hpp>
 #include <gpulife/memory/async_resource.hpp>
 #include <gpulife/memory/direct_resource.hpp>
+
+#include "compare.hpp"
 
 namespace {
 
@@ -279,8 +286,11 @@ class Calibration {
 };
 
 int usage(const char* argv0, const std::string& why) {
-  std::fprintf(stderr, "%s: %s\nusage: %s --out=FILE [--name=NAME] [--quick]\n", argv0, why.c_str(),
-               argv0);
+  std::fprintf(
+      stderr,
+      "%s: %s\nusage: %s --out=FILE [--name=NAME] [--quick]\n"
+      "       %s --compare=GPU_REPORT.json --predicted=SIM_REPORT.json [--tolerance=0.3]\n",
+      argv0, why.c_str(), argv0, argv0);
   return 2;
 }
 
@@ -290,9 +300,21 @@ int main(int argc, char** argv) {
   std::string out;
   std::string name = "calibrated";
   bool quick = false;
+  std::string compare;
+  std::string predicted;
+  double tolerance = 0.3;
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
-    if (arg.starts_with("--out=")) {
+    if (arg.starts_with("--compare=")) {
+      compare = arg.substr(10);
+    } else if (arg.starts_with("--predicted=")) {
+      predicted = arg.substr(12);
+    } else if (arg.starts_with("--tolerance=")) {
+      char* end = nullptr;
+      const std::string text(arg.substr(12));
+      tolerance = std::strtod(text.c_str(), &end);
+      if (text.empty() || *end != '\0') return usage(argv[0], "--tolerance: not a number");
+    } else if (arg.starts_with("--out=")) {
       out = arg.substr(6);
     } else if (arg.starts_with("--name=")) {
       name = arg.substr(7);
@@ -300,6 +322,16 @@ int main(int argc, char** argv) {
       quick = true;
     } else {
       return usage(argv[0], "unknown argument '" + std::string(arg) + "'");
+    }
+  }
+  if (!compare.empty() || !predicted.empty()) {
+    if (compare.empty() || predicted.empty()) {
+      return usage(argv[0], "--compare and --predicted go together");
+    }
+    try {
+      return gpulife::tools::compare_reports(compare, predicted, tolerance);
+    } catch (const std::invalid_argument& e) {
+      return usage(argv[0], e.what());
     }
   }
   if (out.empty()) return usage(argv[0], "--out=FILE is required");
