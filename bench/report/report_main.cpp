@@ -197,8 +197,8 @@ void print_steps(const CollectingReporter& collected, const ModelSpec& spec,
                            format_bytes(counter(*run, "device_bytes")),
                            format_bytes(counter(*run, "device_bytes_held"))});
     table.add(row);
-    rows.push_back({strategy, s, p, counter(*run, "bytes_uploaded"),
-                    counter(*run, "upstream_allocs")});
+    rows.push_back(
+        {strategy, s, p, counter(*run, "bytes_uploaded"), counter(*run, "upstream_allocs")});
   }
   if (table.empty()) return;
   std::printf("\nOne inference step (%s; steady state, after one untimed step):\n",
@@ -217,7 +217,7 @@ void print_dedup(const CollectingReporter& collected, const std::string& profile
   const Run* first = collected.find("dedup/load/no_cache", "instances:1");
   const bool predicted = first != nullptr && has_prediction(*first);
   std::vector<std::string> header = {"instances", "device bytes, no cache", "with the cache",
-                                     "saved", "load time, no cache", "with the cache"};
+                                     "saved",     "load time, no cache",    "with the cache"};
   if (predicted) {
     header.insert(header.end(), {"predicted on " + profile + ", no cache", "with the cache"});
   }
@@ -232,10 +232,10 @@ void print_dedup(const CollectingReporter& collected, const std::string& profile
     }
     const double plain_bytes = counter(*plain, "device_bytes");
     const double cached_bytes = counter(*cached, "device_bytes");
-    std::vector<std::string> row = {std::to_string(instances), format_bytes(plain_bytes),
-                                    format_bytes(cached_bytes),
-                                    format_bytes(plain_bytes - cached_bytes),
-                                    format_time(seconds(*plain)), format_time(seconds(*cached))};
+    std::vector<std::string> row = {
+        std::to_string(instances),    format_bytes(plain_bytes),
+        format_bytes(cached_bytes),   format_bytes(plain_bytes - cached_bytes),
+        format_time(seconds(*plain)), format_time(seconds(*cached))};
     if (predicted) {
       row.push_back(format_time(counter(*plain, "predicted_s")));
       row.push_back(format_time(counter(*cached, "predicted_s")));
@@ -329,8 +329,8 @@ void draw_chart(const std::filesystem::path& dir, const std::string& device_name
     // model on the sim (its host time is in the tables, not the chart).
     data << "# strategy ms_per_step MiB_uploaded_per_step upstream_allocs_per_step\n";
     for (const StepRow& row : steps) {
-      data << row.strategy << ' ' << (row.predicted > 0 ? row.predicted : row.seconds) * 1e3
-           << ' ' << row.uploaded / (1024.0 * 1024.0) << ' ' << row.upstream << '\n';
+      data << row.strategy << ' ' << (row.predicted > 0 ? row.predicted : row.seconds) * 1e3 << ' '
+           << row.uploaded / (1024.0 * 1024.0) << ' ' << row.upstream << '\n';
     }
   }
   {
@@ -355,8 +355,8 @@ void draw_chart(const std::filesystem::path& dir, const std::string& device_name
     };
     gp << "set terminal pngcairo size 1280,900 font 'sans,10'\n"
        << "set output '" << png.string() << "'\n"
-       << "set multiplot layout 2,2 title \"gpulife report on " << gnuplot_text(device_name)
-       << ", " << gnuplot_text(spec.describe()) << "\"\n"
+       << "set multiplot layout 2,2 title \"gpulife report on " << gnuplot_text(device_name) << ", "
+       << gnuplot_text(spec.describe()) << "\"\n"
        << "set grid ytics\nset key top left\n";
     if (!steps.empty()) {
       gp << "set style data histograms\nset style histogram clustered gap 1\n"
@@ -481,8 +481,8 @@ int run_report(int argc, char** argv) {
   const bool predicted = !steps.empty() && steps.front().predicted > 0;
   draw_chart(dir, device.name(), spec,
              device.kind() == BackendKind::cuda ? "measured (CUDA events)"
-             : predicted ? "predicted on " + profile + " (virtual time)"
-                         : "host time of the simulated device",
+             : predicted                        ? "predicted on " + profile + " (virtual time)"
+                                                : "host time of the simulated device",
              steps, dedup);
 
   const std::vector<std::string> leaks = leak_summary(device);

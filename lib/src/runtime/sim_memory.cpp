@@ -347,8 +347,8 @@ void* SimDevice::allocate_pinned(std::size_t bytes) {
   const SimClock::Call vt(clock());
   if (clock_) {
     clock_->charge_us(clock_->profile().malloc_host_us + clock_->profile().malloc_host_us_per_gib *
-                                                            static_cast<double>(bytes) /
-                                                            static_cast<double>(1ULL << 30));
+                                                             static_cast<double>(bytes) /
+                                                             static_cast<double>(1ULL << 30));
   }
   std::size_t size = 0;
   void* ptr = guard_ ? guard_->allocate(bytes, size) : nullptr;

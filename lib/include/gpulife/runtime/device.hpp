@@ -138,9 +138,7 @@ class Device {
   [[nodiscard]] std::optional<double> virtual_time_ns() const { return impl().virtual_time_ns(); }
   /// @return the profile of the device's time model; nullopt on CUDA and without one
   /// @throws std::invalid_argument if empty
-  [[nodiscard]] std::optional<DeviceProfile> time_profile() const {
-    return impl().time_profile();
-  }
+  [[nodiscard]] std::optional<DeviceProfile> time_profile() const { return impl().time_profile(); }
 
   /// @return the backend device
   /// @throws std::invalid_argument if empty
