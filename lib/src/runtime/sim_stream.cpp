@@ -229,9 +229,9 @@ void SimStream::record(EventImpl& event) {
 void SimStream::wait(EventImpl& event) {
   device_.called_from_host_function("cudaStreamWaitEvent");
   device_.maybe_fail(FaultSite::stream_operation, "cudaStreamWaitEvent", "waiting on an event");
+  const SimClock::Call vt(device_.clock());
   RaceDetector::Step step(device_.races());
   auto node = static_cast<SimEvent&>(event).latest();
-  const SimClock::Call vt(device_.clock());
   if (vt.clock()) vt.clock()->wait(id_, node ? node->vtime : 0.0);  // even when already reached
   // The order counts even when the record has already been reached: the detector follows what
   // the program asked for, not what the timing gave it.
