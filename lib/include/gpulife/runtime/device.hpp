@@ -45,9 +45,11 @@ class Device {
   /// the delay is turned on with that seed, so that a whole test run can be repeated with it.
   /// GPULIFE_SIM_RACES=0 (or 1) turns race detection (`SimOptions::races`) off (or on) for
   /// every simulated device, whatever the options say; GPULIFE_SIM_GUARD_DEVICE=1 (or 0) does
-  /// the same for `SimOptions::guard_device_memory`.
-  /// @throws std::invalid_argument if `options.capacity_bytes` is zero or
-  ///         `options.faults.probability` is outside [0, 1]
+  /// the same for `SimOptions::guard_device_memory`. GPULIFE_SIM_PROFILE names the device
+  /// profile of the virtual time model when `options.profile` is empty.
+  /// @throws std::invalid_argument if `options.capacity_bytes` is zero,
+  ///         `options.faults.probability` is outside [0, 1], or the profile is unknown or its
+  ///         file is missing or invalid
   [[nodiscard]] static Device sim(SimOptions options = {});
   /// @brief The CUDA device `ordinal`: the same device object for every call while any handle
   /// to it lives (streams and events of one handle work with the other; one device closes once).
