@@ -31,12 +31,18 @@ std::uint64_t from_env(const char* name, std::uint64_t fallback) {
 struct RunSpec {
   std::uint64_t seed;
   std::size_t actors;
-  bool delay;
+  SimSchedule schedule;
+  bool delay;  // threads mode
 };
 
-void PrintTo(const RunSpec& run, std::ostream* out) {
-  *out << "seed " << run.seed << ", " << run.actors << " threads" << (run.delay ? ", delays" : "");
+std::string describe(const RunSpec& run) {
+  return "seed " + std::to_string(run.seed) + ", " + std::to_string(run.actors) + " threads, " +
+         (run.schedule == SimSchedule::seeded
+              ? "seeded scheduler"
+              : std::string("stream threads") + (run.delay ? " with delays" : ""));
 }
+
+void PrintTo(const RunSpec& run, std::ostream* out) { *out << describe(run); }
 
 class RandomisedWorkload : public ::testing::TestWithParam<RunSpec> {};
 
@@ -45,6 +51,7 @@ TEST_P(RandomisedWorkload, KeepsEveryInvariantUnderFaults) {
   workload::Config config;
   config.seed = from_env("GPULIFE_RELIABILITY_SEED", run.seed);
   config.actors = run.actors;
+  config.schedule = run.schedule;
   config.sim_delay = run.delay;
   const std::uint64_t rounds = from_env("GPULIFE_RELIABILITY_ROUNDS", 150);
   workload::Workload w(config);
@@ -56,12 +63,15 @@ TEST_P(RandomisedWorkload, KeepsEveryInvariantUnderFaults) {
     }
     w.finish();
   } catch (const workload::InvariantViolation& e) {
+    const std::string replay = w.device().replay_seed();
     FAIL() << "seed " << config.seed << ", round " << round << ": " << e.what() << "\n"
-           << w.summary();
+           << w.summary() << "\nreplay: GPULIFE_RELIABILITY_SEED=" << config.seed
+           << (replay.empty() ? "" : " GPULIFE_SIM_SEED=" + replay) << " --gtest_filter="
+           << ::testing::UnitTest::GetInstance()->current_test_info()->test_suite_name() << "."
+           << ::testing::UnitTest::GetInstance()->current_test_info()->name();
   }
   const workload::Counters c = w.counters();
-  std::cout << "[ workload ] seed " << config.seed << ", " << run.actors << " threads"
-            << (run.delay ? ", sim delays" : "") << ": " << w.summary() << "\n";
+  std::cout << "[ workload ] " << describe(run) << ": " << w.summary() << "\n";
   RecordProperty("operations", std::to_string(c.operations));
   RecordProperty("faults", std::to_string(c.device_faults + c.pool_faults));
   // The run must have exercised what it claims to.
@@ -74,12 +84,16 @@ TEST_P(RandomisedWorkload, KeepsEveryInvariantUnderFaults) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Seeds, RandomisedWorkload,
-                         ::testing::Values(RunSpec{1, 2, false}, RunSpec{2, 2, false},
-                                           RunSpec{3, 1, false}, RunSpec{4, 2, true}),
+                         ::testing::Values(RunSpec{1, 2, SimSchedule::seeded, false},
+                                           RunSpec{2, 2, SimSchedule::threads, false},
+                                           RunSpec{3, 1, SimSchedule::seeded, false},
+                                           RunSpec{4, 2, SimSchedule::threads, true}),
                          [](const auto& param_info) {
-                           return "seed" + std::to_string(param_info.param.seed) + "_" +
-                                  std::to_string(param_info.param.actors) + "threads" +
-                                  (param_info.param.delay ? "_delayed" : "");
+                           const RunSpec& run = param_info.param;
+                           return "seed" + std::to_string(run.seed) + "_" +
+                                  std::to_string(run.actors) + "threads" +
+                                  (run.schedule == SimSchedule::seeded ? "_seeded" : "") +
+                                  (run.delay ? "_delayed" : "");
                          });
 
 // The checks can fail: what the model did not make, or a report it did not expect, is caught.

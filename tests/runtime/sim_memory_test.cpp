@@ -113,6 +113,7 @@ TEST_F(SimMemoryTest, FreeThatWaitsForEventsAddsNoDependencyBetweenStreams) {
   Stream reader(device_);
   auto* chunk = static_cast<unsigned char*>(device_.impl().allocate(4096));
   device_.impl().mark_allocated(chunk, 1024, *home.view().impl());
+  home.view().memset(chunk, 0, 1024);  // fresh memory may hold an earlier test's poison
   home.synchronize();
 
   Gate gate;

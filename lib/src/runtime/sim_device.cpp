@@ -4,6 +4,8 @@
 
 #include "runtime/sim_device.hpp"
 
+#include "runtime/sim_scheduler.hpp"
+
 namespace gpulife {
 
 std::string SimViolation::message() const {
@@ -14,6 +16,7 @@ std::string SimViolation::message() const {
                      operation + " on stream " + std::to_string(stream_id) + ": [" +
                      detail::format_pointer(ptr) + ", +" + std::to_string(bytes) + ")";
   if (!owner.empty()) text += " in " + owner;
+  if (!replay_seed.empty()) text += " [sim seed: GPULIFE_SIM_SEED=" + replay_seed + " replays it]";
   return text;
 }
 
@@ -30,11 +33,21 @@ std::atomic<int> next_sim_ordinal{0};
 SimDevice::SimDevice(SimOptions options)
     : options_(std::move(options)), ordinal_(next_sim_ordinal.fetch_add(1)) {
   set_faults(options_.faults);
-  default_stream_ = std::make_unique<SimStream>(*this, next_stream_id());
+  if (options_.schedule == SimSchedule::seeded) {
+    scheduler_ = std::make_unique<SimScheduler>(options_.seed, options_.policy);
+  }
+  default_stream_ = std::make_unique<SimStream>(*this, next_stream_id(), 0);
 }
 
 SimDevice::~SimDevice() {
   // Drain every queue before the memory the queued work touches goes away.
+  if (scheduler_) {
+    try {
+      scheduler_->run_all();
+    } catch (const std::exception& e) {
+      report_error(std::string("sim: draining the queues at destruction failed: ") + e.what());
+    }
+  }
   default_stream_->stop();
   for (auto& stream : streams_) stream->stop();
   streams_.clear();
@@ -44,6 +57,10 @@ SimDevice::~SimDevice() {
 }
 
 void SimDevice::synchronize() {
+  if (scheduler_) {
+    scheduler_->run_all();
+    return;
+  }
   default_stream_->synchronize();
   std::vector<SimStream*> all;
   {
@@ -60,8 +77,18 @@ StreamImpl& SimDevice::acquire_stream() {
     free_streams_.pop_back();
     return *stream;
   }
-  streams_.push_back(std::make_unique<SimStream>(*this, next_stream_id()));
+  streams_.push_back(std::make_unique<SimStream>(*this, next_stream_id(), streams_.size() + 1));
   return *streams_.back();
+}
+
+std::string SimDevice::replay_seed() const {
+  return scheduler_ ? scheduler_->replay_seed() : std::string();
+}
+
+void SimDevice::reseed(std::uint64_t seed) {
+  if (!scheduler_) return;
+  synchronize();
+  scheduler_->reseed(seed);
 }
 
 void SimDevice::release_stream(StreamImpl& stream) noexcept {
@@ -101,6 +128,7 @@ void SimDevice::remove_owner_resolver(std::uint64_t token) noexcept {
 
 void SimDevice::report(SimViolation violation) noexcept {
   try {
+    if (scheduler_) violation.replay_seed = scheduler_->replay_seed();
     if (violation.owner.empty()) {
       std::shared_lock lock(resolver_mutex_);
       for (const auto& [token, resolve] : resolvers_) {

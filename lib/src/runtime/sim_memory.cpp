@@ -4,6 +4,8 @@
 
 #include "runtime/sim_device.hpp"
 
+#include "runtime/sim_scheduler.hpp"
+
 namespace gpulife::detail::sim {
 
 SimDevice::AllocMap::iterator SimDevice::find_alloc(std::uintptr_t addr) {
@@ -19,6 +21,13 @@ void* SimDevice::reserve(std::size_t bytes, AllocState state, const char* call) 
   const std::size_t size = round_up(bytes);
   {
     std::unique_lock lock(memory_mutex_);
+    if (size > options_.capacity_bytes - used_ && scheduler_) {
+      // Seeded mode runs queued work only when a thread waits for it; a GPU would have run the
+      // pending stream-ordered frees by now. Let them land before giving up.
+      lock.unlock();
+      scheduler_->settle();
+      lock.lock();
+    }
     if (size > options_.capacity_bytes - used_) {
       const std::size_t used = used_;
       lock.unlock();
