@@ -11,6 +11,7 @@
 
 #include <gpulife/errors.hpp>
 #include <gpulife/runtime/detail/backend.hpp>
+#include <gpulife/runtime/device_guard.hpp>
 
 #if GPULIFE_HAS_THRUST
 #include <thrust/execution_policy.h>
@@ -174,6 +175,7 @@ std::uint64_t checksum(StreamView stream, const void* data, std::size_t bytes,
   const ChecksumBody body = make_body(data, bytes);
   if (stream.backend() == BackendKind::sim) return checksum_on_sim(stream, body);
 #if defined(__CUDACC__)
+  const DeviceGuard guard(stream);  // Thrust launches on the calling thread's current device
   return checksum_on_cuda(thrust_policy_nosync(temp, stream), stream, body);
 #else
   throw std::logic_error("checksum: compiled without nvcc, it cannot run on a CUDA stream");
@@ -186,6 +188,7 @@ std::uint64_t checksum(StreamView stream, const void* data, std::size_t bytes) {
   const ChecksumBody body = make_body(data, bytes);
   if (stream.backend() == BackendKind::sim) return checksum_on_sim(stream, body);
 #if defined(__CUDACC__)
+  const DeviceGuard guard(stream);
   return checksum_on_cuda(
       thrust::cuda::par_nosync.on(static_cast<cudaStream_t>(stream.native_handle())), stream, body);
 #else
@@ -211,6 +214,7 @@ void checksum_async(StreamView stream, const void* data, std::size_t bytes, std:
     return;
   }
 #if defined(__CUDACC__)
+  const DeviceGuard guard(stream);  // CUB launches on the calling thread's current device
   checksum_async_on_cuda(stream, body, result, temp);
 #else
   throw std::logic_error("checksum_async: compiled without nvcc, it cannot run on a CUDA stream");

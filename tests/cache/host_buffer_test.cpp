@@ -18,7 +18,7 @@
 #include <gpulife/cache/digest.hpp>
 #include <gpulife/cache/digest_workers.hpp>
 
-#include "support/sim_test.hpp"
+#include "support/backend_test.hpp"
 
 namespace gpulife {
 namespace {
@@ -232,11 +232,11 @@ TEST(HostBufferTest, VerifyBeforeAnyDigestTakesIt) {
   EXPECT_EQ(buffer.hash_count(), 1u);
 }
 
-// ---- pinned buffers on the simulated device ----------------------------------------------------
+// ---- pinned buffers, on every backend ------------------------------------------------------------
 
-class PinnedHostBufferTest : public testing::SimTest {};
+class PinnedHostBufferTest : public testing::BackendTest {};
 
-TEST_F(PinnedHostBufferTest, CopyPinnedIsPinnedMemoryOfTheDevice) {
+TEST_P(PinnedHostBufferTest, CopyPinnedIsPinnedMemoryOfTheDevice) {
   const auto source = pattern(chunk + 9);
   HostBuffer buffer = HostBuffer::copy_pinned(device_, source);
   EXPECT_EQ(buffer.memory(), HostMemory::pinned);
@@ -250,13 +250,13 @@ TEST_F(PinnedHostBufferTest, CopyPinnedIsPinnedMemoryOfTheDevice) {
   stream.view().synchronize();
   device_.impl().deallocate(device_ptr, buffer.size());
   EXPECT_EQ(back, source);
-  buffer = HostBuffer{};  // frees the pinned memory through the device; a bad free is a violation
+  buffer = HostBuffer{};  // back to the device's pinned host cache; a bad free is reported
 }
 
-TEST_F(PinnedHostBufferTest, CreatePinnedOutlivesTheDeviceHandle) {
+TEST_P(PinnedHostBufferTest, CreatePinnedOutlivesTheDeviceHandle) {
   HostBuffer buffer;
   {
-    const Device device = Device::sim();
+    const Device device = on_sim() ? Device::sim() : Device::cuda(0);
     buffer = HostBuffer::create_pinned(device, 4096, [](std::span<std::byte> out) {
       for (std::size_t i = 0; i < out.size(); ++i) out[i] = static_cast<std::byte>(i);
     });
@@ -265,6 +265,9 @@ TEST_F(PinnedHostBufferTest, CreatePinnedOutlivesTheDeviceHandle) {
   EXPECT_EQ(buffer.data()[4095], std::byte{0xff});
   EXPECT_EQ(buffer.digest(), digest(buffer.bytes()));
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, PinnedHostBufferTest, testing::backends(),
+                         testing::backend_name);
 
 }  // namespace
 }  // namespace gpulife

@@ -5,6 +5,8 @@
 #include <atomic>
 #include <barrier>
 #include <chrono>
+#include <cstring>
+#include <memory>
 #include <numeric>
 #include <random>
 #include <string>
@@ -16,8 +18,10 @@
 #include <gpulife/cache/tensor_cache.hpp>
 #include <gpulife/context.hpp>
 #include <gpulife/errors.hpp>
+#include <gpulife/runtime/pinned_host_cache.hpp>
 #include <gpulife/tensor/weak_tensor.hpp>
 
+#include "support/backend_test.hpp"
 #include "support/context_test.hpp"
 #include "tensor/tensor_arena.hpp"
 
@@ -33,13 +37,13 @@ std::vector<float> pattern(std::size_t n, float seed) {
   return v;
 }
 
-class TensorCacheTest : public ContextTest {
+class TensorCacheTest : public testing::BackendContextTest {
  protected:
   TensorCache& cache() { return ctx().cache(); }
   std::size_t pool_allocations() { return ctx().statistics().resource.allocations; }
 };
 
-TEST_F(TensorCacheTest, IdenticalBytesAreUploadedOnceAndShared) {
+TEST_P(TensorCacheTest, IdenticalBytesAreUploadedOnceAndShared) {
   const auto host = pattern(1024, 1);
   DeviceTensor a = cache().upload(std::span<const float>(host), {32, 32});
   const auto copy = host;  // other memory, same bytes
@@ -57,7 +61,7 @@ TEST_F(TensorCacheTest, IdenticalBytesAreUploadedOnceAndShared) {
   EXPECT_EQ(b.to_host<float>(), host);
 }
 
-TEST_F(TensorCacheTest, ShapeAndDtypeArePartOfTheKey) {
+TEST_P(TensorCacheTest, ShapeAndDtypeArePartOfTheKey) {
   const auto host = pattern(1024, 1);
   DeviceTensor a = cache().upload(std::span<const float>(host), {32, 32});
   DeviceTensor b = cache().upload(std::span<const float>(host), {1024});
@@ -67,7 +71,7 @@ TEST_F(TensorCacheTest, ShapeAndDtypeArePartOfTheKey) {
   EXPECT_EQ(cache().statistics().misses, 3U);
 }
 
-TEST_F(TensorCacheTest, WeakEntryDiesWithItsLastUser) {
+TEST_P(TensorCacheTest, WeakEntryDiesWithItsLastUser) {
   const auto host = pattern(1024, 2);
   {
     DeviceTensor a = cache().upload(std::span<const float>(host), {1024});
@@ -83,7 +87,7 @@ TEST_F(TensorCacheTest, WeakEntryDiesWithItsLastUser) {
   EXPECT_EQ(cache().statistics().misses, 2U) << "an expired entry is not a hit";
 }
 
-TEST_F(TensorCacheTest, WarmTierKeepsRecentlyUsedEntriesWithinItsBudget) {
+TEST_P(TensorCacheTest, WarmTierKeepsRecentlyUsedEntriesWithinItsBudget) {
   ctx_.reset();
   ctx_.emplace(ContextOptions{.device = device_,
                               .cache = {.retention = Retention::warm,
@@ -112,7 +116,7 @@ TEST_F(TensorCacheTest, WarmTierKeepsRecentlyUsedEntriesWithinItsBudget) {
   EXPECT_EQ(ctx().statistics().live_tensors, 0U);
 }
 
-TEST_F(TensorCacheTest, EntriesInUseAreNotInTheWarmTier) {
+TEST_P(TensorCacheTest, EntriesInUseAreNotInTheWarmTier) {
   ctx_.reset();
   ctx_.emplace(ContextOptions{.device = device_,
                               .cache = {.retention = Retention::warm, .warm_budget_bytes = 0}});
@@ -126,7 +130,7 @@ TEST_F(TensorCacheTest, EntriesInUseAreNotInTheWarmTier) {
   EXPECT_EQ(ctx().statistics().live_tensors, 0U);
 }
 
-TEST_F(TensorCacheTest, PinnedEntriesStayUntilErased) {
+TEST_P(TensorCacheTest, PinnedEntriesStayUntilErased) {
   const auto host = pattern(256, 3);
   const CacheKey key = CacheKey::content(digest(std::as_bytes(std::span(host))), DType::f32, {256});
   (void)cache().upload(std::span<const float>(host), {256}, {},
@@ -148,7 +152,7 @@ TEST_F(TensorCacheTest, PinnedEntriesStayUntilErased) {
   EXPECT_EQ(ctx().statistics().live_tensors, 0U);
 }
 
-TEST_F(TensorCacheTest, StrongerRetentionOnAHitUpgradesTheEntry) {
+TEST_P(TensorCacheTest, StrongerRetentionOnAHitUpgradesTheEntry) {
   const auto host = pattern(256, 4);
   DeviceTensor t = cache().upload(std::span<const float>(host), {256});
   (void)cache().upload(std::span<const float>(host), {256}, {}, {.retention = Retention::pinned});
@@ -158,7 +162,7 @@ TEST_F(TensorCacheTest, StrongerRetentionOnAHitUpgradesTheEntry) {
   EXPECT_EQ(cache().statistics().pinned_entries, 1U) << "never downgraded";
 }
 
-TEST_F(TensorCacheTest, NameKeysSkipHashingAndNeverMatchContent) {
+TEST_P(TensorCacheTest, NameKeysSkipHashingAndNeverMatchContent) {
   const auto first = pattern(64, 1);
   const auto other = pattern(64, 99);
   DeviceTensor a = cache().upload(CacheKey::name("embedding"), std::as_bytes(std::span(first)),
@@ -176,7 +180,7 @@ TEST_F(TensorCacheTest, NameKeysSkipHashingAndNeverMatchContent) {
   EXPECT_THROW((void)CacheKey::name(""), std::invalid_argument);
 }
 
-TEST_F(TensorCacheTest, ADigestComputedEarlierFindsTheContentEntry) {
+TEST_P(TensorCacheTest, ADigestComputedEarlierFindsTheContentEntry) {
   const auto host = pattern(512, 5);
   const auto bytes = std::as_bytes(std::span(host));
   DeviceTensor a = cache().upload(std::span<const float>(host), {512});
@@ -188,7 +192,7 @@ TEST_F(TensorCacheTest, ADigestComputedEarlierFindsTheContentEntry) {
                std::invalid_argument);
 }
 
-TEST_F(TensorCacheTest, HostBufferIsHashedOnce) {
+TEST_P(TensorCacheTest, HostBufferIsHashedOnce) {
   const auto host = pattern(4096, 6);
   const HostBuffer buffer = HostBuffer::copy(std::as_bytes(std::span(host)));
   for (int i = 0; i < 3; ++i) (void)cache().upload(buffer, {4096}, DType::f32);
@@ -196,7 +200,7 @@ TEST_F(TensorCacheTest, HostBufferIsHashedOnce) {
   EXPECT_EQ(cache().statistics().misses, 3U) << "each upload dropped its tensor";
 }
 
-TEST_F(TensorCacheTest, PinnedHostBufferStaysAliveUntilItsCopyRan) {
+TEST_P(TensorCacheTest, PinnedHostBufferStaysAliveUntilItsCopyRan) {
   const auto host = pattern(4096, 7);
   Stream stream(device_);
   Gate gate;
@@ -206,20 +210,57 @@ TEST_F(TensorCacheTest, PinnedHostBufferStaysAliveUntilItsCopyRan) {
     const HostBuffer pinned = HostBuffer::copy_pinned(device_, std::as_bytes(std::span(host)));
     t = cache().upload(pinned, {4096}, DType::f32, stream);
   }  // our handle is gone; the queued copy still reads the buffer
+  // The buffer's last reference must not die inside a host function on the stream: its
+  // destructor calls CUDA, which CUDA forbids there (the simulated device reports it, and the
+  // fixture fails on the report).
   gate.open();
   EXPECT_EQ(t.to_host<float>(stream), host);
+  EXPECT_GT(device_.pinned_host_cache().statistics().bytes_in_use, 0U)
+      << "the cache keeps the buffer until a later call sees its copy done";
+  t.reset();
+  const auto other = pattern(16, 1);
+  DeviceTensor next = cache().upload(std::span<const float>(other), {16}, stream);
+  cache().clear();
+  EXPECT_EQ(device_.pinned_host_cache().statistics().bytes_in_use, 0U)
+      << "the buffer was released once its copy had run";
 }
 
-TEST_F(TensorCacheTest, PinnedBufferUploadWhoseKeepAliveCannotBeQueuedWaitsForItsCopy) {
+TEST_P(TensorCacheTest, AnAdoptedPinnedBufferIsNeverReleasedInsideAHostFunction) {
+  // Pinned memory of the caller's own, freed with cudaFreeHost by the owner the buffer adopts.
+  // The cache keeps the buffer alive until its copy has run; if that keep-alive were a host
+  // function holding the buffer, dropping the last handle here would make the owner free the
+  // memory inside it, which CUDA forbids (the simulated device reports it: the fixture fails).
+  const auto host = pattern(4096, 21);
+  Stream stream(device_);
+  Gate gate;
+  gate.block(stream);
+  DeviceTensor t;
+  {
+    void* memory = device_.allocate_pinned(host.size() * sizeof(float));
+    std::memcpy(memory, host.data(), host.size() * sizeof(float));
+    std::shared_ptr<void> owner(memory, [device = device_](void* p) { device.deallocate_pinned(p); });
+    const HostBuffer pinned = HostBuffer::adopt(
+        std::span(static_cast<const std::byte*>(memory), host.size() * sizeof(float)),
+        std::move(owner), HostMemory::pinned);
+    t = cache().upload(pinned, {4096}, DType::f32, stream);
+  }
+  gate.open();
+  EXPECT_EQ(t.to_host<float>(stream), host);
+  cache().clear();  // the kept buffer goes here, on this thread
+}
+
+TEST_P(TensorCacheTest, PinnedBufferUploadWhoseKeepAliveCannotBeQueuedWaitsForItsCopy) {
+  if (!on_sim()) GTEST_SKIP() << "sim only: the simulated device's injected faults";
   const auto host = pattern(4096, 8);
   Stream stream(device_);
   Gate gate;
   gate.block(stream);
-  // From here every second stream operation fails. The first is ours; the second is the host
-  // callback, queued right after the copy, that keeps the buffer alive until the copy ran; the
-  // third, the upload's readiness event, goes through. The upload itself succeeded, so the call
-  // must too: it waits for the copy on the host instead.
-  device_.set_faults({.every_nth = 2,
+  // From here every third stream operation fails. The first is ours; the second records the
+  // copy's use of the pinned block (the pinned host cache's event); the third is the event,
+  // recorded right after the copy, that keeps the buffer alive until the copy ran; the fourth,
+  // the upload's readiness event, goes through. The upload itself succeeded, so the call must
+  // too: it waits for the copy on the host instead.
+  device_.set_faults({.every_nth = 3,
                       .copies = false,
                       .memsets = false,
                       .kernels = false,
@@ -248,7 +289,8 @@ SimFaults stream_operation_faults(std::uint64_t every_nth) {
           .stream_operations = true};
 }
 
-TEST_F(TensorCacheTest, AHitThatFailsLeavesTheRetentionAsItWas) {
+TEST_P(TensorCacheTest, AHitThatFailsLeavesTheRetentionAsItWas) {
+  if (!on_sim()) GTEST_SKIP() << "sim only: the simulated device's injected faults";
   const auto host = pattern(1024, 9);
   Stream home(device_);
   Stream other(device_);
@@ -265,7 +307,8 @@ TEST_F(TensorCacheTest, AHitThatFailsLeavesTheRetentionAsItWas) {
   EXPECT_EQ(ctx().statistics().live_tensors, 0U);
 }
 
-TEST_F(TensorCacheTest, ALoadWhoseRequesterCannotWaitForItLeavesNoEntry) {
+TEST_P(TensorCacheTest, ALoadWhoseRequesterCannotWaitForItLeavesNoEntry) {
+  if (!on_sim()) GTEST_SKIP() << "sim only: the simulated device's injected faults";
   Stream home(device_);
   Stream other(device_);
   // The factory's tensor lives on `home`; the requester asks on `other`. The readiness event is
@@ -284,7 +327,7 @@ TEST_F(TensorCacheTest, ALoadWhoseRequesterCannotWaitForItLeavesNoEntry) {
   EXPECT_FALSE(cache().find(CacheKey::name("scratch")));
 }
 
-TEST_F(TensorCacheTest, AViewOfAViewKeepsAWeakEntryAlive) {
+TEST_P(TensorCacheTest, AViewOfAViewKeepsAWeakEntryAlive) {
   const auto host = pattern(1024, 10);
   DeviceTensor t = cache().upload(std::span<const float>(host), {32, 32});
   DeviceTensor row = t.slice(0, 4, 8);       // a view of the cache's tensor
@@ -304,7 +347,7 @@ TEST_F(TensorCacheTest, AViewOfAViewKeepsAWeakEntryAlive) {
   EXPECT_EQ(cache().statistics().live_entries, 0U);
 }
 
-TEST_F(TensorCacheTest, ANameOfAnotherLayoutLeavesAnIdleEntryAsItWas) {
+TEST_P(TensorCacheTest, ANameOfAnotherLayoutLeavesAnIdleEntryAsItWas) {
   const auto host = pattern(64, 11);
   const CacheKey key = CacheKey::name("idle");
   (void)cache().upload(key, std::as_bytes(std::span(host)), {64}, DType::f32, {},
@@ -318,7 +361,8 @@ TEST_F(TensorCacheTest, ANameOfAnotherLayoutLeavesAnIdleEntryAsItWas) {
   EXPECT_EQ(stats.warm_entries, 1U);
 }
 
-TEST_F(TensorCacheTest, APinnedBufferUploadThatFailsAfterItsCopyWaitsForTheCopy) {
+TEST_P(TensorCacheTest, APinnedBufferUploadThatFailsAfterItsCopyWaitsForTheCopy) {
+  if (!on_sim()) GTEST_SKIP() << "sim only: the simulated device's injected faults";
   const auto host = pattern(4096, 12);
   Stream stream(device_);
   Gate gate;
@@ -344,7 +388,7 @@ TEST_F(TensorCacheTest, APinnedBufferUploadThatFailsAfterItsCopyWaitsForTheCopy)
   }
 }
 
-TEST_F(TensorCacheTest, EveryThreadWaitingForAFailedLoadGetsItsException) {
+TEST_P(TensorCacheTest, EveryThreadWaitingForAFailedLoadGetsItsException) {
   // One exception object, rethrown in two threads (std::exception_ptr); under ThreadSanitizer
   // this needs tests/tsan.supp: the exception's reference count is in uninstrumented libstdc++.
   std::atomic<bool> loading{false};
@@ -384,7 +428,7 @@ TEST_F(TensorCacheTest, EveryThreadWaitingForAFailedLoadGetsItsException) {
   }
 }
 
-TEST_F(TensorCacheTest, GetOrCreateGivesOneLiveInstancePerKey) {
+TEST_P(TensorCacheTest, GetOrCreateGivesOneLiveInstancePerKey) {
   int calls = 0;
   auto factory = [&] {
     ++calls;
@@ -401,7 +445,7 @@ TEST_F(TensorCacheTest, GetOrCreateGivesOneLiveInstancePerKey) {
   EXPECT_EQ(cache().statistics().bytes_uploaded, 0U);
 }
 
-TEST_F(TensorCacheTest, FactoryExceptionsLeaveNoEntry) {
+TEST_P(TensorCacheTest, FactoryExceptionsLeaveNoEntry) {
   EXPECT_THROW((void)cache().get_or_create(CacheKey::name("x"),
                                            []() -> DeviceTensor { throw std::runtime_error("no"); }),
                std::runtime_error);
@@ -418,7 +462,7 @@ TEST_F(TensorCacheTest, FactoryExceptionsLeaveNoEntry) {
   EXPECT_TRUE(fine.defined());
 }
 
-TEST_F(TensorCacheTest, BadInputIsRejectedAndLeavesTheCacheUnchanged) {
+TEST_P(TensorCacheTest, BadInputIsRejectedAndLeavesTheCacheUnchanged) {
   const auto host = pattern(16, 1);
   const auto bytes = std::as_bytes(std::span(host));
   struct Case {
@@ -449,7 +493,7 @@ TEST_F(TensorCacheTest, BadInputIsRejectedAndLeavesTheCacheUnchanged) {
 // A dying weak entry's removal must not remove the newer entry stored under the same key. The
 // expiry callbacks of a tensor run newest first, so a user's callback registered after the
 // cache's runs first, and re-uploads the same bytes while the old entry is dying.
-TEST_F(TensorCacheTest, RemovalOfADyingEntryNeverRemovesItsReplacement) {
+TEST_P(TensorCacheTest, RemovalOfADyingEntryNeverRemovesItsReplacement) {
   const auto host = pattern(256, 8);
   DeviceTensor replacement;
   {
@@ -517,7 +561,7 @@ TEST_F(DelayedTensorCacheTest, HitOnTheUploadStreamNeedsNoWait) {
   EXPECT_EQ(detail::TensorAccess::impl(hit)->base->recorded, nullptr);
 }
 
-TEST_F(TensorCacheTest, ConcurrentIdenticalUploadsMakeOneAllocationAndOneCopy) {
+TEST_P(TensorCacheTest, ConcurrentIdenticalUploadsMakeOneAllocationAndOneCopy) {
   const auto host = pattern(std::size_t{4} << 20, 11);  // 16 MiB: hashing takes a while
   for (int round = 0; round < 5; ++round) {
     std::barrier start(2);
@@ -571,7 +615,7 @@ TEST_F(PressuredTensorCacheTest, EntriesInUseSurvivePressure) {
   EXPECT_EQ(ctx().cache().statistics().live_entries, 2U);
 }
 
-TEST_F(TensorCacheTest, VerificationTurnsACorruptedHitIntoAMiss) {
+TEST_P(TensorCacheTest, VerificationTurnsACorruptedHitIntoAMiss) {
   ctx_.reset();
   ctx_.emplace(ContextOptions{.device = device_, .cache = {.verify_hits = true}});
   const auto host = pattern(256, 12);
@@ -588,7 +632,7 @@ TEST_F(TensorCacheTest, VerificationTurnsACorruptedHitIntoAMiss) {
 
 // Two threads, several streams, every retention policy: every tensor returned holds the bytes
 // of its source, and at the end nothing is left. Run under ThreadSanitizer by the tsan preset.
-TEST_F(TensorCacheTest, RandomisedTwoThreadsAlwaysReturnTheRightBytes) {
+TEST_P(TensorCacheTest, RandomisedTwoThreadsAlwaysReturnTheRightBytes) {
   constexpr int sources = 12;
   std::vector<std::vector<float>> host;
   for (int i = 0; i < sources; ++i) host.push_back(pattern(512 + 64 * static_cast<std::size_t>(i), static_cast<float>(i * 1000)));
@@ -625,6 +669,8 @@ TEST_F(TensorCacheTest, RandomisedTwoThreadsAlwaysReturnTheRightBytes) {
               static_cast<unsigned long long>(stats.evictions));
   EXPECT_GT(stats.hits, 0U);
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, TensorCacheTest, testing::backends(), testing::backend_name);
 
 }  // namespace
 }  // namespace gpulife

@@ -9,7 +9,7 @@
 #include <gpulife/errors.hpp>
 #include <gpulife/memory/direct_resource.hpp>
 
-#include "support/context_test.hpp"
+#include "support/backend_test.hpp"
 #include "support/sim_test.hpp"
 
 namespace gpulife {
@@ -27,26 +27,31 @@ class ContextOnSim : public SimTest {
   ContextOnSim() : SimTest(small()) {}
 };
 
-TEST_F(ContextOnSim, DefaultsToAPoolOverTheAsyncAllocator) {
+class ContextTest : public testing::BackendTest {};
+
+TEST_P(ContextTest, DefaultsToAPoolOverTheAsyncAllocator) {
   Context ctx({.device = device_});
   EXPECT_EQ(ctx.device(), device_);
   EXPECT_EQ(ctx.resource().name(), "pool(async)");
   EXPECT_EQ(ctx.default_stream(), device_.default_stream());
 }
 
-TEST_F(ContextOnSim, TakesAReplacementResource) {
+TEST_P(ContextTest, TakesAReplacementResource) {
   auto direct = std::make_shared<DirectResource>(device_);
   Context ctx({.device = device_, .resource = direct});
   DeviceTensor t = ctx.empty({1024}, DType::u8);
   EXPECT_EQ(direct->statistics().allocations, 1U);
 }
 
-TEST_F(ContextOnSim, RejectsAResourceOfAnotherDevice) {
+TEST_P(ContextTest, RejectsAResourceOfAnotherDevice) {
   Device other = Device::sim();
   EXPECT_THROW(Context({.device = device_, .resource = std::make_shared<DirectResource>(other)}),
                std::invalid_argument);
 }
 
+INSTANTIATE_TEST_SUITE_P(Backends, ContextTest, testing::backends(), testing::backend_name);
+
+// Out-of-memory and the pressure chain on a small simulated device.
 TEST_F(ContextOnSim, DestructionGivesThePoolsCachedMemoryBack) {
   {
     Context ctx({.device = device_});

@@ -24,6 +24,7 @@
 #include "interop/third_party_consumer.h"
 #include "support/context_test.hpp"
 #include "support/cuda_test.hpp"
+#include "support/expect_invalid_argument.hpp"
 
 namespace gpulife {
 namespace {
@@ -292,6 +293,88 @@ TEST_F(DLPackTest, TheReleaseWaitsForTheConsumersStream) {
   EXPECT_EQ(*out, 256.0F * 257.0F / 2.0F);
   EXPECT_TRUE(take_violations().empty()) << "the consumer's kernel ran on live memory";
   device_.deallocate_pinned(out);
+}
+
+// ---- a consumer's stream as DLPack's integer (`__dlpack__(stream=...)`) ----------------------
+
+DLPackStream raw(const Stream& stream) {
+  return DLPackStream{reinterpret_cast<std::intptr_t>(stream.view().native_handle())};
+}
+
+TEST_F(DLPackTest, ARawConsumerStreamWaitsForTheProducersWork) {
+  Stream home(device_);
+  Stream consumer(device_);
+  Gate gate;
+  gate.block(home);
+  const auto host = iota(512, 1.0F);
+  DeviceTensor t = ctx().upload(std::span<const float>(host), {512}, home);  // held at the gate
+  DLManagedTensor* managed = to_dlpack(t, raw(consumer));                    // does not block
+  std::vector<float> seen(512);
+  const float* data = t.data<float>();
+  for_each_index(
+      consumer, 1, [&seen, data](std::size_t) { std::copy(data, data + 512, seen.begin()); },
+      {{data, 512 * sizeof(float)}}, "consumer_read");
+  std::this_thread::sleep_for(20ms);
+  EXPECT_FALSE(consumer.view().query()) << "the consumer ran before the producer's upload";
+  gate.open();
+  consumer.synchronize();
+  EXPECT_EQ(seen, host);
+  managed->deleter(managed);
+}
+
+TEST_F(DLPackTest, TheReleaseWaitsForWorkQueuedOnARawConsumerStreamBeforeItsDeleter) {
+  Stream home(device_);
+  Stream consumer(device_);
+  auto* out = static_cast<float*>(device_.allocate_pinned(sizeof(float)));
+  Gate gate;
+  {
+    const auto host = iota(256, 1.0F);
+    DeviceTensor t = ctx().upload(std::span<const float>(host), {256}, home);
+    DLManagedTensor* managed = to_dlpack(t, raw(consumer));
+    gate.block(consumer);
+    const float* data = t.data<float>();
+    for_each_index(
+        consumer, 1, [data, out](std::size_t) { *out = std::accumulate(data, data + 256, 0.0F); },
+        {{data, 256 * sizeof(float)}}, "consumer_sum");
+    managed->deleter(managed);  // the consumer let go; its kernel has not run yet
+  }                             // and gpulife's last handle drops too
+  std::this_thread::sleep_for(20ms);
+  EXPECT_FALSE(home.view().query()) << "the release did not wait for the consumer's kernel";
+  gate.open();
+  consumer.synchronize();
+  home.synchronize();
+  EXPECT_EQ(*out, 256.0F * 257.0F / 2.0F);
+  EXPECT_TRUE(take_violations().empty()) << "the consumer's kernel ran on live memory";
+  device_.deallocate_pinned(out);
+}
+
+TEST_F(DLPackTest, RawStreamConventions) {
+  const auto host = iota(16, 1.0F);
+  Stream home(device_);
+  DeviceTensor t = ctx().upload(std::span<const float>(host), {16}, home);
+  // 1: the device's default stream; -1: no synchronisation asked for
+  for (std::intptr_t value : {DLPackStream::legacy_default, DLPackStream::no_sync}) {
+    DLManagedTensor* managed = to_dlpack(t, DLPackStream{value});
+    EXPECT_EQ(managed->dl_tensor.data, t.data());
+    managed->deleter(managed);
+  }
+  testing::expect_invalid_argument([&] { (void)to_dlpack(t, DLPackStream{0}); }, "consumer_stream");
+  testing::expect_invalid_argument([&] { (void)to_dlpack(t, DLPackStream{-2}); },
+                                   "consumer_stream");
+  // the sim has no per-thread default stream, and knows only its own streams' handles
+  testing::expect_invalid_argument(
+      [&] { (void)to_dlpack(t, DLPackStream{DLPackStream::per_thread_default}); },
+      "consumer_stream");
+  int not_a_stream = 0;
+  testing::expect_invalid_argument(
+      [&] { (void)to_dlpack(t, DLPackStream{reinterpret_cast<std::intptr_t>(&not_a_stream)}); },
+      "stream");
+  Device other = Device::sim();
+  Stream foreign(other);
+  testing::expect_invalid_argument([&] { (void)to_dlpack(t, raw(foreign)); }, "stream");
+  testing::expect_invalid_argument([&] { (void)to_dlpack(DeviceTensor{}, DLPackStream{1}); },
+                                   "tensor");
+  EXPECT_EQ(ctx().statistics().live_tensors, 1U) << "nothing was lent by the failed calls";
 }
 
 TEST_F(DLPackTest, ExportRejectsAnEmptyHandleAndAForeignStream) {
@@ -599,7 +682,10 @@ class CudaDLPackTest : public testing::CudaTest {
     if (IsSkipped() || HasFatalFailure()) return;
     ctx_.emplace(ContextOptions{.device = device_});
   }
-  void TearDown() override { ctx_.reset(); }
+  void TearDown() override {
+    ctx_.reset();
+    CudaTest::TearDown();
+  }
 
   std::optional<Context> ctx_;
 };
@@ -616,6 +702,23 @@ TEST_F(CudaDLPackTest, ExchangesCudaTensorsWithTheDevicesOrdinal) {
   EXPECT_EQ(managed->dl_tensor.data, t.data());
   EXPECT_EQ(from_dlpack(*ctx_, managed, stream), t) << "a round trip gives the tensor back";
   EXPECT_EQ(t.to_host<float>(stream), host);
+}
+
+TEST_F(CudaDLPackTest, ARawCudaStreamOfTheConsumerWaitsAndOrdersTheRelease) {
+  // The consumer's own stream, as PyTorch passes torch.cuda.current_stream().cuda_stream.
+  Stream consumer_owned(device_);
+  const auto native = reinterpret_cast<std::intptr_t>(consumer_owned.view().native_handle());
+  Stream home(device_);
+  const auto host = iota(1 << 16, 1.0F);
+  DeviceTensor t = ctx_->upload(std::span<const float>(host), {1 << 16}, home);
+  for (std::intptr_t value : {native, DLPackStream::legacy_default,
+                              DLPackStream::per_thread_default, DLPackStream::no_sync}) {
+    DLManagedTensor* managed = to_dlpack(t, DLPackStream{value});
+    EXPECT_EQ(managed->dl_tensor.data, t.data());
+    managed->deleter(managed);
+  }
+  testing::expect_invalid_argument([&] { (void)to_dlpack(t, DLPackStream{0}); }, "consumer_stream");
+  EXPECT_EQ(t.to_host<float>(home), host);
 }
 
 TEST_F(CudaDLPackTest, BorrowsDeviceMemoryAndGivesItBackOnce) {

@@ -33,6 +33,7 @@ class CudaKernelsTest : public testing::CudaTest {
   void TearDown() override {
     if (stream_.valid()) stream_.synchronize();
     pool_.reset();
+    CudaTest::TearDown();
   }
 
   std::shared_ptr<PoolResource> pool_;

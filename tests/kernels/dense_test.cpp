@@ -19,7 +19,7 @@
 #include <gpulife/kernels/half.hpp>
 
 #include "support/expect_invalid_argument.hpp"
-#include "support/sim_test.hpp"
+#include "support/backend_test.hpp"
 
 namespace gpulife {
 namespace {
@@ -72,14 +72,19 @@ const char* activation_name(Activation activation) {
   return "?";
 }
 
-class DenseTest : public testing::SimTest {
+class DenseTest : public testing::BackendTest {
  protected:
-  DenseTest() : stream_(device_) {}
+  void SetUp() override {
+    BackendTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    stream_ = Stream(device_);
+  }
   void TearDown() override {
-    stream_.synchronize();
+    if (stream_.valid()) stream_.synchronize();
     for (auto [ptr, bytes] : buffers_) device_.impl().deallocate(ptr, bytes);
     buffers_.clear();
-    SimTest::TearDown();
+    stream_ = Stream{};
+    BackendTest::TearDown();
   }
 
   template <class T>
@@ -148,11 +153,11 @@ class DenseTest : public testing::SimTest {
   std::vector<std::pair<void*, std::size_t>> buffers_;
 };
 
-TEST_F(DenseTest, F32MatchesTheReference) { check_all<float, float>(1); }
-TEST_F(DenseTest, F16MatchesTheReference) { check_all<std::uint16_t, std::uint16_t>(100); }
-TEST_F(DenseTest, F16WeightsWithF32InputMatchTheReference) { check_all<std::uint16_t, float>(200); }
+TEST_P(DenseTest, F32MatchesTheReference) { check_all<float, float>(1); }
+TEST_P(DenseTest, F16MatchesTheReference) { check_all<std::uint16_t, std::uint16_t>(100); }
+TEST_P(DenseTest, F16WeightsWithF32InputMatchTheReference) { check_all<std::uint16_t, float>(200); }
 
-TEST_F(DenseTest, SmallExampleByHand) {
+TEST_P(DenseTest, SmallExampleByHand) {
   // W = [[1, 2], [3, 4]], b = [0.5, -10]; x rows [1, 1] and [-1, 0.5]
   const std::vector<float> w = {1, 2, 3, 4};
   const std::vector<float> b = {0.5F, -10};
@@ -173,7 +178,8 @@ TEST_F(DenseTest, SmallExampleByHand) {
   EXPECT_THAT(y, ::testing::ElementsAre(3.5F, 0.0F, 0.5F, 0.0F));
 }
 
-TEST_F(DenseTest, DeclaresAllFourRanges) {
+TEST_P(DenseTest, DeclaresAllFourRanges) {
+  if (!on_sim()) GTEST_SKIP() << "sim only: the simulated device's violation checks";
   const DenseShape shape{2, 4, 3};
   float* w = device_alloc<float>(12);
   float* b = device_alloc<float>(3);
@@ -197,7 +203,8 @@ TEST_F(DenseTest, DeclaresAllFourRanges) {
   }
 }
 
-TEST_F(DenseTest, RangesCoverTheWholeArrays) {
+TEST_P(DenseTest, RangesCoverTheWholeArrays) {
+  if (!on_sim()) GTEST_SKIP() << "sim only: the simulated device's violation checks";
   // The simulated device rounds allocations to 256 bytes: these are exact.
   float* w = device_alloc<float>(256);  // [4, 64]
   float* b = device_alloc<float>(64);
@@ -212,7 +219,7 @@ TEST_F(DenseTest, RangesCoverTheWholeArrays) {
   EXPECT_EQ(violations[0].bytes, 3U * 64U * sizeof(float));
 }
 
-TEST_F(DenseTest, BadArgumentsAreRejected) {
+TEST_P(DenseTest, BadArgumentsAreRejected) {
   float* w = device_alloc<float>(4);
   float* b = device_alloc<float>(2);
   float* x = device_alloc<float>(2);
@@ -249,6 +256,8 @@ TEST_F(DenseTest, BadArgumentsAreRejected) {
   // an empty batch queues nothing and needs no input or output
   kernels::dense<float, float>(stream_, {0, 2, 2}, w, nullptr, b, nullptr, none);
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, DenseTest, testing::backends(), testing::backend_name);
 
 }  // namespace
 }  // namespace gpulife

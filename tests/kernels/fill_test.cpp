@@ -6,14 +6,14 @@
 
 #include <gpulife/kernels/fill.hpp>
 
-#include "support/sim_test.hpp"
+#include "support/backend_test.hpp"
 
 namespace gpulife {
 namespace {
 
-class FillTest : public testing::SimTest {};
+class FillTest : public testing::BackendTest {};
 
-TEST_F(FillTest, FillsExactlyTheRequestedElements) {
+TEST_P(FillTest, FillsExactlyTheRequestedElements) {
   constexpr std::size_t n = 1000;
   Stream stream(device_);
   auto* data = static_cast<std::int32_t*>(device_.impl().allocate((n + 8) * sizeof(std::int32_t)));
@@ -27,7 +27,8 @@ TEST_F(FillTest, FillsExactlyTheRequestedElements) {
   device_.impl().deallocate(data, (n + 8) * sizeof(std::int32_t));
 }
 
-TEST_F(FillTest, FillOfFreedMemoryIsCaught) {
+TEST_P(FillTest, FillOfFreedMemoryIsCaught) {
+  if (!on_sim()) GTEST_SKIP() << "sim only: the simulated device's violation checks";
   auto* data = static_cast<float*>(device_.impl().allocate(1024));
   device_.impl().deallocate(data, 1024);
   kernels::fill(device_.default_stream(), data, 256, 1.0F);
@@ -36,7 +37,7 @@ TEST_F(FillTest, FillOfFreedMemoryIsCaught) {
   EXPECT_EQ(violations[0].operation, "kernel fill");
 }
 
-TEST_F(FillTest, BadArgumentsAreRejected) {
+TEST_P(FillTest, BadArgumentsAreRejected) {
   EXPECT_THROW(kernels::fill<float>(device_.default_stream(), nullptr, 4, 1.0F),
                std::invalid_argument);
   float* data = nullptr;
@@ -44,6 +45,8 @@ TEST_F(FillTest, BadArgumentsAreRejected) {
   EXPECT_THROW(kernels::fill(StreamView{}, reinterpret_cast<float*>(64), 4, 1.0F),
                std::invalid_argument);
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, FillTest, testing::backends(), testing::backend_name);
 
 }  // namespace
 }  // namespace gpulife

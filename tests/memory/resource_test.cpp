@@ -8,6 +8,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -18,7 +19,7 @@
 #include <gpulife/memory/fault_adaptor.hpp>
 #include <gpulife/memory/pool_resource.hpp>
 
-#include "support/sim_test.hpp"
+#include "support/backend_test.hpp"
 
 namespace gpulife {
 namespace {
@@ -64,12 +65,21 @@ SimOptions small_device() {
   return options;
 }
 
-class ResourceTest : public testing::SimTest, public ::testing::WithParamInterface<ResourceKind> {
+// Every resource on every backend (the CUDA variants skip, saying why, without a GPU).
+class ResourceTest
+    : public testing::BackendFixture,
+      public ::testing::WithParamInterface<std::tuple<ResourceKind, testing::Backend>> {
  protected:
-  ResourceTest() : SimTest(small_device()), resource_(GetParam().make(device_)) {}
+  ResourceTest() : BackendFixture(small_device()) {}
+  [[nodiscard]] testing::Backend backend() const override { return std::get<1>(GetParam()); }
+  void SetUp() override {
+    BackendFixture::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    resource_ = std::get<0>(GetParam()).make(device_);
+  }
   void TearDown() override {
     resource_.reset();
-    SimTest::TearDown();
+    BackendFixture::TearDown();
   }
   std::shared_ptr<DeviceMemoryResource> resource_;
 };
@@ -143,6 +153,7 @@ TEST_P(ResourceTest, LiveAllocationsNeverOverlap) {
 }
 
 TEST_P(ResourceTest, OutOfMemoryIsReadableAndLeavesNothingBehind) {
+  if (!on_sim()) GTEST_SKIP() << "sim only: a small simulated device makes out-of-memory cheap";
   const std::size_t capacity = device_.memory_info().total_bytes;
   void* half = resource_->allocate(capacity / 2 + 4096);
   try {
@@ -164,6 +175,7 @@ TEST_P(ResourceTest, OutOfMemoryIsReadableAndLeavesNothingBehind) {
 }
 
 TEST_P(ResourceTest, UseAfterDeallocateIsCaughtByTheSimulatedDevice) {
+  if (!on_sim()) GTEST_SKIP() << "sim only: the simulated device's violation checks";
   Stream stream(device_);
   void* ptr = resource_->allocate(4096, stream);
   resource_->deallocate(ptr, 4096, stream);
@@ -206,8 +218,15 @@ TEST_P(ResourceTest, DeallocateAfterKeepsMemoryForAnotherStreamsWork) {
   device_.deallocate_pinned(pinned);
 }
 
-INSTANTIATE_TEST_SUITE_P(AllResources, ResourceTest, ::testing::ValuesIn(resource_kinds()),
-                         [](const auto& param_info) { return param_info.param.name; });
+INSTANTIATE_TEST_SUITE_P(AllResources, ResourceTest,
+                         ::testing::Combine(::testing::ValuesIn(resource_kinds()),
+                                            testing::backends()),
+                         [](const auto& param_info) {
+                           return std::get<0>(param_info.param).name + "_" +
+                                  (std::get<1>(param_info.param) == testing::Backend::sim
+                                       ? "sim"
+                                       : "cuda");
+                         });
 
 }  // namespace
 }  // namespace gpulife

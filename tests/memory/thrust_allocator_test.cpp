@@ -13,26 +13,30 @@
 #include <gpulife/memory/pool_resource.hpp>
 #include <gpulife/memory/thrust_allocator.hpp>
 
-#include "support/sim_test.hpp"
+#include "support/backend_test.hpp"
 
 namespace gpulife {
 namespace {
 
-class ThrustAllocatorTest : public testing::SimTest {
+class ThrustAllocatorTest : public testing::BackendTest {
  protected:
-  ThrustAllocatorTest()
-      : pool_(std::make_shared<PoolResource>(std::make_shared<AsyncResource>(device_))),
-        stream_(device_) {}
+  void SetUp() override {
+    BackendTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    pool_ = std::make_shared<PoolResource>(std::make_shared<AsyncResource>(device_));
+    stream_ = Stream(device_);
+  }
   void TearDown() override {
     pool_.reset();
-    SimTest::TearDown();
+    stream_ = Stream{};
+    BackendTest::TearDown();
   }
 
   std::shared_ptr<PoolResource> pool_;
   Stream stream_;
 };
 
-TEST_F(ThrustAllocatorTest, AllocatesFromTheResourceOnItsStream) {
+TEST_P(ThrustAllocatorTest, AllocatesFromTheResourceOnItsStream) {
   ThrustAllocator<std::uint32_t> allocator(*pool_, stream_);
   std::uint32_t* ptr = allocator.allocate(100);
   ASSERT_NE(ptr, nullptr);
@@ -47,7 +51,7 @@ TEST_F(ThrustAllocatorTest, AllocatesFromTheResourceOnItsStream) {
   EXPECT_EQ(stats.deallocations, 1U);
 }
 
-TEST_F(ThrustAllocatorTest, RebindsAndCompares) {
+TEST_P(ThrustAllocatorTest, RebindsAndCompares) {
   const ThrustAllocator<std::byte> bytes(*pool_, stream_);
   const ThrustAllocator<double> doubles(bytes);
   EXPECT_EQ(&doubles.resource(), pool_.get());
@@ -58,7 +62,7 @@ TEST_F(ThrustAllocatorTest, RebindsAndCompares) {
   EXPECT_FALSE(ThrustAllocator<std::byte>(other, stream_) == bytes);
 }
 
-TEST_F(ThrustAllocatorTest, RejectsBadArguments) {
+TEST_P(ThrustAllocatorTest, RejectsBadArguments) {
   EXPECT_THROW(ThrustAllocator<int>(*pool_, StreamView{}), std::invalid_argument);
   Device other = Device::sim();
   Stream foreign(other);
@@ -69,6 +73,8 @@ TEST_F(ThrustAllocatorTest, RejectsBadArguments) {
   allocator.deallocate(nullptr, 0);
   EXPECT_EQ(pool_->statistics().bytes_in_use, 0U);
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, ThrustAllocatorTest, testing::backends(), testing::backend_name);
 
 }  // namespace
 }  // namespace gpulife

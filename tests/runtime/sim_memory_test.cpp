@@ -2,6 +2,7 @@
 // Memory of the simulated device: capacity, out-of-memory, bad frees, and the sub-allocation
 // marks through which a pool tells the device which of its blocks are live.
 
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -112,6 +113,7 @@ TEST_F(SimMemoryTest, FreeThatWaitsForEventsAddsNoDependencyBetweenStreams) {
   Stream home(device_);
   Stream reader(device_);
   auto* chunk = static_cast<unsigned char*>(device_.impl().allocate(4096));
+  std::memset(chunk, 0, 4096);  // fresh host memory may hold an earlier device's poison
   device_.impl().mark_allocated(chunk, 1024, *home.view().impl());
   home.view().memset(chunk, 0, 1024);  // fresh memory may hold an earlier test's poison
   home.synchronize();

@@ -21,7 +21,11 @@ void SimTest::TearDown() {
   for (const SimViolation& violation : take_violations()) {
     ADD_FAILURE() << "unexpected " << violation.message();
   }
-  for (const std::string& error : take_errors()) {
+  fail_on_reported_errors();
+}
+
+void fail_on_reported_errors() {
+  for (const std::string& error : take_reported_errors()) {
     ADD_FAILURE() << "unexpected error report: " << error;
   }
 }

@@ -21,6 +21,11 @@ namespace gpulife::testing {
 /// Messages that reached the default error handler since the last `take_reported_errors`.
 std::vector<std::string> take_reported_errors();
 
+/// Fails the current test (ADD_FAILURE) once per message that reached the default error handler
+/// since the last `take_reported_errors`: the errors gpulife contained instead of throwing. The
+/// tear-down of every device fixture calls it.
+void fail_on_reported_errors();
+
 /// A host-side gate: a stream blocked on it holds all later work of that stream, which makes
 /// races between streams deterministic in tests. Queued waits share the gate's state, so the
 /// gate may go out of scope while a stream worker is still leaving its wait.

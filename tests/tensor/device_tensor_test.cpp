@@ -15,14 +15,12 @@
 #include <gpulife/runtime/launch.hpp>
 #include <gpulife/tensor/weak_tensor.hpp>
 
-#include "support/context_test.hpp"
+#include "support/backend_test.hpp"
 
 namespace gpulife {
 namespace {
 
-using testing::ContextTest;
-
-class DeviceTensorTest : public ContextTest {};
+class DeviceTensorTest : public testing::BackendContextTest {};
 
 std::vector<float> iota(std::size_t n) {
   std::vector<float> v(n);
@@ -30,7 +28,7 @@ std::vector<float> iota(std::size_t n) {
   return v;
 }
 
-TEST_F(DeviceTensorTest, EmptyHasShapeDtypeAndMemory) {
+TEST_P(DeviceTensorTest, EmptyHasShapeDtypeAndMemory) {
   Stream stream(device_);
   DeviceTensor t = ctx().empty({2, 3, 4}, DType::f32, stream, "activations");
   EXPECT_TRUE(t.defined());
@@ -51,20 +49,20 @@ TEST_F(DeviceTensorTest, EmptyHasShapeDtypeAndMemory) {
   EXPECT_EQ(ctx().statistics().live_bytes, 96U);
 }
 
-TEST_F(DeviceTensorTest, UploadAndDownloadRoundTrip) {
+TEST_P(DeviceTensorTest, UploadAndDownloadRoundTrip) {
   const auto host = iota(1000);
   DeviceTensor t = ctx().upload(std::span<const float>(host), {10, 100});
   EXPECT_EQ(t.dtype(), DType::f32);
   EXPECT_EQ(t.to_host<float>(), host);
 }
 
-TEST_F(DeviceTensorTest, IdsAreUnique) {
+TEST_P(DeviceTensorTest, IdsAreUnique) {
   std::set<std::uint64_t> ids;
   for (int i = 0; i < 100; ++i) ids.insert(ctx().empty({4}, DType::u8).id());
   EXPECT_EQ(ids.size(), 100U);
 }
 
-TEST_F(DeviceTensorTest, CopySharesMoveTransfersAndTheLastDropReleases) {
+TEST_P(DeviceTensorTest, CopySharesMoveTransfersAndTheLastDropReleases) {
   DeviceTensor a = ctx().empty({256}, DType::f32);
   EXPECT_EQ(a.use_count(), 1);
   DeviceTensor b = a;
@@ -81,7 +79,7 @@ TEST_F(DeviceTensorTest, CopySharesMoveTransfersAndTheLastDropReleases) {
   EXPECT_EQ(ctx().statistics().resource.bytes_in_use, 0U);
 }
 
-TEST_F(DeviceTensorTest, ViewsShareMemoryAndKeepItAlive) {
+TEST_P(DeviceTensorTest, ViewsShareMemoryAndKeepItAlive) {
   const auto host = iota(24);
   DeviceTensor t = ctx().upload(std::span<const float>(host), {4, 6});
   DeviceTensor rows = t.slice(0, 1, 3);
@@ -103,7 +101,7 @@ TEST_F(DeviceTensorTest, ViewsShareMemoryAndKeepItAlive) {
   EXPECT_EQ(ctx().statistics().live_tensors, 0U);
 }
 
-TEST_F(DeviceTensorTest, ColumnSliceIsNotContiguous) {
+TEST_P(DeviceTensorTest, ColumnSliceIsNotContiguous) {
   DeviceTensor t = ctx().empty({4, 6}, DType::f32);
   DeviceTensor cols = t.slice(1, 2, 4);
   EXPECT_FALSE(cols.is_contiguous());
@@ -114,7 +112,7 @@ TEST_F(DeviceTensorTest, ColumnSliceIsNotContiguous) {
   EXPECT_THROW(cols.download(host), std::invalid_argument);
 }
 
-TEST_F(DeviceTensorTest, ZeroExtentTensorHasNoMemory) {
+TEST_P(DeviceTensorTest, ZeroExtentTensorHasNoMemory) {
   DeviceTensor t = ctx().empty({0, 5}, DType::f64);
   EXPECT_EQ(t.bytes(), 0U);
   EXPECT_EQ(t.numel(), 0);
@@ -122,7 +120,7 @@ TEST_F(DeviceTensorTest, ZeroExtentTensorHasNoMemory) {
   EXPECT_TRUE(t.to_host<double>().empty());
 }
 
-TEST_F(DeviceTensorTest, TypedAccessIsCheckedAgainstTheDtype) {
+TEST_P(DeviceTensorTest, TypedAccessIsCheckedAgainstTheDtype) {
   DeviceTensor t = ctx().empty({8}, DType::f16);
   EXPECT_NO_THROW((void)t.data<Half>());
   try {
@@ -134,7 +132,7 @@ TEST_F(DeviceTensorTest, TypedAccessIsCheckedAgainstTheDtype) {
   EXPECT_THROW((void)t.data<BFloat16>(), std::invalid_argument);
 }
 
-TEST_F(DeviceTensorTest, EmptyHandleThrowsClearly) {
+TEST_P(DeviceTensorTest, EmptyHandleThrowsClearly) {
   DeviceTensor moved_from = ctx().empty({4}, DType::f32);
   DeviceTensor taker = std::move(moved_from);
   try {
@@ -148,7 +146,7 @@ TEST_F(DeviceTensorTest, EmptyHandleThrowsClearly) {
   EXPECT_THROW(DeviceTensor{}.record_stream(device_.default_stream()), std::invalid_argument);
 }
 
-TEST_F(DeviceTensorTest, BadUploadsAndSlicesAreRejectedAndLeaveNothing) {
+TEST_P(DeviceTensorTest, BadUploadsAndSlicesAreRejectedAndLeaveNothing) {
   const auto host = iota(10);
   EXPECT_THROW((void)ctx().upload(std::span<const float>(host), {11}), std::invalid_argument);
   EXPECT_THROW((void)ctx().upload(std::span<const std::byte>(), {4}, DType::f32),
@@ -169,7 +167,8 @@ TEST_F(DeviceTensorTest, BadUploadsAndSlicesAreRejectedAndLeaveNothing) {
   EXPECT_EQ(ctx().statistics().live_tensors, 1U);
 }
 
-TEST_F(DeviceTensorTest, OutOfMemoryNamesWhatIsAlive) {
+TEST_P(DeviceTensorTest, OutOfMemoryNamesWhatIsAlive) {
+  if (!on_sim()) GTEST_SKIP() << "sim only: a small simulated device makes out-of-memory cheap";
   // The sim backs its memory with host memory: a small device keeps the test light.
   Context small({.device = Device::sim({.capacity_bytes = std::size_t{64} << 20})});
   DeviceTensor big = small.empty({std::int64_t{40} << 20}, DType::u8, {}, "big");
@@ -182,7 +181,7 @@ TEST_F(DeviceTensorTest, OutOfMemoryNamesWhatIsAlive) {
   }
 }
 
-TEST_F(DeviceTensorTest, ControlBlockIsSmall) {
+TEST_P(DeviceTensorTest, ControlBlockIsSmall) {
   // Host metadata per tensor: the control block (a slab slot), nothing else on the hot path.
   std::printf("sizeof(DeviceTensor) = %zu, sizeof(TensorImpl) = %zu\n", sizeof(DeviceTensor),
               sizeof(detail::TensorImpl));
@@ -196,9 +195,9 @@ TEST_F(DeviceTensorTest, ControlBlockIsSmall) {
 namespace gpulife {
 namespace {
 
-class WrapTest : public testing::ContextTest {};
+class WrapTest : public testing::BackendContextTest {};
 
-TEST_F(WrapTest, WrappedMemoryIsGivenBackByItsOwnerOnlyAtTheRealRelease) {
+TEST_P(WrapTest, WrappedMemoryIsGivenBackByItsOwnerOnlyAtTheRealRelease) {
   void* foreign = device_.impl().allocate(4096);
   int released = 0;
   std::vector<int> order;
@@ -220,7 +219,7 @@ TEST_F(WrapTest, WrappedMemoryIsGivenBackByItsOwnerOnlyAtTheRealRelease) {
   device_.impl().deallocate(foreign, 4096);
 }
 
-TEST_F(WrapTest, SurvivesContextShutdownWithoutReleasing) {
+TEST_P(WrapTest, SurvivesContextShutdownWithoutReleasing) {
   void* foreign = device_.impl().allocate(256);
   int released = 0;
   DeviceTensor t = ctx().wrap(foreign, {64}, {}, DType::i32, {}, [&](const TensorInfo&) { ++released; });
@@ -232,7 +231,9 @@ TEST_F(WrapTest, SurvivesContextShutdownWithoutReleasing) {
   device_.impl().deallocate(foreign, 256);
 }
 
-TEST_F(WrapTest, RecordedStreamsAreOrderedBeforeTheOwnersStreamOrderedRelease) {
+TEST_P(WrapTest, RecordedStreamsAreOrderedBeforeTheOwnersStreamOrderedRelease) {
+  if (!on_sim())
+    GTEST_SKIP() << "sim only: a host-code kernel and the simulated device's violation checks";
   // The owner frees in stream order on the tensor's stream as soon as its release runs: the
   // stream must wait there for the reader's kernel, or the kernel would touch freed memory.
   Stream home(device_);
@@ -261,7 +262,7 @@ TEST_F(WrapTest, RecordedStreamsAreOrderedBeforeTheOwnersStreamOrderedRelease) {
   device_.deallocate_pinned(out);
 }
 
-TEST_F(WrapTest, BadArgumentsAreRejected) {
+TEST_P(WrapTest, BadArgumentsAreRejected) {
   int dummy = 0;
   auto release = [](const TensorInfo&) {};
   EXPECT_THROW((void)ctx().wrap(nullptr, {4}, {}, DType::f32, {}, release), std::invalid_argument);
@@ -270,6 +271,9 @@ TEST_F(WrapTest, BadArgumentsAreRejected) {
                std::invalid_argument);
   EXPECT_EQ(ctx().statistics().live_tensors, 0U);
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, DeviceTensorTest, testing::backends(), testing::backend_name);
+INSTANTIATE_TEST_SUITE_P(Backends, WrapTest, testing::backends(), testing::backend_name);
 
 }  // namespace
 }  // namespace gpulife

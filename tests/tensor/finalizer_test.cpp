@@ -12,16 +12,14 @@
 #include <gpulife/context.hpp>
 #include <gpulife/tensor/weak_tensor.hpp>
 
-#include "support/context_test.hpp"
+#include "support/backend_test.hpp"
 
 namespace gpulife {
 namespace {
 
-using testing::ContextTest;
+class FinalizerTest : public testing::BackendContextTest {};
 
-class FinalizerTest : public ContextTest {};
-
-TEST_F(FinalizerTest, RunsOnceWhenTheMemoryIsReleased) {
+TEST_P(FinalizerTest, RunsOnceWhenTheMemoryIsReleased) {
   int runs = 0;
   TensorInfo seen;
   DeviceTensor t = ctx().empty({16}, DType::f32, {}, "x");
@@ -47,7 +45,7 @@ TEST_F(FinalizerTest, RunsOnceWhenTheMemoryIsReleased) {
   EXPECT_FALSE(f.detach()) << "a finalizer that ran is no longer pending";
 }
 
-TEST_F(FinalizerTest, SeveralRunNewestFirst) {
+TEST_P(FinalizerTest, SeveralRunNewestFirst) {
   std::vector<int> order;
   {
     DeviceTensor t = ctx().empty({1}, DType::f32);
@@ -56,7 +54,7 @@ TEST_F(FinalizerTest, SeveralRunNewestFirst) {
   EXPECT_EQ(order, (std::vector<int>{4, 3, 2, 1, 0}));
 }
 
-TEST_F(FinalizerTest, DetachCancelsAndPeekDescribesWhileAlive) {
+TEST_P(FinalizerTest, DetachCancelsAndPeekDescribesWhileAlive) {
   int runs = 0;
   DeviceTensor t = ctx().empty({3}, DType::i32, {}, "peeked");
   Finalizer f = t.on_release([&](const TensorInfo&) { ++runs; });
@@ -72,7 +70,7 @@ TEST_F(FinalizerTest, DetachCancelsAndPeekDescribesWhileAlive) {
   EXPECT_EQ(runs, 0);
 }
 
-TEST_F(FinalizerTest, DroppingTheHandleDoesNotCancel) {
+TEST_P(FinalizerTest, DroppingTheHandleDoesNotCancel) {
   int runs = 0;
   DeviceTensor t = ctx().empty({3}, DType::i32);
   (void)t.on_release([&](const TensorInfo&) { ++runs; });
@@ -80,7 +78,7 @@ TEST_F(FinalizerTest, DroppingTheHandleDoesNotCancel) {
   EXPECT_EQ(runs, 1);
 }
 
-TEST_F(FinalizerTest, RunsOnTheThreadThatDropsTheLastReference) {
+TEST_P(FinalizerTest, RunsOnTheThreadThatDropsTheLastReference) {
   std::thread::id ran_on;
   DeviceTensor t = ctx().empty({3}, DType::i32);
   (void)t.on_release([&](const TensorInfo&) { ran_on = std::this_thread::get_id(); });
@@ -90,7 +88,7 @@ TEST_F(FinalizerTest, RunsOnTheThreadThatDropsTheLastReference) {
   EXPECT_EQ(ran_on, dropper_id);
 }
 
-TEST_F(FinalizerTest, MayCreateAndDropTensorsAndRegisterMoreFinalizers) {
+TEST_P(FinalizerTest, MayCreateAndDropTensorsAndRegisterMoreFinalizers) {
   int inner_runs = 0;
   DeviceTensor survivor;
   {
@@ -110,7 +108,7 @@ TEST_F(FinalizerTest, MayCreateAndDropTensorsAndRegisterMoreFinalizers) {
   EXPECT_EQ(inner_runs, 1);
 }
 
-TEST_F(FinalizerTest, ExceptionIsReportedAndTheOthersAndTheReleaseStillHappen) {
+TEST_P(FinalizerTest, ExceptionIsReportedAndTheOthersAndTheReleaseStillHappen) {
   int runs = 0;
   {
     DeviceTensor t = ctx().empty({8}, DType::f32, {}, "faulty");
@@ -127,7 +125,7 @@ TEST_F(FinalizerTest, ExceptionIsReportedAndTheOthersAndTheReleaseStillHappen) {
   EXPECT_NE(errors[0].find("'faulty' threw: finalizer failed"), std::string::npos) << errors[0];
 }
 
-TEST_F(FinalizerTest, OnAViewItWaitsForTheMemory) {
+TEST_P(FinalizerTest, OnAViewItWaitsForTheMemory) {
   int runs = 0;
   DeviceTensor t = ctx().empty({4, 4}, DType::f32);
   DeviceTensor row = t.slice(0, 0, 1);
@@ -141,7 +139,7 @@ TEST_F(FinalizerTest, OnAViewItWaitsForTheMemory) {
   EXPECT_EQ(runs, 1);
 }
 
-TEST_F(FinalizerTest, ContextShutdownRunsPendingFinalizersOfLiveTensors) {
+TEST_P(FinalizerTest, ContextShutdownRunsPendingFinalizersOfLiveTensors) {
   std::vector<std::string> ran;
   DeviceTensor outlives = ctx().empty({16}, DType::f32, {}, "outlives");
   DeviceTensor also = ctx().empty({16}, DType::f32, {}, "also");
@@ -162,7 +160,7 @@ TEST_F(FinalizerTest, ContextShutdownRunsPendingFinalizersOfLiveTensors) {
   EXPECT_EQ(ran.size(), 3U) << "a finalizer runs once";
 }
 
-TEST_F(FinalizerTest, FinalizerThatCapturesItsTensorRunsAtShutdownAndEndsTheCycle) {
+TEST_P(FinalizerTest, FinalizerThatCapturesItsTensorRunsAtShutdownAndEndsTheCycle) {
   int runs = 0;
   WeakTensor weak;
   {
@@ -176,6 +174,8 @@ TEST_F(FinalizerTest, FinalizerThatCapturesItsTensorRunsAtShutdownAndEndsTheCycl
   EXPECT_TRUE(weak.expired()) << "running the finalizer released its captured handle";
   (void)take_errors();
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, FinalizerTest, testing::backends(), testing::backend_name);
 
 }  // namespace
 }  // namespace gpulife

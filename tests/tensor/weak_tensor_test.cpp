@@ -15,14 +15,12 @@
 #include <gpulife/errors.hpp>
 #include <gpulife/tensor/weak_tensor.hpp>
 
-#include "support/context_test.hpp"
+#include "support/backend_test.hpp"
 
 namespace gpulife {
 namespace {
 
-using testing::ContextTest;
-
-class WeakTensorTest : public ContextTest {};
+class WeakTensorTest : public testing::BackendContextTest {};
 
 /// Busy-waits about `n` iterations without the compiler removing the loop.
 void spin(unsigned n) {
@@ -31,7 +29,7 @@ void spin(unsigned n) {
   }
 }
 
-TEST_F(WeakTensorTest, LockGivesAStrongHandleWhileAliveAndNothingAfter) {
+TEST_P(WeakTensorTest, LockGivesAStrongHandleWhileAliveAndNothingAfter) {
   DeviceTensor t = ctx().empty({8}, DType::f32);
   WeakTensor weak = t;
   EXPECT_FALSE(weak.expired());
@@ -48,7 +46,7 @@ TEST_F(WeakTensorTest, LockGivesAStrongHandleWhileAliveAndNothingAfter) {
   EXPECT_NE(weak.id(), 0U) << "the id stays known after expiry";
 }
 
-TEST_F(WeakTensorTest, GetThrowsExpiredTensorErrorLikeADeadProxy) {
+TEST_P(WeakTensorTest, GetThrowsExpiredTensorErrorLikeADeadProxy) {
   DeviceTensor t = ctx().empty({8}, DType::f32);
   WeakTensor weak = t;
   EXPECT_EQ(weak.get(), t);
@@ -58,7 +56,7 @@ TEST_F(WeakTensorTest, GetThrowsExpiredTensorErrorLikeADeadProxy) {
   EXPECT_TRUE(WeakTensor{}.expired());
 }
 
-TEST_F(WeakTensorTest, ExpiryCallbackRunsOnceWhenTheTensorDies) {
+TEST_P(WeakTensorTest, ExpiryCallbackRunsOnceWhenTheTensorDies) {
   int runs = 0;
   std::uint64_t seen_id = 0;
   DeviceTensor t = ctx().empty({8}, DType::f32);
@@ -73,7 +71,7 @@ TEST_F(WeakTensorTest, ExpiryCallbackRunsOnceWhenTheTensorDies) {
   EXPECT_EQ(seen_id, id);
 }
 
-TEST_F(WeakTensorTest, ExpiryCallbackIsCancelledWhenTheWeakReferenceGoesFirst) {
+TEST_P(WeakTensorTest, ExpiryCallbackIsCancelledWhenTheWeakReferenceGoesFirst) {
   int runs = 0;
   DeviceTensor t = ctx().empty({8}, DType::f32);
   {
@@ -84,7 +82,7 @@ TEST_F(WeakTensorTest, ExpiryCallbackIsCancelledWhenTheWeakReferenceGoesFirst) {
   EXPECT_EQ(runs, 0);
 }
 
-TEST_F(WeakTensorTest, BadArgumentsAreRejected) {
+TEST_P(WeakTensorTest, BadArgumentsAreRejected) {
   EXPECT_THROW(WeakTensor(DeviceTensor{}, [](const TensorInfo&) {}), std::invalid_argument);
   DeviceTensor t = ctx().empty({1}, DType::f32);
   EXPECT_THROW(WeakTensor(t, FinalizerFunction{}), std::invalid_argument);
@@ -92,7 +90,7 @@ TEST_F(WeakTensorTest, BadArgumentsAreRejected) {
 
 // A lock racing with the last drop gets a live handle or an empty one, never freed memory.
 // Run under ThreadSanitizer by the tsan preset.
-TEST_F(WeakTensorTest, LockRacingWithTheLastDropNeverSeesFreedMemory) {
+TEST_P(WeakTensorTest, LockRacingWithTheLastDropNeverSeesFreedMemory) {
   constexpr int rounds = 3000;
   int locked = 0;
   int missed = 0;
@@ -153,6 +151,8 @@ TEST_F(WeakTensorTest, LockRacingWithTheLastDropNeverSeesFreedMemory) {
   EXPECT_GT(missed, 0) << "the race never let the drop win: the test proves nothing";
   EXPECT_EQ(ctx().statistics().live_tensors, 0U);
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, WeakTensorTest, testing::backends(), testing::backend_name);
 
 }  // namespace
 }  // namespace gpulife

@@ -10,17 +10,15 @@
 #include <gpulife/context.hpp>
 #include <gpulife/weak/weak_key_map.hpp>
 
-#include "support/context_test.hpp"
+#include "support/backend_test.hpp"
 #include "tensor/tensor_arena.hpp"
 
 namespace gpulife {
 namespace {
 
-using testing::ContextTest;
+class WeakKeyMapTest : public testing::BackendContextTest {};
 
-class WeakKeyMapTest : public ContextTest {};
-
-TEST_F(WeakKeyMapTest, ValuesDieWithTheirTensor) {
+TEST_P(WeakKeyMapTest, ValuesDieWithTheirTensor) {
   WeakKeyMap<std::string> notes;
   DeviceTensor a = ctx().empty({4}, DType::f32);
   DeviceTensor b = ctx().empty({4}, DType::f32);
@@ -35,14 +33,14 @@ TEST_F(WeakKeyMapTest, ValuesDieWithTheirTensor) {
   EXPECT_FALSE(notes.get(a).has_value());
 }
 
-TEST_F(WeakKeyMapTest, DoesNotKeepItsKeysAlive) {
+TEST_P(WeakKeyMapTest, DoesNotKeepItsKeysAlive) {
   WeakKeyMap<int> map;
   DeviceTensor t = ctx().empty({4}, DType::f32);
   map.insert_or_assign(t, 1);
   EXPECT_EQ(t.use_count(), 1);
 }
 
-TEST_F(WeakKeyMapTest, ViewsAreKeysOfTheirOwn) {
+TEST_P(WeakKeyMapTest, ViewsAreKeysOfTheirOwn) {
   WeakKeyMap<int> map;
   DeviceTensor t = ctx().empty({4, 4}, DType::f32);
   DeviceTensor row = t.slice(0, 0, 1);
@@ -53,7 +51,7 @@ TEST_F(WeakKeyMapTest, ViewsAreKeysOfTheirOwn) {
   EXPECT_EQ(map.get(t), 1);
 }
 
-TEST_F(WeakKeyMapTest, EraseCancelsTheExpiryCallback) {
+TEST_P(WeakKeyMapTest, EraseCancelsTheExpiryCallback) {
   WeakKeyMap<int> map;
   DeviceTensor t = ctx().empty({4}, DType::f32);
   // Many set/erase cycles on one long-lived tensor must not pile up callbacks.
@@ -67,7 +65,7 @@ TEST_F(WeakKeyMapTest, EraseCancelsTheExpiryCallback) {
   EXPECT_LE(detail::TensorAccess::impl(t)->callbacks->size(), 16U);
 }
 
-TEST_F(WeakKeyMapTest, MapDestroyedBeforeItsKeysIsFine) {
+TEST_P(WeakKeyMapTest, MapDestroyedBeforeItsKeysIsFine) {
   DeviceTensor t = ctx().empty({4}, DType::f32);
   {
     WeakKeyMap<std::string> map;
@@ -76,7 +74,7 @@ TEST_F(WeakKeyMapTest, MapDestroyedBeforeItsKeysIsFine) {
   t.reset();
 }
 
-TEST_F(WeakKeyMapTest, AMillionTensorsLeaveNoEntriesAndNoMemoryBehind) {
+TEST_P(WeakKeyMapTest, AMillionTensorsLeaveNoEntriesAndNoMemoryBehind) {
   WeakKeyMap<std::uint64_t> map;
   // Tensors without device memory keep the test about the map, not the pool.
   auto cycle = [&](int count) {
@@ -97,7 +95,7 @@ TEST_F(WeakKeyMapTest, AMillionTensorsLeaveNoEntriesAndNoMemoryBehind) {
       << "heap grew from " << heap_before << " to " << heap_after;
 }
 
-TEST_F(WeakKeyMapTest, ConcurrentInsertsLookupsAndDeaths) {
+TEST_P(WeakKeyMapTest, ConcurrentInsertsLookupsAndDeaths) {
   WeakKeyMap<int> map;
   auto worker = [&](int seed) {
     std::vector<DeviceTensor> held;
@@ -115,6 +113,8 @@ TEST_F(WeakKeyMapTest, ConcurrentInsertsLookupsAndDeaths) {
   t2.join();
   EXPECT_EQ(map.size(), 0U);
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, WeakKeyMapTest, testing::backends(), testing::backend_name);
 
 }  // namespace
 }  // namespace gpulife

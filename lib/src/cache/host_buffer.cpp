@@ -9,6 +9,7 @@
 #include <string>
 
 #include <gpulife/cache/digest_workers.hpp>
+#include <gpulife/runtime/pinned_host_cache.hpp>
 
 #include "detail/format.hpp"
 
@@ -62,9 +63,12 @@ HostBuffer::Storage HostBuffer::allocate(std::size_t size, const Device* device)
         ptr, [](void* p) noexcept { ::operator delete(p, pageable_alignment); });
     storage.data = static_cast<std::byte*>(ptr);
   } else {
-    void* ptr = device->allocate_pinned(size);
-    storage.owner = std::shared_ptr<void>(
-        ptr, [owner = *device](void* p) noexcept { owner.deallocate_pinned(p); });
+    // From the device's cache: no cudaMallocHost/cudaFreeHost pair (both synchronise) per
+    // buffer. Giving the block back calls no CUDA function, so the last handle may drop anywhere.
+    void* ptr = device->pinned_host_cache().allocate(size);
+    storage.owner = std::shared_ptr<void>(ptr, [owner = *device](void* p) noexcept {
+      owner.pinned_host_cache().deallocate(p);
+    });
     storage.data = static_cast<std::byte*>(ptr);
   }
   return storage;

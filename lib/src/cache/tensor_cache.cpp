@@ -5,7 +5,9 @@
 #include <bit>
 #include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <exception>
+#include <iterator>
 #include <list>
 #include <mutex>
 #include <stdexcept>
@@ -14,6 +16,7 @@
 #include <vector>
 
 #include <gpulife/cache/digest_workers.hpp>
+#include <gpulife/runtime/event.hpp>
 #include <gpulife/tensor/weak_tensor.hpp>
 
 #include "detail/format.hpp"
@@ -509,15 +512,77 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
 
   /// A copy from pinned memory reads it when it executes: keeps `buffer` alive until the work
   /// queued on `stream` so far has run.
-  static void keep_alive_until_executed(const HostBuffer& buffer, StreamView stream) {
+  ///
+  /// Not with a host function holding the buffer: its last reference could die there, and its
+  /// owner's destructor calls CUDA (cudaFreeHost, or the device's own teardown), which CUDA
+  /// forbids inside a host function. Instead an event recorded behind the copy guards the
+  /// handle, and later calls (and `clear`) drop the handles whose event has completed, on the
+  /// caller's thread.
+  void keep_alive_until_executed(const HostBuffer& buffer, StreamView stream) {
+    release_executed(false);
     try {
-      stream.host_callback([keep = buffer] { (void)keep; });
+      Event executed(arena.device());
+      stream.record(executed);
+      std::scoped_lock lock(kept_mutex);
+      kept.push_back(KeptAlive{std::move(executed), buffer});
     } catch (...) {
-      // Only the keep-alive could not be queued. Without it the only safe order left is the
+      // Only the keep-alive could not be recorded. Without it the only safe order left is the
       // host's: once the stream has run, the copy has read the buffer.
       stream.synchronize();
     }
   }
+
+  /// Drops the kept buffers whose copies have executed (all of them, waiting for the copies,
+  /// when `wait`), here, outside every lock. Never throws.
+  void release_executed(bool wait) noexcept {
+    std::deque<KeptAlive> all;
+    {
+      std::scoped_lock lock(kept_mutex);
+      if (kept.empty()) return;
+      all.swap(kept);
+    }
+    std::deque<KeptAlive> pending;
+    for (KeptAlive& item : all) {
+      try {
+        if (wait) {
+          item.executed.synchronize();
+        } else if (!item.executed.query()) {
+          pending.push_back(std::move(item));
+        }
+      } catch (const std::exception& e) {
+        arena.report(std::string("tensor cache: waiting for a pinned upload failed; its buffer "
+                                 "is kept: ") + e.what());
+        try {
+          pending.push_back(std::move(item));
+        } catch (...) {
+          // nowhere to keep it: dropped, as the device failed anyway
+        }
+      }
+    }
+    all.clear();  // the executed ones go here, on the caller's thread
+    if (pending.empty()) return;
+    try {
+      std::scoped_lock lock(kept_mutex);
+      kept.insert(kept.begin(), std::make_move_iterator(pending.begin()),
+                  std::make_move_iterator(pending.end()));
+    } catch (...) {
+      for (KeptAlive& item : pending) {
+        try {
+          item.executed.synchronize();
+        } catch (...) {
+          // the device failed: nothing left to protect the buffer from
+        }
+      }
+    }
+  }
+
+  /// A pinned source kept alive until its upload has executed.
+  struct KeptAlive {
+    Event executed;  // recorded behind the copy
+    HostBuffer buffer;
+  };
+  std::mutex kept_mutex;
+  std::deque<KeptAlive> kept;
 
   detail::TensorArena& arena;
   const DigestWorkers* workers;
@@ -642,6 +707,7 @@ std::size_t TensorCache::clear_warm() { return state_->evict_down_to(0); }
 
 void TensorCache::clear() {
   State& state = *state_;
+  state.release_executed(true);
   for (auto& shard : state.shards) {
     std::unordered_map<CacheKey, std::shared_ptr<State::Entry>> gone;
     {

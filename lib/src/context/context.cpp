@@ -2,6 +2,7 @@
 #include <gpulife/context.hpp>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <mutex>
 #include <stdexcept>
@@ -260,12 +261,30 @@ DefaultContextSlot& default_slot() {
   return slot;
 }
 
+void drop_default_context_at_exit() noexcept {
+  std::shared_ptr<Context> context;
+  {
+    auto& slot = default_slot();
+    std::scoped_lock lock(slot.mutex);
+    context.swap(slot.context);
+  }
+  // Destroyed here, outside the lock, unless the program still holds it.
+}
+
 }  // namespace
 
 std::shared_ptr<Context> default_context() {
   auto& slot = default_slot();
   std::scoped_lock lock(slot.mutex);
-  if (!slot.context) slot.context = std::make_shared<Context>();
+  if (!slot.context) {
+    slot.context = std::make_shared<Context>();
+    // The slot is a static made before the context, so it would be destroyed after whatever
+    // initialised on the way, the CUDA runtime included: the context would then close its device
+    // after the runtime unloaded (cudaErrorCudartUnloading). A handler registered now runs
+    // before the runtime's own teardown and closes the context while CUDA still works.
+    static const bool registered = std::atexit(drop_default_context_at_exit) == 0;
+    (void)registered;
+  }
   return slot.context;
 }
 

@@ -6,8 +6,10 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <utility>
 
+#include <gpulife/error_handler.hpp>
 #include <gpulife/runtime/event.hpp>
 
 namespace gpulife {
@@ -20,11 +22,43 @@ struct Export {
   std::array<std::int64_t, Shape::max_rank> shape{};
   std::array<std::int64_t, Shape::max_rank> strides{};
   DLManagedTensor managed{};
+  // A consumer's own stream (DLPackStream), not owned: the deleter orders the release after the
+  // work the consumer queued on it.
+  std::shared_ptr<detail::StreamImpl> consumer;
+  bool per_thread = false;  // the consumer's stream is CUDA's per-thread default stream
+  std::thread::id exporter;
 };
+
+/// Makes the tensor's stream wait for the work queued on the consumer's stream so far, so that
+/// the release (ordered on the tensor's stream) waits for it. Never throws.
+void order_release_after_consumer(Export& ex) noexcept {
+  try {
+    const Device& device = ex.tensor.device();
+    if (ex.per_thread && std::this_thread::get_id() != ex.exporter) {
+      // Another thread's per-thread default stream is out of reach: wait for everything.
+      device.synchronize();
+      return;
+    }
+    Event done(device);
+    const StreamView consumer{ex.consumer.get()};
+    consumer.record(done);
+    ex.tensor.stream().wait(done);
+  } catch (const std::exception& e) {
+    report_error(std::string("DLPack deleter: ordering the release after the consumer's stream "
+                             "failed, waiting for it on the host: ") + e.what());
+    try {
+      StreamView{ex.consumer.get()}.synchronize();
+    } catch (...) {
+      report_error("DLPack deleter: waiting for the consumer's stream failed");
+    }
+  }
+}
 
 // The consumer's deleter: drops the reference; the release itself is stream-ordered as usual.
 void delete_export(DLManagedTensor* self) noexcept {
-  delete static_cast<Export*>(self->manager_ctx);
+  auto* ex = static_cast<Export*>(self->manager_ctx);
+  if (ex->consumer) order_release_after_consumer(*ex);
+  delete ex;
 }
 
 std::string describe(DLDataType dtype) {
@@ -135,19 +169,11 @@ DType from_dlpack_dtype(DLDataType dtype) {
                               "uint8; one lane)");
 }
 
-DLManagedTensor* to_dlpack(const DeviceTensor& tensor, StreamView consumer_stream) {
-  if (!tensor.defined()) throw std::invalid_argument("tensor: empty DeviceTensor");
-  const Device& device = tensor.device();
-  const StreamView home = tensor.stream();
-  // kDLCPU (the sim) without a stream: a host reader. Otherwise a stream, the default one if
-  // none is named (the array API's stream=None on CUDA).
-  const bool host_reader = !consumer_stream.valid() && device.kind() == BackendKind::sim;
-  const StreamView consumer = consumer_stream.valid() ? consumer_stream : device.default_stream();
-  if (&consumer.device() != &device.impl()) {
-    throw std::invalid_argument("consumer_stream: belongs to " + consumer.device().name() +
-                                ", the tensor to " + device.name());
-  }
+namespace {
 
+/// The managed tensor for `tensor`, without any stream ordering yet.
+std::unique_ptr<Export> make_export(const DeviceTensor& tensor) {
+  const Device& device = tensor.device();
   auto ex = std::make_unique<Export>();
   ex->tensor = tensor;
   const std::size_t rank = tensor.rank();
@@ -165,7 +191,24 @@ DLManagedTensor* to_dlpack(const DeviceTensor& tensor, StreamView consumer_strea
   dl.byte_offset = 0;
   ex->managed.manager_ctx = ex.get();
   ex->managed.deleter = &delete_export;
+  return ex;
+}
 
+}  // namespace
+
+DLManagedTensor* to_dlpack(const DeviceTensor& tensor, StreamView consumer_stream) {
+  if (!tensor.defined()) throw std::invalid_argument("tensor: empty DeviceTensor");
+  const Device& device = tensor.device();
+  const StreamView home = tensor.stream();
+  // kDLCPU (the sim) without a stream: a host reader. Otherwise a stream, the default one if
+  // none is named (the array API's stream=None on CUDA).
+  const bool host_reader = !consumer_stream.valid() && device.kind() == BackendKind::sim;
+  const StreamView consumer = consumer_stream.valid() ? consumer_stream : device.default_stream();
+  if (&consumer.device() != &device.impl()) {
+    throw std::invalid_argument("consumer_stream: belongs to " + consumer.device().name() +
+                                ", the tensor to " + device.name());
+  }
+  auto ex = make_export(tensor);
   if (host_reader) {
     home.synchronize();
   } else if (consumer != home) {
@@ -175,6 +218,45 @@ DLManagedTensor* to_dlpack(const DeviceTensor& tensor, StreamView consumer_strea
     home.record(ready);
     consumer.wait(ready);
     tensor.record_stream(consumer);
+  }
+  return &ex.release()->managed;
+}
+
+DLManagedTensor* to_dlpack(const DeviceTensor& tensor, DLPackStream consumer_stream) {
+  if (!tensor.defined()) throw std::invalid_argument("tensor: empty DeviceTensor");
+  const Device& device = tensor.device();
+  const std::intptr_t value = consumer_stream.value;
+  if (value == DLPackStream::no_sync) return &make_export(tensor).release()->managed;
+  if (value == 0 || value < DLPackStream::no_sync) {
+    throw std::invalid_argument("consumer_stream: " + std::to_string(value) +
+                                " is not a stream (DLPack: 1 legacy default, 2 per-thread "
+                                "default, -1 no synchronisation, else a stream handle; 0 is "
+                                "disallowed)");
+  }
+  const bool sim = device.kind() == BackendKind::sim;
+  if (sim && value == DLPackStream::per_thread_default) {
+    throw std::invalid_argument("consumer_stream: 2 (per-thread default stream) on " +
+                                device.name() + ", which has no per-thread default stream");
+  }
+  std::shared_ptr<detail::StreamImpl> consumer;
+  if (sim && value == DLPackStream::legacy_default) {
+    consumer = std::shared_ptr<detail::StreamImpl>(std::shared_ptr<void>(),
+                                                   device.default_stream().impl());
+  } else {
+    // CUDA's handles for the legacy and per-thread default streams are 1 and 2 themselves.
+    consumer = device.impl().native_stream(reinterpret_cast<void*>(value));
+  }
+  auto ex = make_export(tensor);
+  ex->consumer = consumer;
+  ex->per_thread = !sim && value == DLPackStream::per_thread_default;
+  ex->exporter = std::this_thread::get_id();
+  const StreamView home = tensor.stream();
+  const StreamView theirs{consumer.get()};
+  if (theirs.impl() != home.impl()) {
+    // The consumer's later work must see what was queued here.
+    Event ready(device);
+    home.record(ready);
+    theirs.wait(ready);
   }
   return &ex.release()->managed;
 }

@@ -28,4 +28,13 @@ void AsyncResource::do_deallocate(void* ptr, std::size_t bytes, StreamView strea
 
 ResourceStatistics AsyncResource::do_statistics() const { return counters_.snapshot(); }
 
+std::size_t AsyncResource::pool_reserved_bytes() const {
+  return device().impl().async_pool_reserved_bytes();
+}
+
+std::size_t AsyncResource::do_release_cached() noexcept {
+  // The end of the chain: nothing cached here, the driver's pool is.
+  return device().impl().trim_async_pool(0);
+}
+
 }  // namespace gpulife

@@ -4,51 +4,81 @@
 #include <algorithm>
 #include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include <gpulife/error_handler.hpp>
+#include <gpulife/runtime/pinned_host_cache.hpp>
 
 namespace gpulife {
 
 struct PinnedStagingPool::State {
   struct Buffer {
     std::byte* data = nullptr;
-    Event copied;  // recorded behind the buffer's last copy
+    Event copied;                          // recorded behind the buffer's last copy
+    detail::StreamImpl* stream = nullptr;  // of the last copy
   };
 
   Device device;
   StagingOptions options;
   std::mutex mutex;
   std::condition_variable available;
-  std::vector<Buffer> buffers;   // allocated on first use
-  std::vector<std::size_t> free;  // indices of buffers no upload holds
+  std::vector<Buffer> buffers;     // allocated on first use
+  std::deque<std::size_t> free;    // buffers no upload holds, least recently used first
+  bool allocated = false;
 
+  /// A free buffer, taken in ring order: the one released longest ago, unless a later one has
+  /// already finished its DMA while that one has not. The caller then waits for the buffer's
+  /// previous copy (the oldest, so the likeliest to be done), but never while another free
+  /// buffer's copy has executed: host copies overlap the DMA of earlier chunks.
   Buffer& acquire() {
     std::unique_lock lock(mutex);
-    if (buffers.empty()) {
-      buffers.reserve(options.buffers);
-      free.reserve(options.buffers);
-      try {
-        for (std::size_t i = 0; i < options.buffers; ++i) {
-          Buffer buffer;
-          buffer.data = static_cast<std::byte*>(device.allocate_pinned(options.buffer_bytes));
-          buffers.push_back(std::move(buffer));
-          free.push_back(i);
+    if (!allocated) allocate_buffers();
+    for (;;) {
+      available.wait(lock, [&] { return !free.empty(); });
+      // The events are queried without the lock (device calls). They are made with the
+      // buffers and never replaced, so a concurrent record on them is safe.
+      const std::vector<std::size_t> candidates(free.begin(), free.end());
+      lock.unlock();
+      std::size_t chosen = candidates.front();
+      for (std::size_t index : candidates) {
+        if (buffers[index].copied.query()) {
+          chosen = index;
+          break;
         }
-      } catch (...) {
-        for (Buffer& buffer : buffers) device.deallocate_pinned(buffer.data);
-        buffers.clear();
-        free.clear();
-        throw;
       }
+      lock.lock();
+      auto it = std::find(free.begin(), free.end(), chosen);
+      if (it == free.end()) {
+        if (free.empty()) continue;  // all taken meanwhile: wait again
+        it = free.begin();           // taken meanwhile: the oldest still free
+      }
+      const std::size_t index = *it;
+      free.erase(it);
+      return buffers[index];
     }
-    available.wait(lock, [&] { return !free.empty(); });
-    Buffer& buffer = buffers[free.back()];
-    free.pop_back();
-    return buffer;
+  }
+
+  void allocate_buffers() {  // mutex held
+    PinnedHostCache& cache = device.pinned_host_cache();
+    buffers.reserve(options.buffers);
+    try {
+      for (std::size_t i = 0; i < options.buffers; ++i) {
+        Buffer buffer;
+        buffer.copied = Event(device);
+        buffer.data = static_cast<std::byte*>(cache.allocate(options.buffer_bytes));
+        buffers.push_back(std::move(buffer));
+      }
+    } catch (...) {
+      for (Buffer& buffer : buffers) cache.deallocate(buffer.data);
+      buffers.clear();
+      throw;
+    }
+    for (std::size_t i = 0; i < options.buffers; ++i) free.push_back(i);
+    allocated = true;
   }
 
   void release(Buffer& buffer) {
@@ -70,13 +100,24 @@ PinnedStagingPool::PinnedStagingPool(Device device, StagingOptions options)
 }
 
 PinnedStagingPool::~PinnedStagingPool() {
+  PinnedHostCache& cache = state_->device.pinned_host_cache();
   for (State::Buffer& buffer : state_->buffers) {
     try {
-      if (buffer.copied.valid()) buffer.copied.synchronize();  // a DMA may still read it
+      // A DMA may still read the buffer: the cache reuses it only after the copy has executed.
+      if (buffer.stream != nullptr && !buffer.copied.query()) {
+        (void)cache.record_use(buffer.data, StreamView{buffer.stream});
+      }
     } catch (const std::exception& e) {
-      report_error(std::string("PinnedStagingPool: waiting for a copy failed: ") + e.what());
+      report_error(std::string("PinnedStagingPool: recording the last copy of a buffer failed, "
+                               "waiting for it: ") + e.what());
+      try {
+        buffer.copied.synchronize();
+      } catch (...) {
+        report_error("PinnedStagingPool: waiting for a copy failed; the buffer is kept");
+        continue;
+      }
     }
-    state_->device.deallocate_pinned(buffer.data);
+    cache.deallocate(buffer.data);
   }
 }
 
@@ -97,12 +138,12 @@ void PinnedStagingPool::upload(void* dst, std::span<const std::byte> src, Stream
     State::Buffer& buffer = state.acquire();
     try {
       // The buffer's previous DMA must be done before it is overwritten.
-      if (buffer.copied.valid()) buffer.copied.synchronize();
+      buffer.copied.synchronize();
       std::memcpy(buffer.data, src.data() + offset, bytes);
       stream.copy(static_cast<std::byte*>(dst) + offset, buffer.data, bytes,
                   CopyKind::host_to_device);
-      if (!buffer.copied.valid()) buffer.copied = Event(state.device);
       stream.record(buffer.copied);
+      buffer.stream = stream.impl();
     } catch (...) {
       // An unrecorded event would let the next user overwrite a buffer a DMA may still read.
       try {

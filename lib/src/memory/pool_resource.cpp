@@ -186,6 +186,7 @@ PoolResource::~PoolResource() {
                  detail::format_bytes(bytes) + ") still allocated; freeing them in stream order");
   }
   for (auto& block : live) {
+    device().impl().unregister_pool_segment(block->ptr);
     upstream_->deallocate(block->ptr, block->size, StreamView{block->stream});
   }
 }
@@ -245,6 +246,9 @@ void* PoolResource::do_allocate(std::size_t bytes, StreamView stream) {
     throw;
   }
 
+  // A new segment from upstream (today every block is one): tools that check the pool's blocks
+  // (compute-sanitizer, through NVTX) learn its extent before the block is marked live.
+  device().impl().register_pool_segment(ptr, size);
   auto block = std::make_unique<State::Block>();
   block->ptr = ptr;
   block->size = size;
@@ -254,6 +258,7 @@ void* PoolResource::do_allocate(std::size_t bytes, StreamView stream) {
   try {
     state.blocks.emplace(ptr, std::move(block));
   } catch (...) {
+    device().impl().unregister_pool_segment(ptr);
     upstream_->deallocate(ptr, size, stream);
     throw;
   }
@@ -329,6 +334,7 @@ void PoolResource::do_deallocate_after(void* ptr, std::size_t bytes, StreamView 
     state.stats.upstream_deallocations += evicted.size();
   }
   for (auto& victim : evicted) {
+    device().impl().unregister_pool_segment(victim->ptr);
     upstream_->deallocate_after(victim->ptr, victim->size, StreamView{victim->stream},
                                 std::move(victim->after));
   }
@@ -347,10 +353,19 @@ std::size_t PoolResource::trim() noexcept {
     state.stats.upstream_deallocations += victims.size();
   }
   for (auto& victim : victims) {
+    device().impl().unregister_pool_segment(victim->ptr);
     upstream_->deallocate_after(victim->ptr, victim->size, StreamView{victim->stream},
                                 std::move(victim->after));
   }
   return bytes;
+}
+
+std::size_t PoolResource::do_release_cached() noexcept {
+  const std::size_t released = trim();
+  // What the pool gave back may sit in the upstream's own cache (the driver's pool of an
+  // AsyncResource): ask it too, so that the memory reaches the system.
+  (void)upstream_->release_cached();
+  return released;
 }
 
 std::vector<PoolResource::LiveBlock> PoolResource::live_blocks() const {

@@ -40,6 +40,7 @@ SimDevice::SimDevice(SimOptions options)
 }
 
 SimDevice::~SimDevice() {
+  check_not_in_host_function("closing the device (cudaDeviceSynchronize, cudaStreamDestroy)");
   // Drain every queue before the memory the queued work touches goes away.
   if (scheduler_) {
     try {
@@ -57,6 +58,7 @@ SimDevice::~SimDevice() {
 }
 
 void SimDevice::synchronize() {
+  check_not_in_host_function("cudaDeviceSynchronize");
   if (scheduler_) {
     scheduler_->run_all();
     return;
@@ -112,6 +114,20 @@ void SimDevice::release_event(EventImpl& event) noexcept {
   sim_event.reset();  // a pooled event starts out never recorded
   std::scoped_lock lock(pool_mutex_);
   free_events_.push_back(&sim_event);
+}
+
+std::shared_ptr<StreamImpl> SimDevice::native_stream(void* native) {
+  // A native handle of the sim is the stream itself; only the device's own streams are known.
+  std::scoped_lock lock(pool_mutex_);
+  StreamImpl* found = native == default_stream_.get() ? default_stream_.get() : nullptr;
+  for (const auto& stream : streams_) {
+    if (native == stream.get()) found = stream.get();
+  }
+  if (found == nullptr) {
+    throw std::invalid_argument("stream: " + format_pointer(native) + " is not a stream of " +
+                                name());
+  }
+  return std::shared_ptr<StreamImpl>(std::shared_ptr<void>(), found);  // the device owns it
 }
 
 std::uint64_t SimDevice::add_owner_resolver(OwnerResolver resolver) {

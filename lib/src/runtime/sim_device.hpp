@@ -52,6 +52,14 @@ inline std::uintptr_t address(const void* ptr) { return reinterpret_cast<std::ui
 class SimDevice;
 class SimScheduler;
 
+// CUDA's rule for host functions: a host function (cudaLaunchHostFunc) "must not make any CUDA
+// API calls" and must not wait for device work. The stream worker marks its thread while it runs
+// one (sim_stream.cpp), and the entry points that would be CUDA calls on a GPU (pinned memory,
+// synchronisation, closing the device) report a misuse through the error handler. The sim's
+// general checker of CUDA's API rules replaces this later.
+inline thread_local const char* running_host_function = nullptr;
+void check_not_in_host_function(const char* call) noexcept;
+
 // One record of an event. Streams that wait hold the node, so re-recording the event (or
 // returning it to the pool) never changes what an earlier wait waits for, as in CUDA.
 class SimEventNode {
@@ -123,8 +131,8 @@ class SimEvent final : public EventImpl {
     latest_.reset();
   }
 
-  bool query() override;
-  void synchronize() override;
+  bool query() override;        // sim_stream.cpp
+  void synchronize() override;  // sim_stream.cpp
   void* native_handle() noexcept override { return this; }
 
  private:
@@ -275,6 +283,7 @@ class SimDevice final : public DeviceImpl {
   void release_stream(StreamImpl& stream) noexcept override;
   EventImpl& acquire_event() override;
   void release_event(EventImpl& event) noexcept override;
+  std::shared_ptr<StreamImpl> native_stream(void* native) override;
 
   void* allocate(std::size_t bytes) override;
   void deallocate(void* ptr, std::size_t bytes) noexcept override;

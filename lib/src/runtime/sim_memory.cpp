@@ -141,6 +141,7 @@ void SimDevice::deallocate_async(void* ptr, std::size_t bytes, StreamImpl& strea
 
 void* SimDevice::allocate_pinned(std::size_t bytes) {
   if (bytes == 0) return nullptr;  // as cudaMallocHost
+  check_not_in_host_function("cudaMallocHost");
   const std::size_t size = round_up(bytes);
   void* ptr = std::aligned_alloc(sim_alignment, size);
   if (ptr == nullptr) {
@@ -154,6 +155,7 @@ void* SimDevice::allocate_pinned(std::size_t bytes) {
 
 void SimDevice::deallocate_pinned(void* ptr) noexcept {
   if (ptr == nullptr) return;
+  check_not_in_host_function("cudaFreeHost");
   {
     std::unique_lock lock(memory_mutex_);
     auto it = pinned_.find(address(ptr));

@@ -50,6 +50,7 @@ bool SimEvent::query() {
 }
 
 void SimEvent::synchronize() {
+  check_not_in_host_function("cudaEventSynchronize");
   if (const auto node = latest()) wait_node(*node);
 }
 
@@ -294,9 +295,31 @@ void SimStream::memset(void* dst, int value, std::size_t bytes) {
   });
 }
 
+void check_not_in_host_function(const char* call) noexcept {
+  if (running_host_function == nullptr) return;
+  try {
+    report_error(std::string("sim: ") + call + " called inside a host function queued with " +
+                 running_host_function +
+                 ": CUDA forbids CUDA calls there (did an object whose destructor calls CUDA "
+                 "die inside the host function?)");
+  } catch (...) {
+    report_error("sim: a CUDA call inside a host function");
+  }
+}
+
 void SimStream::host_callback(std::function<void()> fn) {
   device_.maybe_fail(FaultSite::stream_operation, "cudaLaunchHostFunc", "queueing a host callback");
-  enqueue(SimOp{.kind = SimOp::Kind::host_function, .run = std::move(fn)});
+  enqueue(SimOp{.kind = SimOp::Kind::host_function, .run = [fn = std::move(fn)]() mutable {
+                  running_host_function = "cudaLaunchHostFunc";
+                  struct Leave {
+                    Leave() = default;
+                    Leave(const Leave&) = delete;
+                    Leave& operator=(const Leave&) = delete;
+                    ~Leave() { running_host_function = nullptr; }
+                  } leave;
+                  fn();
+                  fn = nullptr;  // its captures die inside it, as on CUDA's callback thread
+                }});
 }
 
 void SimStream::record(EventImpl& event) {
@@ -314,6 +337,7 @@ void SimStream::wait(EventImpl& event) {
 }
 
 void SimStream::synchronize() {
+  check_not_in_host_function("cudaStreamSynchronize");
   if (scheduler_ != nullptr) {
     scheduler_->run_queued(index_);
     return;

@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include <gpulife/errors.hpp>
+#include <gpulife/runtime/pinned_host_cache.hpp>
 
 #include "detail/format.hpp"
 
@@ -169,6 +170,15 @@ void TensorArena::copy_to_device(void* dst, std::span<const std::byte> src, Stre
     return;
   }
   stream.copy(dst, src.data(), src.size(), CopyKind::host_to_device);
+  // A block of the pinned host cache (a pinned HostBuffer's) is read when the copy executes:
+  // the cache must not hand it out again before then, even if its owner drops it at once.
+  if (!src.empty()) {
+    try {
+      (void)config_.device.pinned_host_cache().record_use(src.data(), stream);
+    } catch (...) {
+      stream.synchronize();  // the copy has read the block once the stream has run
+    }
+  }
 }
 
 TensorImpl* TensorArena::create(const Shape& shape, DType dtype, StreamImpl& stream,

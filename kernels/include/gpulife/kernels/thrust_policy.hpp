@@ -25,6 +25,7 @@
 
 #include <cstddef>
 #include <stdexcept>
+#include <string>
 
 #include <thrust/execution_policy.h>
 
@@ -33,6 +34,7 @@
 #include <thrust/system/cuda/execution_policy.h>
 #endif
 
+#include <gpulife/errors.hpp>
 #include <gpulife/memory/thrust_allocator.hpp>
 #include <gpulife/runtime/backend_kind.hpp>
 #include <gpulife/runtime/stream_view.hpp>
@@ -88,13 +90,26 @@ template <class Tag = thrust::host_system_tag>
 
 namespace detail {
 
-/// The `cudaStream_t` behind `stream`, for Thrust's CUDA system.
+/// The `cudaStream_t` behind `stream`, for Thrust's CUDA system. Thrust launches on the calling
+/// thread's current device, which must therefore be the stream's.
 inline cudaStream_t thrust_cuda_stream(StreamView stream) {
   if (!stream.valid()) throw std::invalid_argument("stream: empty StreamView");
   if (stream.backend() != BackendKind::cuda) {
     throw std::invalid_argument(
         "stream: not a CUDA stream; Thrust's CUDA system cannot run on the simulated device "
         "(use thrust_host_policy there)");
+  }
+  int current = -1;
+  if (const cudaError_t err = cudaGetDevice(&current); err != cudaSuccess) {
+    ::gpulife::detail::throw_cuda_error(static_cast<int>(err), cudaGetErrorName(err),
+                                        "cudaGetDevice", "finding the device Thrust launches on");
+  }
+  if (current != stream.device().ordinal()) {
+    throw std::invalid_argument("stream: belongs to " + stream.device().name() +
+                                ", but the calling thread's current device is cuda:" +
+                                std::to_string(current) +
+                                "; Thrust would launch there. Hold a gpulife::DeviceGuard "
+                                "guard(stream) around the algorithm");
   }
   return static_cast<cudaStream_t>(stream.native_handle());
 }
@@ -105,10 +120,12 @@ inline cudaStream_t thrust_cuda_stream(StreamView stream) {
 /// from `resource`. Algorithms synchronise the stream before they return, as with `par`.
 ///
 /// Only in translation units compiled by nvcc. A failing algorithm throws
-/// `thrust::system_error`.
+/// `thrust::system_error`. Thrust launches on the calling thread's current device: make the
+/// stream's device current for the algorithm (`DeviceGuard guard(stream);`).
 /// @param resource where temporaries come from; must outlive the policy
 /// @param stream   a CUDA stream of the resource's device
-/// @throws std::invalid_argument if `stream` is empty, simulated or of another device
+/// @throws std::invalid_argument if `stream` is empty, simulated or of another device, or if
+///         the calling thread's current device is not the stream's
 template <class Tag = thrust::device_system_tag>
 [[nodiscard]] auto thrust_policy(DeviceMemoryResource& resource, StreamView stream) {
   const cudaStream_t native = detail::thrust_cuda_stream(stream);
@@ -117,8 +134,9 @@ template <class Tag = thrust::device_system_tag>
 
 /// @brief Like `thrust_policy` with `thrust::cuda::par_nosync`: algorithms skip the
 /// synchronisations they do not need, so work stays asynchronous where it can (an algorithm that
-/// returns a value to the host still waits for it).
-/// @throws std::invalid_argument if `stream` is empty, simulated or of another device
+/// returns a value to the host still waits for it). Current device: as `thrust_policy`.
+/// @throws std::invalid_argument if `stream` is empty, simulated or of another device, or if
+///         the calling thread's current device is not the stream's
 template <class Tag = thrust::device_system_tag>
 [[nodiscard]] auto thrust_policy_nosync(DeviceMemoryResource& resource, StreamView stream) {
   const cudaStream_t native = detail::thrust_cuda_stream(stream);

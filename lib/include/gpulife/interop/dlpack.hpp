@@ -78,6 +78,47 @@ namespace gpulife {
 [[nodiscard]] DLManagedTensor* to_dlpack(const DeviceTensor& tensor,
                                          StreamView consumer_stream = {});
 
+/// @brief A consumer's stream as DLPack's `__dlpack__(stream=...)` passes it: an integer.
+///
+/// For CUDA (`kDLCUDA`), following the array API: `legacy_default` (1) is the legacy default
+/// stream, `per_thread_default` (2) the per-thread default stream, any other positive value a
+/// `cudaStream_t` of the tensor's device cast to an integer, and `no_sync` (-1) asks for no
+/// synchronisation at all. 0 is refused (DLPack disallows it: ambiguous). On the simulated
+/// device (`kDLCPU`, which the array API gives no streams) the values are gpulife's own:
+/// `legacy_default` is the device's default stream and any other positive value the native
+/// handle of one of its streams (`StreamView::native_handle()`).
+struct DLPackStream {
+  /// @param stream_value the integer the consumer passed
+  constexpr explicit DLPackStream(std::intptr_t stream_value) noexcept : value(stream_value) {}
+  std::intptr_t value;  ///< the integer the consumer passed
+
+  static constexpr std::intptr_t no_sync = -1;            ///< no synchronisation asked for
+  static constexpr std::intptr_t legacy_default = 1;      ///< CUDA's legacy default stream
+  static constexpr std::intptr_t per_thread_default = 2;  ///< CUDA's per-thread default stream
+};
+
+/// @brief Lends `tensor` to a DLPack consumer that names its stream as an integer, as
+/// `__dlpack__(stream=...)` does (PyTorch, CuPy and JAX pass a raw `cudaStream_t` there).
+///
+/// The consumer's stream waits, on the device, for the work queued on the tensor's stream so far
+/// (an event; the host does not block). The stream belongs to the consumer, so gpulife keeps no
+/// reference to it: instead, when the consumer calls the deleter, an event recorded on its
+/// stream at that moment is made a dependency of the tensor's stream, so that the release
+/// (ordered on the tensor's stream) waits for the consumer's work queued before it let go. The
+/// consumer must call the deleter while its stream still exists; for the per-thread default
+/// stream, on the thread that exported (from another thread the deleter waits for the whole
+/// device instead). With `no_sync` neither happens: the consumer has promised to order its work
+/// itself. Otherwise as the `StreamView` overload.
+/// @param tensor          the tensor to lend
+/// @param consumer_stream the consumer's stream, as the integer it passed
+/// @return a new managed tensor, owned by the caller until its deleter is called
+/// @throws std::invalid_argument naming `tensor` if it is empty, or `consumer_stream` for 0, for
+///         a handle that is not a stream of the tensor's device, or for
+///         `per_thread_default` on the simulated device
+/// @throws std::bad_alloc if the managed tensor cannot be allocated
+/// @throws CudaError if recording or waiting on the event fails
+[[nodiscard]] DLManagedTensor* to_dlpack(const DeviceTensor& tensor, DLPackStream consumer_stream);
+
 /// @brief Borrows a DLPack tensor from another framework as a `DeviceTensor`
 /// (`from_dlpack` on the consumer side).
 ///

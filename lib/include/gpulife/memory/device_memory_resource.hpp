@@ -64,8 +64,17 @@ class DeviceMemoryResource {
   [[nodiscard]] std::string name() const { return do_name(); }
   /// @return a snapshot of the counters
   [[nodiscard]] ResourceStatistics statistics() const { return do_statistics(); }
-  /// @brief Gives cached free memory back upstream (the first step of the memory-pressure chain).
-  /// @return the number of bytes released
+  /// @brief Gives cached free memory back (the first step of the memory-pressure chain), down
+  /// the whole stack.
+  ///
+  /// The contract every resource keeps: a resource that caches gives its cached memory back to
+  /// its upstream and then calls `release_cached()` on the upstream, so that one call at the top
+  /// of a stack (pool over adaptors over `AsyncResource`) reaches the driver: `AsyncResource`
+  /// synchronises the device and trims its stream-ordered pool, so that the memory is usable by
+  /// every `cudaMalloc` in the process (cuBLAS, NCCL, PyTorch). An adaptor that caches nothing
+  /// forwards the call. May synchronise the device.
+  /// @return the bytes this resource released: what it gave upstream, or for a resource over
+  ///         the driver what the driver took back (the levels are not summed)
   std::size_t release_cached() noexcept { return do_release_cached(); }
   /// @return the device
   [[nodiscard]] const Device& device() const noexcept { return device_; }

@@ -24,12 +24,15 @@ struct StagingOptions {
 /// A copy from pageable memory cannot be a true DMA: CUDA stages it through its own pinned
 /// memory, chunk by chunk. Doing the staging here, into buffers that stay pinned, lets the host
 /// copy of chunk k+1 overlap the DMA of chunk k and lets a large upload return as soon as its
-/// last chunk is staged. The buffers are allocated on first use with `Device::allocate_pinned`
-/// (on the simulated device that is the same code path, with host memory the device treats as
-/// pinned).
+/// last chunk is staged. The buffers come from the device's `PinnedHostCache` on first use (on
+/// the simulated device that is the same code path, with host memory the device treats as
+/// pinned) and go back to it, still guarded by their last copy, when the pool is destroyed.
 ///
-/// A buffer is reused only after the event recorded behind its last copy has completed; the
-/// host waits for that, so a thread uploading more than the ring holds is paced by the DMA.
+/// The buffers form a ring: each chunk takes the free buffer released longest ago, or a later
+/// one whose copy has already executed while that one's has not. A buffer is overwritten only
+/// after the event recorded behind its last copy has completed; the host waits for that only
+/// when no free buffer's copy has executed, so a thread uploading more than the ring holds is
+/// paced by the DMA, and one that uploads less never waits for its own previous copy.
 ///
 /// @par Thread safety
 /// Thread-safe: concurrent uploads share the ring, each buffer used by one upload at a time.

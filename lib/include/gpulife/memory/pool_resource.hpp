@@ -95,7 +95,9 @@ class PoolResource final : public DeviceMemoryResource {
                            std::vector<Event> after) noexcept override;
   std::string do_name() const override;
   ResourceStatistics do_statistics() const override;
-  std::size_t do_release_cached() noexcept override { return trim(); }
+  /// `trim()`, then the upstream's `release_cached()` (the contract of
+  /// `DeviceMemoryResource::release_cached`).
+  std::size_t do_release_cached() noexcept override;
 
   std::shared_ptr<DeviceMemoryResource> upstream_;
   PoolOptions options_;

@@ -12,6 +12,7 @@
 #include <gpulife/runtime/backend_kind.hpp>
 #include <gpulife/runtime/detail/backend.hpp>
 #include <gpulife/runtime/event.hpp>
+#include <gpulife/runtime/pinned_host_cache.hpp>
 #include <gpulife/runtime/sim_options.hpp>
 #include <gpulife/runtime/stream.hpp>
 #include <gpulife/runtime/stream_view.hpp>
@@ -47,7 +48,8 @@ class Device {
   /// @throws std::invalid_argument if `options.capacity_bytes` is zero,
   ///         `options.faults.probability` is outside [0, 1], or GPULIFE_SIM_SEED is malformed
   [[nodiscard]] static Device sim(SimOptions options = {});
-  /// @brief The CUDA device `ordinal`.
+  /// @brief The CUDA device `ordinal`: the same device object for every call while any handle
+  /// to it lives (streams and events of one handle work with the other; one device closes once).
   /// @throws CudaError if CUDA is not available or the ordinal is out of range
   [[nodiscard]] static Device cuda(int ordinal = 0);
   /// @brief Probes the CUDA runtime. Never throws: "no device" and "driver insufficient" mean
@@ -89,6 +91,10 @@ class Device {
   }
   /// @brief Frees memory from `allocate_pinned`.
   void deallocate_pinned(void* ptr) const noexcept { impl().deallocate_pinned(ptr); }
+  /// @brief The device's cache of page-locked host blocks, which `HostBuffer::copy_pinned` and
+  /// the staging buffers use: blocks given back are reused rather than freed.
+  /// @throws std::invalid_argument if empty
+  [[nodiscard]] PinnedHostCache& pinned_host_cache() const { return impl().pinned_host_cache(); }
 
   /// @brief The violations the simulated device has seen since the last call; they are removed.
   /// Always empty on CUDA.

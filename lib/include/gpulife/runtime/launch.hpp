@@ -19,6 +19,7 @@
 
 #include <gpulife/errors.hpp>
 #include <gpulife/runtime/detail/backend.hpp>
+#include <gpulife/runtime/device_guard.hpp>
 #include <gpulife/runtime/host_device.hpp>
 #include <gpulife/runtime/stream_view.hpp>
 
@@ -39,10 +40,35 @@ __global__ void for_each_index_kernel(std::size_t n, Body body) {
   }
 }
 #endif
+
+/// Runs `body` over `[0, n)` as a kernel on a simulated stream.
+template <class Body>
+void for_each_index_on_sim(StreamView stream, std::size_t n, const Body& body,
+                           std::initializer_list<MemoryRange> ranges, std::string_view name) {
+  stream.impl()->launch_host_kernel(
+      name, std::span<const MemoryRange>(ranges.begin(), ranges.size()), [body, n] {
+        for (std::size_t i = 0; i < n; ++i) body(i);
+      });
+}
 }  // namespace detail
+
+// The launcher differs between translation units built by nvcc and by a host compiler. Each
+// variant lives in its own inline namespace, so that they are distinct functions (distinct
+// symbols): a functor instantiated in both kinds of unit cannot have one definition replace the
+// other at link time (an ODR violation that would make an nvcc unit throw on CUDA streams, or a
+// host unit call device code it never compiled).
+#if defined(__CUDACC__)
+inline namespace cuda_launcher {
+#else
+inline namespace host_launcher {
+#endif
 
 /// @brief Runs `body(i)` for every `i` in `[0, n)` as a kernel on `stream`.
 ///
+/// On CUDA the stream's device is made current for the launch and the caller's current device
+/// is restored afterwards (`DeviceGuard`); the launch's own error is checked
+/// (`cudaLaunchKernel`'s return value), so an error that the application left pending is
+/// neither taken for this launch's nor cleared.
 /// @param stream the stream; the kernel is ordered after the work queued on it
 /// @param n      number of indices
 /// @param body   a copyable `GPULIFE_HOST_DEVICE` functor taking `std::size_t`
@@ -57,29 +83,35 @@ void for_each_index(StreamView stream, std::size_t n, const Body& body,
                     std::initializer_list<MemoryRange> ranges, std::string_view name = "kernel") {
   if (!stream.valid()) throw std::invalid_argument("stream: empty StreamView");
   if (stream.backend() == BackendKind::sim) {
-    stream.impl()->launch_host_kernel(
-        name, std::span<const MemoryRange>(ranges.begin(), ranges.size()), [body, n] {
-          for (std::size_t i = 0; i < n; ++i) body(i);
-        });
+    detail::for_each_index_on_sim(stream, n, body, ranges, name);
     return;
   }
 #if defined(__CUDACC__)
   if (n == 0) return;
-  stream.device().make_current();  // <<<>>> launches on the calling thread's current device
+  const DeviceGuard guard(stream);  // a launch goes to the calling thread's current device
   constexpr unsigned block = 256;
   // enough blocks to fill any current GPU; the grid-stride loop covers the rest
   const std::size_t wanted = (n + block - 1) / block;
   const unsigned grid = static_cast<unsigned>(std::min<std::size_t>(wanted, 65536));
-  detail::for_each_index_kernel<<<grid, block, 0,
-                                  static_cast<cudaStream_t>(stream.native_handle())>>>(n, body);
-  if (const cudaError_t err = cudaGetLastError(); err != cudaSuccess) {
-    detail::throw_cuda_error(static_cast<int>(err), cudaGetErrorName(err), "<<<>>>",
-                             "launching kernel " + std::string(name));
+  std::size_t count = n;
+  Body copy = body;
+  void* args[] = {&count, &copy};
+  const cudaError_t err =
+      cudaLaunchKernel(detail::for_each_index_kernel<Body>, dim3(grid), dim3(block), args, 0,
+                       static_cast<cudaStream_t>(stream.native_handle()));
+  if (err != cudaSuccess) {
+    // The runtime also keeps it as the thread's last error: clear it there if it is ours.
+    if (cudaPeekAtLastError() == err) (void)cudaGetLastError();
+    detail::throw_cuda_error(static_cast<int>(err), cudaGetErrorName(err), "cudaLaunchKernel",
+                             "launching kernel " + std::string(name) + " on stream " +
+                                 std::to_string(stream.id()));
   }
 #else
   throw std::logic_error("for_each_index: kernel " + std::string(name) +
                          " was compiled without nvcc and cannot run on a CUDA stream");
 #endif
 }
+
+}  // inline namespace
 
 }  // namespace gpulife

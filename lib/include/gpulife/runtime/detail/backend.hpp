@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -18,6 +19,8 @@
 #include <gpulife/runtime/sim_options.hpp>
 
 namespace gpulife {
+
+class PinnedHostCache;
 
 /// @brief Free and total device memory in bytes.
 struct MemoryInfo {
@@ -78,10 +81,15 @@ class StreamImpl {
 /// One device. Owns its default stream and pools of streams and events.
 class DeviceImpl {
  public:
-  DeviceImpl() = default;
+  DeviceImpl();
   DeviceImpl(const DeviceImpl&) = delete;
   DeviceImpl& operator=(const DeviceImpl&) = delete;
-  virtual ~DeviceImpl() = default;
+  virtual ~DeviceImpl();
+
+  /// The device's cache of page-locked host blocks (see `PinnedHostCache`). A backend's
+  /// destructor calls `close_pinned_host_cache()` before its own state goes, so that the cached
+  /// blocks are freed through it.
+  [[nodiscard]] PinnedHostCache& pinned_host_cache() noexcept { return *pinned_host_cache_; }
 
   virtual BackendKind kind() const noexcept = 0;
   virtual int ordinal() const noexcept = 0;
@@ -89,8 +97,19 @@ class DeviceImpl {
   virtual MemoryInfo memory_info() = 0;
   virtual void synchronize() = 0;
   /// Makes this device the calling thread's current device where the backend has such a notion
-  /// (cudaSetDevice); kernels launched with <<<>>> go to the current device.
+  /// (cudaSetDevice); kernels launched with <<<>>> go to the current device. It does not restore
+  /// the previous one: gpulife's own code uses `DeviceGuard` (runtime/device_guard.hpp).
   virtual void make_current() const {}
+  /// `DeviceGuard`'s first half: makes this device current on the calling thread and returns
+  /// what `restore_current` needs to undo it: the previous current device's ordinal within this
+  /// backend, or -1 when nothing has to be restored (the device was current already, or the
+  /// backend has no current device: the default). A backend that models a current device per
+  /// thread (the sim, later) overrides both.
+  /// @throws CudaError if the device cannot be made current
+  virtual int exchange_current() { return -1; }
+  /// `DeviceGuard`'s second half: makes `previous` (from `exchange_current`) current again on
+  /// the calling thread. Never throws; failures go to the error handler.
+  virtual void restore_current(int previous) noexcept { (void)previous; }
 
   virtual StreamImpl& default_stream() noexcept = 0;
   /// A stream from the device's pool (created when the pool is empty). Pooled streams are never
@@ -112,9 +131,23 @@ class DeviceImpl {
   /// cudaMallocHost: page-locked host memory. Copies from it are truly asynchronous.
   virtual void* allocate_pinned(std::size_t bytes) = 0;
   virtual void deallocate_pinned(void* ptr) noexcept = 0;
-  /// Sets the release threshold of the device's default stream-ordered memory pool: memory the
+  /// Sets the release threshold of the device's current stream-ordered memory pool
+  /// (cudaDeviceGetMemPool: the default pool unless the application set another): memory the
   /// pool holds beyond it goes back to the system at each synchronisation. No-op on the sim.
   virtual void set_async_release_threshold(std::size_t bytes) { (void)bytes; }
+  /// Gives the memory that the device's current stream-ordered pool holds unused back to the
+  /// system, down to `keep_bytes` (cudaDeviceSynchronize, then cudaMemPoolTrimTo): frees made
+  /// with `deallocate_async` take effect only when their stream reaches them, so the device is
+  /// synchronised first. Returns the bytes the pool reserved before minus after. The sim's
+  /// stream-ordered frees give memory back at once: nothing to trim there (0).
+  /// Never throws; failures go to the error handler.
+  virtual std::size_t trim_async_pool(std::size_t keep_bytes) noexcept {
+    (void)keep_bytes;
+    return 0;
+  }
+  /// Bytes the device's current stream-ordered pool reserves from the system now
+  /// (cudaMemPoolAttrReservedMemCurrent); 0 on the sim.
+  virtual std::size_t async_pool_reserved_bytes() { return 0; }
   /// True if `[ptr, ptr + bytes)` is page-locked host memory (a copy from it is a true DMA).
   virtual bool is_pinned(const void* ptr, std::size_t bytes) = 0;
 
@@ -131,6 +164,17 @@ class DeviceImpl {
                           std::span<EventImpl* const> after) noexcept {
     (void)ptr, (void)bytes, (void)stream, (void)after;
   }
+  /// A sub-allocator (the pool) took `[ptr, ptr + bytes)` from its upstream to carve blocks out
+  /// of: until `unregister_pool_segment(ptr)`, only the blocks marked with `mark_allocated` (and
+  /// not yet freed) may be touched. The CUDA backend registers the segment with the NVTX memory
+  /// API as a sub-allocator heap (and the blocks as its regions) when a tool collects NVTX
+  /// (compute-sanitizer's memcheck then reports a kernel that touches a released block); the
+  /// default does nothing. No cost when no tool is attached.
+  virtual void register_pool_segment(const void* ptr, std::size_t bytes) noexcept {
+    (void)ptr, (void)bytes;
+  }
+  /// The sub-allocator gives the segment at `ptr` back to its upstream.
+  virtual void unregister_pool_segment(const void* ptr) noexcept { (void)ptr; }
   /// Names, from `stream`'s current position on, the live block that contains `ptr` in
   /// violation reports (the tensor layer labels blocks with a tensor's id and tag in leak mode).
   virtual void label(const void* ptr, std::string label, StreamImpl& stream) noexcept {
@@ -158,6 +202,13 @@ class DeviceImpl {
   }
   /// Removes a resolver; when it returns, no report is still calling it.
   virtual void remove_owner_resolver(std::uint64_t token) noexcept { (void)token; }
+  /// A stream of this device given by its native handle, as DLPack's `__dlpack__(stream=...)`
+  /// passes a consumer's stream: `native` is a `cudaStream_t` on CUDA (cudaStreamLegacy and
+  /// cudaStreamPerThread included), and on the sim the native handle of one of its own streams.
+  /// The result refers to the stream without owning it: the caller keeps the stream alive while
+  /// it uses the result.
+  /// @throws std::invalid_argument naming `stream` when the handle is not such a stream
+  virtual std::shared_ptr<StreamImpl> native_stream(void* native) = 0;
   /// Violations recorded so far, cleared by the call. Always empty on CUDA.
   virtual std::vector<SimViolation> take_violations() { return {}; }
   virtual std::size_t violation_count() const noexcept { return 0; }
@@ -172,6 +223,13 @@ class DeviceImpl {
   virtual std::string replay_seed() const { return {}; }
   /// The sim in seeded mode: synchronises, then restarts the scheduler from `seed`.
   virtual void reseed(std::uint64_t seed) { (void)seed; }
+
+ protected:
+  /// Frees the pinned host cache's blocks; backends call it first in their destructors.
+  void close_pinned_host_cache() noexcept;
+
+ private:
+  std::unique_ptr<PinnedHostCache> pinned_host_cache_;
 };
 
 }  // namespace detail
