@@ -907,9 +907,14 @@ void Workload::State::operation(Actor& actor, Choices& choices) {
       const bool stall = choices.chance(50);
       const bool drop_source = choices.chance(40);
       attempt({}, "cross-stream copy", [&] {
-        // a busy stream: the copy runs late, after the tensors' own streams moved on
-        if (stall)
-          other.host_callback([] { std::this_thread::sleep_for(std::chrono::microseconds(300)); });
+        // a busy stream: the copy runs late, after the tensors' own streams moved on (the
+        // seeded scheduler chooses that order itself: its host function need not sleep)
+        if (stall) {
+          const bool sleep = config.schedule == SimSchedule::threads;
+          other.host_callback([sleep] {
+            if (sleep) std::this_thread::sleep_for(std::chrono::microseconds(300));
+          });
+        }
         Event src_ready(device);
         Event dst_ready(device);
         src.stream().record(src_ready);
