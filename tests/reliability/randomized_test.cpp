@@ -12,12 +12,15 @@
 #include <iostream>
 #include <ostream>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
 #include <gpulife/context.hpp>
 #include <gpulife/error_handler.hpp>
 
+#include "runtime/sim_device.hpp"
+#include "runtime/sim_scheduler.hpp"
 #include "workload.hpp"
 
 namespace gpulife {
@@ -104,6 +107,58 @@ TEST(WorkloadChecks, ATensorTheModelDoesNotKnowIsALeak) {
   EXPECT_THROW(w.check(), workload::InvariantViolation);
   stray.reset();
   w.check();
+}
+
+// The fuzzer's reuse of one workload: after `reset` a run behaves exactly as the same run on a
+// new workload (one actor, seeded scheduler: a pure function of the seeds), so an input replays
+// alone as it ran in the middle of a campaign.
+TEST(WorkloadReuse, ARunAfterResetBehavesAsOnANewWorkload) {
+  if (std::getenv("GPULIFE_SIM_SEED") != nullptr) {
+    GTEST_SKIP() << "GPULIFE_SIM_SEED overrides the seeds this test compares";
+  }
+  workload::Config config;
+  config.actors = 1;
+  const SimFaults device_faults = config.device_faults;
+  const FaultOptions pool_faults = config.pool_faults;
+  auto run = [&](workload::Workload& w, std::uint64_t seed) {
+    const workload::Counters before = w.counters();
+    w.restart(seed, device_faults, pool_faults);
+    workload::RandomChoices choices(seed * 7919);
+    w.drive(choices, 300);
+    w.reset();
+    const workload::Counters after = w.counters();
+    // The interleaving the device's scheduler chose (a digest of every step since the reseed).
+    const auto* scheduler = static_cast<detail::sim::SimDevice&>(w.device().impl()).scheduler();
+    return std::vector<std::uint64_t>{scheduler->digest(),
+                                      scheduler->steps(),
+                                      after.operations - before.operations,
+                                      after.failed_operations - before.failed_operations,
+                                      after.device_faults - before.device_faults,
+                                      after.pool_faults - before.pool_faults,
+                                      after.cuda_errors - before.cuda_errors,
+                                      after.out_of_memory - before.out_of_memory,
+                                      after.expired - before.expired,
+                                      after.invalid_arguments - before.invalid_arguments,
+                                      after.tensors_created - before.tensors_created,
+                                      after.finalizers_run - before.finalizers_run,
+                                      after.cache_hits - before.cache_hits,
+                                      after.cache_misses - before.cache_misses,
+                                      after.cache_evictions - before.cache_evictions,
+                                      after.pressure_events - before.pressure_events};
+  };
+  try {
+    workload::Workload reused(config);
+    (void)run(reused, 11);  // leaves its own traces: caches, ids, the sim's quarantine
+    const std::vector<std::uint64_t> second = run(reused, 12);
+    workload::Workload fresh(config);
+    const std::vector<std::uint64_t> alone = run(fresh, 12);
+    EXPECT_EQ(second, alone);
+    EXPECT_GT(alone[1], 100U);           // scheduler steps
+    EXPECT_GT(alone[2], 250U);           // operations
+    EXPECT_GT(alone[4] + alone[5], 0U);  // faults
+  } catch (const workload::InvariantViolation& e) {
+    FAIL() << e.what();
+  }
 }
 
 TEST(WorkloadChecks, AnUnexpectedReportFailsTheCheck) {
