@@ -146,13 +146,17 @@ std::uint64_t SimScheduler::enqueue(std::size_t lane, SimOp op) {
   const std::uint64_t ticket = ++l.submitted;
   if (completes != nullptr) completes->ticket = ticket;
   if (waiters_ > 0) changed_.notify_all();  // a thread may wait for this record
-  if (l.queue.size() > max_queued) {
-    Target target;
-    target.demand.assign(lanes_.size(), 0);
-    target.demand[lane] = ticket - max_queued / 2;
-    advance(lock, target, Mode::wait);
-  }
   return ticket;
+}
+
+void SimScheduler::make_room(std::size_t lane) {
+  std::unique_lock lock(mutex_);
+  const Lane& l = *lanes_[lane];
+  if (l.queue.size() < max_queued) return;
+  Target target;
+  target.demand.assign(lanes_.size(), 0);
+  target.demand[lane] = l.submitted - max_queued / 2;
+  advance(lock, target, Mode::wait);
 }
 
 bool SimScheduler::run_if_idle(std::size_t lane, std::function<void()>& op) {

@@ -95,10 +95,12 @@ class SimScheduler {
 
   /// Adds lane `lane` (the stream's index on its device) for the stream `stream_id`.
   void add_lane(std::size_t lane, std::uint64_t stream_id);
-  /// Queues `op` on `lane`; returns its ticket (1-based position on the lane). When the lane
-  /// holds many queued operations the calling thread first runs some, as a full launch queue
-  /// blocks the host on a GPU.
+  /// Queues `op` on `lane`; returns its ticket (1-based position on the lane).
   std::uint64_t enqueue(std::size_t lane, SimOp op);
+  /// When `lane` holds many queued operations, runs half of them on the calling thread first, as
+  /// a full launch queue blocks the host on a GPU. It runs queued work inline: call it before
+  /// taking a lock that queued work may take too (the race detector's), not under it.
+  void make_room(std::size_t lane);
   /// Runs `op` at once on the calling thread if `lane` is idle (nothing queued or running) and
   /// returns true; false otherwise (then queue it).
   bool run_if_idle(std::size_t lane, std::function<void()>& op);

@@ -160,7 +160,10 @@ void SimStream::stop() {
 DeviceImpl& SimStream::device() noexcept { return device_; }
 
 std::uint64_t SimStream::enqueue(SimOp op) {
-  if (scheduler_ != nullptr) return scheduler_->enqueue(index_, std::move(op));
+  if (scheduler_ != nullptr) {
+    scheduler_->make_room(index_);  // before anything that queued work may need is held
+    return scheduler_->enqueue(index_, std::move(op));
+  }
   std::uint64_t ticket = 0;
   bool wake = false;
   {
