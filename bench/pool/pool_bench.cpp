@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -25,7 +26,9 @@
 #include <gpulife/memory/pool_resource.hpp>
 #include <gpulife/runtime/stream.hpp>
 
+#include "replay.hpp"
 #include "support/bench_support.hpp"
+#include "traces/trace.hpp"
 
 namespace gpulife::bench {
 namespace {
@@ -170,6 +173,123 @@ BENCHMARK_CAPTURE(bm_alloc_free, direct, Kind::direct)
 BENCHMARK_CAPTURE(bm_alloc_free, async, Kind::async)
     ->Name("pool/alloc_free/async")
     ->Apply(pool_settings);
+
+}  // namespace
+}  // namespace gpulife::bench
+
+// ---------------------------------------------------------------------------------------------
+// The pool's own host time and its memory on real-shaped traces, on the replay's model device
+// (no memory, no device work: what is measured is the resource's bookkeeping).
+//
+//   pool/steady_state/{gpulife_pool,v1_pool}   one decode step's tensors of Llama-2-7B at batch 8
+//       (per layer the sizes of tools/replay's trace), allocated and freed on one stream, again
+//       and again: the fast path of inference. items: allocate+free pairs; upstream_calls: per
+//       pass once warm (0 is the goal).
+//   pool/replay/<trace>/<policy>   a short version of each standard trace, replayed once:
+//       ratio (peak reserved over peak live bytes), upstream_calls, syncs, ns_per_op.
+
+namespace gpulife::bench {
+namespace {
+
+std::vector<std::size_t> decode_step_sizes() {
+  constexpr std::size_t batch = 8;
+  constexpr std::size_t hidden = 4096 * 2;
+  constexpr std::size_t mlp = 11008 * 2;
+  std::vector<std::size_t> sizes;
+  for (int layer = 0; layer < 32; ++layer) {
+    for (std::size_t bytes : {batch * hidden, batch * hidden, batch * hidden, batch * hidden,
+                              batch * hidden, batch * hidden, batch * hidden, batch * mlp,
+                              batch * mlp, batch * mlp, batch * hidden, batch * hidden}) {
+      sizes.push_back(bytes);
+    }
+  }
+  return sizes;
+}
+
+void bm_steady_state(benchmark::State& state, const char* policy) {
+  replay::ModelDevice device(replay::DeviceModel{});
+  auto resource = replay::make_policy(policy, device.device());
+  const StreamView stream = device.stream(0);
+  const std::vector<std::size_t> sizes = decode_step_sizes();
+  std::vector<void*> ptrs(sizes.size());
+  auto pass = [&] {
+    // Freed as soon as the next layer's tensors exist, as a forward pass does.
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      ptrs[i] = resource->allocate(sizes[i], stream);
+      if (i >= 4) resource->deallocate(ptrs[i - 4], sizes[i - 4], stream);
+    }
+    for (std::size_t i = sizes.size() - 4; i < sizes.size(); ++i) {
+      resource->deallocate(ptrs[i], sizes[i], stream);
+    }
+  };
+  pass();
+  pass();
+  const replay::DeviceCounters before = device.counters();
+  for (auto _ : state) pass();
+  const replay::DeviceCounters after = device.counters();
+  state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(sizes.size()));
+  const double passes = static_cast<double>(state.iterations());
+  if (passes > 0) {
+    set_count_counter(state, "upstream_calls",
+                      static_cast<double>(after.allocations + after.maps - before.allocations -
+                                          before.maps) /
+                          passes);
+  }
+}
+
+BENCHMARK_CAPTURE(bm_steady_state, gpulife_pool, "v2")
+    ->Name("pool/steady_state/gpulife_pool")
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(bm_steady_state, v1_pool, "v1")
+    ->Name("pool/steady_state/v1_pool")
+    ->Unit(benchmark::kMicrosecond);
+
+/// Short versions of the standard traces, so that the report replays them in seconds.
+const traces::Trace& short_trace(const std::string& name) {
+  static const std::vector<traces::Trace> all = [] {
+    std::vector<traces::Trace> t;
+    t.push_back(traces::llama_paged(1, 2));
+    t.back().name = "llama-paged";
+    t.push_back(traces::llama_growing(1, 2));
+    t.back().name = "llama-growing";
+    t.push_back(traces::random_allocations(std::size_t{64} << 20, 2000));
+    t.back().name = "random-64MiB";
+    t.push_back(traces::multi_stream(1, 1000));
+    t.back().name = "multi-stream";
+    return t;
+  }();
+  for (const auto& t : all) {
+    if (t.name == name) return t;
+  }
+  throw std::invalid_argument("trace: no short trace " + name);
+}
+
+void bm_replay(benchmark::State& state, const char* trace, const char* policy) {
+  replay::ReplayResult result;
+  for (auto _ : state) result = replay::replay(short_trace(trace), policy, replay::DeviceModel{});
+  state.counters["ratio"] = result.ratio();
+  set_bytes_counter(state, "peak_reserved", static_cast<double>(result.peak_reserved_bytes));
+  set_bytes_counter(state, "peak_live", static_cast<double>(result.peak_live_bytes));
+  set_count_counter(state, "upstream_calls", static_cast<double>(result.upstream_calls));
+  set_count_counter(state, "syncs", static_cast<double>(result.synchronizations));
+  state.counters["ns_per_op"] = result.ns_per_operation;
+}
+
+void register_replays() {
+  for (const char* trace : {"llama-paged", "llama-growing", "random-64MiB", "multi-stream"}) {
+    for (const char* policy : {"v2", "v1", "async"}) {
+      const std::string name = std::string("pool/replay/") + trace + "/" +
+                               (std::string(policy) == "v2"   ? "gpulife_pool"
+                                : std::string(policy) == "v1" ? "v1_pool"
+                                                              : "async");
+      benchmark::RegisterBenchmark(name.c_str(), bm_replay, trace, policy)
+          ->Iterations(1)
+          ->Unit(benchmark::kMillisecond);
+    }
+  }
+}
+
+const bool replays_registered = (register_replays(), true);
 
 }  // namespace
 }  // namespace gpulife::bench

@@ -10,6 +10,7 @@
 // gpulife_report.png. Flags such as --benchmark_min_time=2 or --benchmark_repetitions=3 pass
 // through; a --benchmark_filter narrows the run (the tables show what ran).
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -238,6 +239,41 @@ void print_pool(const CollectingReporter& collected) {
   table.print();
 }
 
+void print_pool_replays(const CollectingReporter& collected) {
+  Table steady({"pool", "ns per allocate+free", "upstream calls/step"});
+  for (const char* pool : {"gpulife_pool", "v1_pool"}) {
+    const Run* run = collected.find(std::string("pool/steady_state/") + pool);
+    if (run == nullptr || run->error_occurred) continue;
+    steady.add({pool, format_count(std::round(1e9 / counter(*run, "items_per_second"))),
+                format_count(counter(*run, "upstream_calls"))});
+  }
+  if (!steady.empty()) {
+    std::printf(
+        "\nSteady state: a Llama-2-7B decode step's tensors at batch 8 on one stream, on the "
+        "replay's model device (host time of the pool alone):\n");
+    steady.print();
+  }
+  Table table({"trace", "pool", "peak reserved / peak live", "peak reserved", "upstream calls",
+               "syncs", "ns/op"});
+  for (const char* trace : {"llama-paged", "llama-growing", "random-64MiB", "multi-stream"}) {
+    for (const char* pool : {"gpulife_pool", "v1_pool", "async"}) {
+      const Run* run =
+          collected.find(std::string("pool/replay/") + trace + "/" + pool);
+      if (run == nullptr || run->error_occurred) continue;
+      table.add({trace, pool, format_ratio(counter(*run, "ratio")),
+                 format_bytes(counter(*run, "peak_reserved")),
+                 format_count(counter(*run, "upstream_calls")), format_count(counter(*run, "syncs")),
+                 format_count(std::round(counter(*run, "ns_per_op")))});
+    }
+  }
+  if (table.empty()) return;
+  std::printf(
+      "\nPool replays (short versions of the traces of tools/replay: 2 Llama-2-7B batches, 2000 "
+      "random allocations, 1000 multi-stream requests; model device, 80 GB, no lag; async is an "
+      "ideal stream-ordered allocator; full traces: gpulife_replay):\n");
+  table.print();
+}
+
 std::string gnuplot_text(std::string text) {
   for (char& c : text) {
     if (c == '"' || c == '\\') c = '\'';
@@ -376,6 +412,7 @@ int run_report(int argc, char** argv) {
   print_steps(collected, spec, steps);
   print_dedup(collected, dedup);
   print_pool(collected);
+  print_pool_replays(collected);
   std::printf("\n");
   std::printf("ran on: %s\n", describe_device(device).c_str());
   std::printf("json:   %s\n", json.string().c_str());

@@ -111,13 +111,13 @@ TEST_F(FaultAdaptorTest, MemoryFromItIsTheUpstreams) {
 TEST_F(FaultAdaptorTest, UnderAPoolASingleFailureIsRetriedAndNothingLeaks) {
   auto adaptor = std::make_shared<FaultAdaptor>(upstream_, FaultOptions{.every_nth = 2});
   PoolResource pool(adaptor);
-  void* a = pool.allocate(1000);  // call 1
-  void* b = pool.allocate(5000);  // call 2 fails, the pool trims and retries: call 3
+  void* a = pool.allocate(1000);     // call 1: a small segment
+  void* b = pool.allocate(3 << 20);  // call 2 (a large segment) fails; the pool retries: call 3
   EXPECT_EQ(adaptor->injected_failures(), 1U);
   pool.deallocate(a, 1000);
-  pool.deallocate(b, 5000);
+  pool.deallocate(b, 3 << 20);
   adaptor->set_options({.every_nth = 1});
-  EXPECT_THROW((void)pool.allocate(100000), OutOfMemoryError);
+  EXPECT_THROW((void)pool.allocate(64 << 20), OutOfMemoryError);  // no cached block fits
   EXPECT_EQ(pool.statistics().failed_allocations, 1U);
   EXPECT_EQ(pool.statistics().bytes_in_use, 0U);
   pool.trim();

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
-// What only the pool does: size classes, reuse rules per stream, caching limits, trimming,
-// retry on out-of-memory, and thread safety under a randomised load.
+// What only the pool does: rounding, segments, best fit, splitting and coalescing, the small and
+// large pools, the no-split threshold, reuse rules across streams and their events, the release
+// policy, the out-of-memory path, statistics, and thread safety under a randomised load.
 
 #include <algorithm>
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -24,6 +26,9 @@ namespace {
 
 using testing::Gate;
 
+constexpr std::size_t KiB = std::size_t{1} << 10;
+constexpr std::size_t MiB = std::size_t{1} << 20;
+
 class PoolResourceTest : public testing::SimTest {
  protected:
   static SimOptions options() {
@@ -31,36 +36,43 @@ class PoolResourceTest : public testing::SimTest {
     o.capacity_bytes = std::size_t{256} << 20;
     return o;
   }
+  /// Segments from upstream: these tests are about the segment map, not expandable ranges.
+  static PoolOptions segments(PoolOptions o = {}) {
+    o.expandable_segments = false;
+    return o;
+  }
   PoolResourceTest()
       : SimTest(options()),
         upstream_(std::make_shared<AsyncResource>(device_)),
-        pool_(std::make_unique<PoolResource>(upstream_)) {}
+        pool_(std::make_unique<PoolResource>(upstream_, segments())) {}
   void TearDown() override {
     pool_.reset();
     SimTest::TearDown();
+  }
+  void remake(PoolOptions o) {
+    pool_.reset();
+    pool_ = std::make_unique<PoolResource>(upstream_, segments(o));
   }
 
   std::shared_ptr<AsyncResource> upstream_;
   std::unique_ptr<PoolResource> pool_;
 };
 
-TEST(PoolSizeClass, RoundsToAt256BytesThenFourClassesPerPowerOfTwo) {
-  EXPECT_EQ(PoolResource::size_class(1), 256U);
-  EXPECT_EQ(PoolResource::size_class(256), 256U);
-  EXPECT_EQ(PoolResource::size_class(257), 512U);
-  EXPECT_EQ(PoolResource::size_class(1024), 1024U);
-  EXPECT_EQ(PoolResource::size_class(1025), 1280U);
-  EXPECT_EQ(PoolResource::size_class(2048), 2048U);
-  EXPECT_EQ(PoolResource::size_class(2049), 2560U);
-  EXPECT_EQ(PoolResource::size_class((1U << 20) + 1), (1U << 20) + (1U << 18));
-  // at most 25 % waste, always a multiple of 256, never smaller than the request
-  std::mt19937_64 rng(3);
-  for (int i = 0; i < 100000; ++i) {
-    const std::size_t bytes = rng() % (std::size_t{1} << 34) + 1;
-    const std::size_t size = PoolResource::size_class(bytes);
-    ASSERT_GE(size, bytes);
-    ASSERT_EQ(size % 256, 0U);
-    ASSERT_LE(size - bytes, std::max<std::size_t>(bytes / 4, 255)) << bytes;
+TEST(PoolSizeClass, RoundsUpTo512Bytes) {
+  EXPECT_EQ(PoolResource::size_class(1), 512U);
+  EXPECT_EQ(PoolResource::size_class(512), 512U);
+  EXPECT_EQ(PoolResource::size_class(513), 1024U);
+  EXPECT_EQ(PoolResource::size_class(86 * MiB), 86 * MiB) << "an 86 MiB weight takes 86 MiB";
+  EXPECT_EQ(PoolResource::size_class(MiB + 1), MiB + 512);
+}
+
+TEST_F(PoolResourceTest, BadOptionsAreNamed) {
+  EXPECT_THROW(PoolResource(upstream_, PoolOptions{.small_size = 100}), std::invalid_argument);
+  try {
+    PoolResource pool(upstream_, PoolOptions{.max_split_size = 1024});
+    FAIL() << "expected std::invalid_argument";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("options.max_split_size", 0), 0U) << e.what();
   }
 }
 
@@ -70,7 +82,7 @@ TEST_F(PoolResourceTest, SameStreamReusesAFreedBlockAtOnce) {
   gate.block(stream);  // the freeing stream has not even reached the free
   void* a = pool_->allocate(1000, stream);
   pool_->deallocate(a, 1000, stream);
-  void* b = pool_->allocate(900, stream);  // same class
+  void* b = pool_->allocate(900, stream);
   EXPECT_EQ(a, b);
   const ResourceStatistics stats = pool_->statistics();
   EXPECT_EQ(stats.hits, 1U);
@@ -80,75 +92,211 @@ TEST_F(PoolResourceTest, SameStreamReusesAFreedBlockAtOnce) {
   pool_->deallocate(b, 900, stream);
 }
 
-TEST_F(PoolResourceTest, ARequestTakesACachedBlockOfASlightlyLargerClass) {
+TEST_F(PoolResourceTest, SmallRequestsShareTwoMebibyteSegmentsLargeOnesGetTheirOwn) {
   Stream stream(device_);
-  // The classes from 28 KiB up are 28, 32, 40, 48, 56 KiB: 48 KiB is three classes above, the
-  // default allowance.
-  EXPECT_EQ(pool_->largest_block_for(28 << 10), std::size_t{48} << 10);
-  void* large = pool_->allocate(48 << 10, stream);
-  pool_->deallocate(large, 48 << 10, stream);
-  void* small = pool_->allocate(28 << 10, stream);
-  EXPECT_EQ(small, large) << "went upstream while a block three classes up was cached";
+  void* a = pool_->allocate(1000, stream);
+  void* b = pool_->allocate(MiB, stream);  // the largest small request
+  void* c = pool_->allocate(3 * MiB, stream);   // large, below 10 MiB: a 20 MiB segment
+  void* d = pool_->allocate(5 * MiB, stream);   // shares it
+  void* e = pool_->allocate(13 * MiB + 1, stream);  // its own segment, rounded to 14 MiB
+  EXPECT_EQ(static_cast<char*>(b), static_cast<char*>(a) + 1024) << "carved from one segment";
+  EXPECT_EQ(static_cast<char*>(d), static_cast<char*>(c) + 3 * MiB);
+  const PoolStatistics st = pool_->memory_stats();
+  EXPECT_EQ(st.small.segments, 1U);
+  EXPECT_EQ(st.small.reserved_bytes, 2 * MiB);
+  EXPECT_EQ(st.small.allocated_bytes, 1024 + MiB);
+  EXPECT_EQ(st.small.requested_bytes, 1000 + MiB);
+  EXPECT_EQ(st.large.segments, 2U);
+  EXPECT_EQ(st.large.reserved_bytes, 20 * MiB + 14 * MiB);
+  EXPECT_EQ(st.upstream_allocations, 3U);
+  EXPECT_EQ(upstream_->statistics().bytes_in_use, 36 * MiB);
+  for (auto [p, n] : {std::pair{a, 1000UL}, {b, MiB}, {c, 3 * MiB}, {d, 5 * MiB},
+                      {e, 13 * MiB + 1}}) {
+    pool_->deallocate(p, n, stream);
+  }
+  EXPECT_EQ(pool_->memory_stats().total.allocated_bytes, 0U);
+}
+
+TEST_F(PoolResourceTest, FreedNeighboursCoalesceIntoOneBlock) {
+  Stream stream(device_);
+  std::vector<void*> parts;
+  for (int i = 0; i < 4; ++i) parts.push_back(pool_->allocate(512 * KiB, stream));
+  EXPECT_EQ(pool_->memory_stats().small.segments, 1U);
+  // Freed out of order; the stream's quick list keeps them until a request needs more.
+  for (int i : {1, 3, 2, 0}) pool_->deallocate(parts[static_cast<std::size_t>(i)], 512 * KiB, stream);
+  EXPECT_EQ(pool_->validate(), "");
+  void* again = pool_->allocate(512 * KiB, stream);  // an exact fit from the quick list
+  EXPECT_EQ(pool_->memory_stats().merges, 0U);
+  pool_->deallocate(again, 512 * KiB, stream);
+  // A request no freed block fits merges them: the whole segment serves it, and split and
+  // merge conserved its bytes.
+  void* whole = pool_->allocate(MiB, stream);
+  void* rest = pool_->allocate(MiB, stream);
+  EXPECT_EQ(whole, parts[0]);
+  EXPECT_EQ(rest, parts[2]);
+  EXPECT_EQ(pool_->memory_stats().merges, 3U);
   EXPECT_EQ(upstream_->statistics().allocations, 1U);
-  EXPECT_EQ(pool_->statistics().bytes_in_use, std::size_t{48} << 10) << "the block's own size";
+  EXPECT_EQ(pool_->validate(), "");
+  pool_->deallocate(whole, MiB, stream);
+  pool_->deallocate(rest, MiB, stream);
+}
+
+TEST_F(PoolResourceTest, ARequestTakesTheSmallestFreeBlockThatFits) {
+  Stream stream(device_);
+  // Free blocks of 3, 5 and 4 MiB in one 20 MiB segment, kept apart by live blocks.
+  void* b3 = pool_->allocate(3 * MiB, stream);
+  void* l1 = pool_->allocate(2 * MiB, stream);
+  void* b5 = pool_->allocate(5 * MiB, stream);
+  void* l2 = pool_->allocate(2 * MiB, stream);
+  void* b4 = pool_->allocate(4 * MiB, stream);
+  void* l3 = pool_->allocate(4 * MiB, stream);  // the segment is full now
+  EXPECT_EQ(pool_->memory_stats().large.segments, 1U);
+  pool_->deallocate(b3, 3 * MiB, stream);
+  pool_->deallocate(b5, 5 * MiB, stream);
+  pool_->deallocate(b4, 4 * MiB, stream);
+  void* x = pool_->allocate(3 * MiB + 5, stream);  // fits the 4 and 5 MiB blocks: takes the 4
+  EXPECT_EQ(x, b4);
+  void* y = pool_->allocate(2 * MiB + 1, stream);  // 3 MiB block
+  EXPECT_EQ(y, b3);
+  EXPECT_EQ(upstream_->statistics().allocations, 1U);
+  for (auto [p, n] : {std::pair{x, 3 * MiB + 5}, {y, 2 * MiB + 1}, {l1, 2 * MiB}, {l2, 2 * MiB},
+                      {l3, 4 * MiB}}) {
+    pool_->deallocate(p, n, stream);
+  }
+}
+
+TEST_F(PoolResourceTest, LargeBlocksAreNotSplitForRestsSmallerThanTheSmallLimit) {
+  Stream stream(device_);
+  void* a = pool_->allocate(4 * MiB, stream);
+  pool_->deallocate(a, 4 * MiB, stream);  // merged back: one 20 MiB free block
+  void* b = pool_->allocate(20 * MiB - 600 * KiB, stream);  // the rest (600 KiB) stays with it
   const auto live = pool_->live_blocks();
   ASSERT_EQ(live.size(), 1U);
-  EXPECT_EQ(live[0].bytes, std::size_t{28} << 10);
-  EXPECT_EQ(live[0].capacity, std::size_t{48} << 10);
-  pool_->deallocate(small, 28 << 10, stream);  // freed with the size it was asked for
-  EXPECT_TRUE(take_errors().empty());
-  EXPECT_EQ(pool_->statistics().bytes_in_use, 0U);
-  // Back in its own class: a request of that class gets it again.
-  EXPECT_EQ(pool_->allocate(48 << 10, stream), large);
-  pool_->deallocate(large, 48 << 10, stream);
+  EXPECT_EQ(live[0].capacity, 20 * MiB);
+  EXPECT_EQ(live[0].bytes, 20 * MiB - 600 * KiB);
+  pool_->deallocate(b, 20 * MiB - 600 * KiB, stream);
 }
 
-TEST_F(PoolResourceTest, ABlockBeyondTheAllowanceOrAnExactFitElsewhereIsNotTaken) {
+TEST_F(PoolResourceTest, BlocksAboveTheSplitThresholdAreNeitherSplitNorLentToSmallRequests) {
+  remake(PoolOptions{.max_split_size = 32 * MiB, .oversize_slack = 8 * MiB});
   Stream stream(device_);
-  void* far = pool_->allocate(56 << 10, stream);  // four classes above 28 KiB
-  void* near = pool_->allocate(32 << 10, stream);
-  void* exact = pool_->allocate(28 << 10, stream);
-  pool_->deallocate(far, 56 << 10, stream);
-  pool_->deallocate(near, 32 << 10, stream);
-  pool_->deallocate(exact, 28 << 10, stream);
-  EXPECT_EQ(pool_->allocate(28 << 10, stream), exact) << "its own class comes first";
-  EXPECT_EQ(pool_->allocate(28 << 10, stream), near) << "then the nearest larger class";
-  void* fresh = pool_->allocate(28 << 10, stream);
-  EXPECT_NE(fresh, far) << "56 KiB is beyond three classes";
-  EXPECT_EQ(upstream_->statistics().allocations, 4U);
-  pool_->deallocate(exact, 28 << 10, stream);
-  pool_->deallocate(near, 28 << 10, stream);
-  pool_->deallocate(fresh, 28 << 10, stream);
-  EXPECT_TRUE(take_errors().empty());
+  void* huge = pool_->allocate(64 * MiB, stream);
+  pool_->deallocate(huge, 64 * MiB, stream);
+  void* small = pool_->allocate(4 * MiB, stream);
+  EXPECT_NE(small, huge) << "a request below the threshold took an oversize block";
+  void* near = pool_->allocate(60 * MiB, stream);  // within the slack: takes it whole
+  EXPECT_EQ(near, huge);
+  ASSERT_EQ(pool_->live_blocks().size(), 2U);
+  pool_->deallocate(near, 60 * MiB, stream);
+  void* far = pool_->allocate(40 * MiB, stream);  // 24 MiB smaller than the block: beyond slack
+  EXPECT_NE(far, huge);
+  pool_->deallocate(far, 40 * MiB, stream);
+  pool_->deallocate(small, 4 * MiB, stream);
 }
 
-TEST_F(PoolResourceTest, WithoutLargerClassesEveryRequestUsesItsOwnClass) {
-  pool_ = std::make_unique<PoolResource>(upstream_, PoolOptions{.larger_classes = 0});
-  Stream stream(device_);
-  EXPECT_EQ(pool_->largest_block_for(28 << 10), std::size_t{28} << 10);
-  void* large = pool_->allocate(32 << 10, stream);
-  pool_->deallocate(large, 32 << 10, stream);
-  void* small = pool_->allocate(28 << 10, stream);
-  EXPECT_NE(small, large);
-  pool_->deallocate(small, 28 << 10, stream);
+TEST_F(PoolResourceTest, CompletedPolicyReusesAnotherStreamsBlockOnlyAfterItsFreeExecuted) {
+  remake(PoolOptions{.cross_stream = CrossStreamReuse::completed});
+  Stream a(device_);
+  Stream b(device_);
+  Gate gate;
+  gate.block(a);
+  void* first = pool_->allocate(20 * MiB, a);  // a whole segment: no rest to take instead
+  pool_->deallocate(first, 20 * MiB, a);
+  void* while_pending = pool_->allocate(20 * MiB, b);
+  EXPECT_NE(while_pending, first) << "b took a block that a's queued work may still use";
+  gate.open();
+  a.synchronize();
+  void* after = pool_->allocate(20 * MiB, b);
+  EXPECT_EQ(after, first) << "a's free has executed: its block is b's to take";
+  EXPECT_EQ(pool_->memory_stats().stream_waits, 0U);
+  EXPECT_EQ(upstream_->statistics().allocations, 2U);
+  pool_->deallocate(while_pending, 20 * MiB, b);
+  pool_->deallocate(after, 20 * MiB, b);
 }
 
-TEST_F(PoolResourceTest, FreeingALentBlockWithTheWrongSizeIsReported) {
-  Stream stream(device_);
-  void* large = pool_->allocate(40 << 10, stream);
-  pool_->deallocate(large, 40 << 10, stream);
-  void* small = pool_->allocate(28 << 10, stream);
-  ASSERT_EQ(small, large);
-  pool_->deallocate(small, 40 << 10, stream);  // the block's size, not the request's
-  const auto errors = take_errors();
-  ASSERT_EQ(errors.size(), 1U);
-  EXPECT_NE(errors[0].find("allocated in size class 28.00 KiB"), std::string::npos) << errors[0];
+TEST_F(PoolResourceTest, DefaultPolicyWaitsOnTheDeviceRatherThanGrow) {
+  Stream a(device_);
+  Stream b(device_);
+  Gate gate;
+  gate.block(a);
+  void* first = pool_->allocate(4096, a);
+  pool_->deallocate(first, 4096, a);
+  const auto upstream_before = upstream_->statistics().allocations;
+  void* taken = pool_->allocate(4096, b);
+  EXPECT_EQ(taken, first) << "b should take a's block and wait for a on the device";
+  EXPECT_EQ(upstream_->statistics().allocations, upstream_before);
+  // b's work now waits for a: nothing queued on b runs before the gate opens.
+  b.view().memset(taken, 7, 4096);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_FALSE(b.view().query()) << "b did not wait for a's work";
+  const PoolStatistics st = pool_->memory_stats();
+  EXPECT_EQ(st.stream_waits, 1U);
+  EXPECT_EQ(st.events_recorded, 1U) << "one event closes a's batch of frees";
+  gate.open();
+  b.synchronize();
+  pool_->deallocate(taken, 4096, b);
+  EXPECT_TRUE(take_violations().empty());
+}
+
+TEST_F(PoolResourceTest, OwnStreamPolicyNeverLendsABlockToAnotherStream) {
+  remake(PoolOptions{.cross_stream = CrossStreamReuse::own_stream});
+  Stream a(device_);
+  Stream b(device_);
+  void* first = pool_->allocate(4096, a);
+  pool_->deallocate(first, 4096, a);
+  a.synchronize();
+  void* other = pool_->allocate(4096, b);
+  EXPECT_NE(other, first);
+  EXPECT_EQ(pool_->memory_stats().events_recorded, 0U);
+  pool_->deallocate(other, 4096, b);
+}
+
+TEST_F(PoolResourceTest, WaitPolicyTakesTheBestFitOfAnyStream) {
+  remake(PoolOptions{.cross_stream = CrossStreamReuse::wait});
+  Stream a(device_);
+  Stream b(device_);
+  // a's segment: an exact 2 MiB fit, freed behind a gate; b's segment: a free 3 MiB block.
+  void* exact_a = pool_->allocate(2 * MiB, a);
+  void* fill_a = pool_->allocate(18 * MiB, a);
+  void* big_b = pool_->allocate(3 * MiB, b);
+  void* fill_b = pool_->allocate(17 * MiB, b);
+  EXPECT_EQ(upstream_->statistics().allocations, 2U);
+  pool_->deallocate(big_b, 3 * MiB, b);
+  Gate gate;
+  gate.block(a);
+  pool_->deallocate(exact_a, 2 * MiB, a);
+  void* got = pool_->allocate(2 * MiB, b);
+  EXPECT_EQ(got, exact_a) << "the best fit was a's 2 MiB block";
+  EXPECT_EQ(pool_->memory_stats().stream_waits, 1U);
+  gate.open();
+  pool_->deallocate(got, 2 * MiB, b);
+  pool_->deallocate(fill_a, 18 * MiB, a);
+  pool_->deallocate(fill_b, 17 * MiB, b);
+}
+
+TEST_F(PoolResourceTest, RecordedStreamsKeepABlockAsideUntilTheirWorkIsDone) {
+  remake(PoolOptions{.cross_stream = CrossStreamReuse::completed});
+  Stream a(device_);
+  Stream c(device_);
+  Gate gate;
+  gate.block(c);
+  Event used(device_);
+  c.view().record(used);  // c still uses the block
+  void* p = pool_->allocate(8192, a);
+  std::vector<Event> after;
+  after.push_back(std::move(used));
+  pool_->deallocate_after(p, 8192, a, std::move(after));
+  void* q = pool_->allocate(8192, a);
+  EXPECT_NE(q, p) << "reused before the recorded stream's work was done";
+  gate.open();
+  c.synchronize();
+  pool_->deallocate(q, 8192, a);
+  // Once the group's events are known complete the block joins its neighbours again, and the
+  // whole segment is free.
+  EXPECT_EQ(pool_->trim(), 2 * MiB);
 }
 
 TEST_F(PoolResourceTest, ManyStreamsPassOneBlockAlong) {
-  // Each stream takes the block its predecessor freed (that free has executed) and frees it
-  // itself: every stream's first free in the class adds a free list there and drops the lists
-  // that streams before it left empty.
   std::vector<Stream> streams;
   for (int i = 0; i < 16; ++i) streams.emplace_back(device_);
   void* first = nullptr;
@@ -156,108 +304,214 @@ TEST_F(PoolResourceTest, ManyStreamsPassOneBlockAlong) {
     for (std::size_t i = 0; i < streams.size(); ++i) {
       void* p = pool_->allocate(4096, streams[i]);
       if (first == nullptr) first = p;
-      EXPECT_EQ(p, first) << "round " << round << ", stream " << i;
       pool_->deallocate(p, 4096, streams[i]);
       streams[i].synchronize();
     }
   }
   EXPECT_EQ(upstream_->statistics().allocations, 1U);
-  EXPECT_EQ(pool_->statistics().hits, 3 * streams.size() - 1);
+  EXPECT_EQ(pool_->memory_stats().stream_waits, 0U) << "every free had executed";
 }
 
-TEST_F(PoolResourceTest, OtherStreamReusesOnlyAfterTheFreeHasExecuted) {
-  Stream a(device_);
-  Stream b(device_);
-  Gate gate;
-  gate.block(a);
-  void* first = pool_->allocate(4096, a);
-  pool_->deallocate(first, 4096, a);
-  void* while_pending = pool_->allocate(4096, b);
-  EXPECT_NE(while_pending, first) << "b took a block that a's queued work may still use";
-  gate.open();
-  a.synchronize();
-  void* after_event = pool_->allocate(4096, b);
-  EXPECT_EQ(after_event, first);
-  pool_->deallocate(while_pending, 4096, b);
-  pool_->deallocate(after_event, 4096, b);
-}
-
-TEST_F(PoolResourceTest, SteadyStateMakesNoUpstreamCalls) {
+TEST_F(PoolResourceTest, SteadyStateMakesNoUpstreamCallsAndRecordsNoEvents) {
   Stream stream(device_);
-  const std::vector<std::size_t> sizes = {1000, 50000, 4096, 1 << 20, 300, 70000};
-  for (int warm = 0; warm < 2; ++warm) {
+  const std::vector<std::size_t> sizes = {1000, 50000, 4096, 1 << 20, 300, 70000, 3 << 20};
+  auto step = [&] {
     std::vector<void*> ptrs;
     for (std::size_t s : sizes) ptrs.push_back(pool_->allocate(s, stream));
     for (std::size_t i = 0; i < sizes.size(); ++i) pool_->deallocate(ptrs[i], sizes[i], stream);
-  }
+  };
+  step();
   const auto upstream_before = upstream_->statistics().allocations;
-  for (int step = 0; step < 100; ++step) {
-    std::vector<void*> ptrs;
-    for (std::size_t s : sizes) ptrs.push_back(pool_->allocate(s, stream));
-    for (std::size_t i = 0; i < sizes.size(); ++i) pool_->deallocate(ptrs[i], sizes[i], stream);
-  }
+  for (int i = 0; i < 1000; ++i) step();
   EXPECT_EQ(upstream_->statistics().allocations, upstream_before);
-  EXPECT_EQ(pool_->statistics().hits, 100U * sizes.size() + sizes.size());
+  EXPECT_EQ(upstream_->statistics().deallocations, 0U);
+  EXPECT_EQ(pool_->memory_stats().events_recorded, 0U) << "one stream needs no events";
 }
 
-TEST_F(PoolResourceTest, CachedBytesAreCappedLeastRecentlyFreedFirst) {
-  pool_ = std::make_unique<PoolResource>(upstream_, PoolOptions{.max_cached_bytes = 8192});
+TEST_F(PoolResourceTest, CachedBytesAreCappedByGivingBackWholeSegmentsLeastRecentlyUsedFirst) {
+  remake(PoolOptions{.max_cached_bytes = 24 * MiB});
   Stream stream(device_);
-  void* a = pool_->allocate(4096, stream);
-  void* b = pool_->allocate(4096, stream);
-  void* c = pool_->allocate(4096, stream);
-  pool_->deallocate(a, 4096, stream);
-  pool_->deallocate(b, 4096, stream);
-  pool_->deallocate(c, 4096, stream);  // a is the oldest: it goes
-  EXPECT_EQ(pool_->statistics().bytes_cached, 8192U);
-  EXPECT_EQ(pool_->statistics().upstream_deallocations, 1U);
+  void* a = pool_->allocate(12 * MiB, stream);
+  void* b = pool_->allocate(12 * MiB, stream);
+  void* c = pool_->allocate(12 * MiB, stream);
+  pool_->deallocate(a, 12 * MiB, stream);
+  pool_->deallocate(b, 12 * MiB, stream);
+  EXPECT_EQ(upstream_->statistics().deallocations, 0U);
+  pool_->deallocate(c, 12 * MiB, stream);  // 36 MiB cached: a's segment, the oldest, goes
   EXPECT_EQ(upstream_->statistics().deallocations, 1U);
-  void* x = pool_->allocate(4096, stream);
-  void* y = pool_->allocate(4096, stream);
+  EXPECT_EQ(pool_->statistics().bytes_cached, 24 * MiB);
+  void* x = pool_->allocate(12 * MiB, stream);
+  void* y = pool_->allocate(12 * MiB, stream);
   EXPECT_TRUE((x == b && y == c) || (x == c && y == b));
-  pool_->deallocate(x, 4096, stream);
-  pool_->deallocate(y, 4096, stream);
+  pool_->deallocate(x, 12 * MiB, stream);
+  pool_->deallocate(y, 12 * MiB, stream);
 }
 
-TEST_F(PoolResourceTest, TrimGivesCachedMemoryBack) {
+TEST_F(PoolResourceTest, SegmentsIdleForLongAreGivenBackInStreamOrder) {
+  remake(PoolOptions{.release_after_allocations = 1500});
+  Stream stream(device_);
+  Gate gate;
+  gate.block(stream);
+  void* big = pool_->allocate(64 * MiB, stream);
+  pool_->deallocate(big, 64 * MiB, stream);
+  for (int i = 0; i < 3000; ++i) pool_->deallocate(pool_->allocate(4096, stream), 4096, stream);
+  EXPECT_EQ(pool_->memory_stats().large.segments, 0U) << "the idle segment is still held";
+  EXPECT_EQ(pool_->memory_stats().device_synchronizations, 0U);
+  EXPECT_EQ(pool_->memory_stats().small.segments, 1U) << "the segment in use stays";
+  gate.open();
+  stream.synchronize();
+  EXPECT_EQ(upstream_->statistics().bytes_in_use, 2 * MiB);
+}
+
+TEST_F(PoolResourceTest, TrimGivesWholeFreeSegmentsBack) {
   Stream stream(device_);
   const std::size_t free_before = device_.memory_info().free_bytes;
-  void* a = pool_->allocate(1 << 20, stream);
-  pool_->deallocate(a, 1 << 20, stream);
-  EXPECT_EQ(pool_->statistics().bytes_cached, std::size_t{1} << 20);
-  EXPECT_EQ(pool_->trim(), std::size_t{1} << 20);
+  void* a = pool_->allocate(MiB, stream);
+  void* b = pool_->allocate(4 * MiB, stream);
+  void* c = pool_->allocate(4 * MiB, stream);
+  pool_->deallocate(a, MiB, stream);
+  pool_->deallocate(b, 4 * MiB, stream);
+  EXPECT_EQ(pool_->statistics().bytes_cached, 2 * MiB + 16 * MiB);
+  EXPECT_EQ(pool_->trim(), 2 * MiB) << "the large segment still holds c";
+  pool_->deallocate(c, 4 * MiB, stream);
+  EXPECT_EQ(pool_->trim(), 20 * MiB);
   EXPECT_EQ(pool_->statistics().bytes_cached, 0U);
   device_.synchronize();
   EXPECT_EQ(device_.memory_info().free_bytes, free_before);
+  EXPECT_EQ(pool_->memory_stats().device_synchronizations, 0U);
 }
 
-TEST_F(PoolResourceTest, OutOfMemoryReleasesCachedBlocksAndRetries) {
+TEST_F(PoolResourceTest, OutOfMemoryGivesBackFreeSegmentsBeforeSynchronising) {
   Stream a(device_);
   Stream b(device_);
-  // Fill the device with cached blocks freed on stream a.
   std::vector<void*> blocks;
-  for (int i = 0; i < 7; ++i) blocks.push_back(pool_->allocate(std::size_t{32} << 20, a));
-  for (void* p : blocks) pool_->deallocate(p, std::size_t{32} << 20, a);
-  // A different size class on another stream cannot reuse them; the pool must trim and retry.
-  void* big = pool_->allocate(std::size_t{100} << 20, b);
+  for (int i = 0; i < 7; ++i) blocks.push_back(pool_->allocate(32 * MiB, a));
+  void* keep = pool_->allocate(12 * MiB, a);
+  for (void* p : blocks) pool_->deallocate(p, 32 * MiB, a);
+  a.synchronize();
+  // 224 MiB cached in 32 MiB segments, 12 MiB live: 100 MiB fits only once they go back.
+  void* big = pool_->allocate(100 * MiB, b);
   EXPECT_NE(big, nullptr);
-  EXPECT_EQ(pool_->statistics().bytes_cached, 0U);
-  pool_->deallocate(big, std::size_t{100} << 20, b);
+  const PoolStatistics st = pool_->memory_stats();
+  EXPECT_EQ(st.oom_retries, 1U);
+  EXPECT_EQ(st.device_synchronizations, 0U) << "no device-wide synchronisation was needed";
+  EXPECT_EQ(st.large.segments, 2U);
+  pool_->deallocate(big, 100 * MiB, b);
+  pool_->deallocate(keep, 12 * MiB, a);
 }
 
-TEST_F(PoolResourceTest, OutOfMemoryAfterRetryNamesWhatIsInUse) {
-  void* held = pool_->allocate(std::size_t{200} << 20);
+TEST_F(PoolResourceTest, OutOfMemoryMessageNamesReservedButUnallocatedBytesAndTheLargestBlock) {
+  Stream stream(device_);
+  // Fragmentation: twelve 20 MiB segments, each with a live 8 MiB block and 12 MiB free.
+  std::vector<void*> live;
+  std::vector<void*> freed;
+  for (int i = 0; i < 12; ++i) {
+    live.push_back(pool_->allocate(8 * MiB, stream));
+    freed.push_back(pool_->allocate(8 * MiB, stream));
+  }
+  EXPECT_EQ(pool_->memory_stats().large.segments, 12U);
+  for (void* q : freed) pool_->deallocate(q, 8 * MiB, stream);
   try {
-    (void)pool_->allocate(std::size_t{100} << 20);
+    (void)pool_->allocate(100 * MiB, stream);
     FAIL() << "expected OutOfMemoryError";
   } catch (const OutOfMemoryError& e) {
     const std::string message = e.what();
     EXPECT_NE(message.find("pool(async) could not allocate 100.00 MiB"), std::string::npos)
         << message;
-    EXPECT_NE(message.find("in use"), std::string::npos) << message;
-    EXPECT_EQ(e.requested_bytes(), std::size_t{100} << 20);
+    EXPECT_NE(message.find("96.00 MiB in use, 144.00 MiB reserved but unallocated (largest "
+                           "free block 12.00 MiB)"),
+              std::string::npos)
+        << message;
+    EXPECT_EQ(e.requested_bytes(), 100 * MiB);
   }
-  pool_->deallocate(held, std::size_t{200} << 20);
+  const PoolStatistics st = pool_->memory_stats();
+  EXPECT_EQ(st.failed_allocations, 1U);
+  EXPECT_EQ(st.device_synchronizations, 1U) << "synchronised once, as the last resort";
+  for (void* p : live) pool_->deallocate(p, 8 * MiB, stream);
+}
+
+TEST_F(PoolResourceTest, ExpandableSegmentsMapChunksAsTheyGrowAndTheDeviceCountsThem) {
+  remake(PoolOptions{});
+  pool_.reset();
+  pool_ = std::make_unique<PoolResource>(upstream_);  // the default: expandable where supported
+  ASSERT_TRUE(pool_->uses_expandable_segments());
+  Stream stream(device_);
+  auto used = [&] { return device_.memory_info().total_bytes - device_.memory_info().free_bytes; };
+  void* a = pool_->allocate(3 * MiB, stream);  // maps two 2 MiB chunks
+  EXPECT_EQ(used(), 4 * MiB);
+  void* b = pool_->allocate(2 * MiB, stream);  // the free 1 MiB after a and one more chunk
+  EXPECT_EQ(static_cast<char*>(b), static_cast<char*>(a) + 3 * MiB) << "the range grew in place";
+  EXPECT_EQ(used(), 6 * MiB);
+  PoolStatistics st = pool_->memory_stats();
+  EXPECT_EQ(st.large.reserved_bytes, 6 * MiB);
+  EXPECT_EQ(st.map_calls, 2U);
+  EXPECT_EQ(st.upstream_allocations, 0U) << "no segment came from upstream";
+  EXPECT_EQ(upstream_->statistics().bytes_in_use, 6 * MiB) << "the upstream counts mapped bytes";
+  pool_->deallocate(a, 3 * MiB, stream);
+  // The free chunk under a (its users done) goes back without a synchronisation; b stays.
+  stream.synchronize();
+  EXPECT_EQ(pool_->trim(), 2 * MiB);
+  EXPECT_EQ(used(), 4 * MiB);
+  st = pool_->memory_stats();
+  EXPECT_EQ(st.unmap_calls, 1U);
+  EXPECT_EQ(st.device_synchronizations, 0U);
+  EXPECT_EQ(pool_->validate(), "");
+  // A stale access to the unmapped memory is caught, not a crash.
+  stream.view().memset(a, 0, 64);
+  const auto violations = take_violations();
+  ASSERT_EQ(violations.size(), 1U);
+  EXPECT_EQ(violations[0].kind, SimViolation::Kind::use_after_free);
+  // Mapping again reuses the hole.
+  void* c = pool_->allocate(MiB, stream);  // the small pool: its own range
+  void* d = pool_->allocate(2 * MiB, stream);
+  EXPECT_EQ(d, a);
+  pool_->deallocate(b, 2 * MiB, stream);
+  pool_->deallocate(c, MiB, stream);
+  pool_->deallocate(d, 2 * MiB, stream);
+  EXPECT_EQ(pool_->validate(), "");
+  pool_.reset();
+  EXPECT_EQ(used(), 0U) << "destruction unmapped everything";
+}
+
+TEST_F(PoolResourceTest, ExpandableSegmentsRunOutOfMemoryGently) {
+  pool_.reset();
+  pool_ = std::make_unique<PoolResource>(upstream_);
+  Stream a(device_);
+  Stream b(device_);
+  // 200 MiB mapped on a, freed; b needs 240 MiB, more than that block, in its own range: a's
+  // free chunks are unmapped (their users are done) without synchronising the device.
+  void* big = pool_->allocate(200 * MiB, a);
+  pool_->deallocate(big, 200 * MiB, a);
+  a.synchronize();
+  void* other = pool_->allocate(240 * MiB, b);
+  const PoolStatistics st = pool_->memory_stats();
+  EXPECT_EQ(st.device_synchronizations, 0U);
+  EXPECT_GE(st.oom_retries, 1U);
+  EXPECT_EQ(st.total.reserved_bytes, 240 * MiB);
+  pool_->deallocate(other, 240 * MiB, b);
+  EXPECT_EQ(pool_->validate(), "");
+}
+
+TEST_F(PoolResourceTest, StatisticsAndSummaryDescribeFragmentation) {
+  Stream stream(device_);
+  void* a = pool_->allocate(4 * MiB, stream);
+  void* b = pool_->allocate(6 * MiB, stream);
+  pool_->deallocate(a, 4 * MiB, stream);
+  const PoolStatistics st = pool_->memory_stats();
+  EXPECT_EQ(st.large.reserved_bytes, 20 * MiB);
+  EXPECT_EQ(st.large.allocated_bytes, 6 * MiB);
+  EXPECT_EQ(st.large.cached_bytes, 14 * MiB);
+  EXPECT_EQ(st.large.inactive_split_bytes, 14 * MiB);
+  EXPECT_EQ(st.large.largest_free_block, 10 * MiB);
+  EXPECT_EQ(st.large.peak_allocated_bytes, 10 * MiB);
+  ASSERT_EQ(st.streams.size(), 1U);
+  EXPECT_EQ(st.streams[0].stream_id, stream.id());
+  EXPECT_EQ(st.streams[0].allocated_bytes, 6 * MiB);
+  const std::string summary = pool_->memory_summary();
+  EXPECT_NE(summary.find("inactive split"), std::string::npos) << summary;
+  EXPECT_NE(summary.find("14.00 MiB"), std::string::npos) << summary;
+  EXPECT_NE(summary.find("largest free block"), std::string::npos) << summary;
+  pool_->deallocate(b, 6 * MiB, stream);
 }
 
 TEST_F(PoolResourceTest, DoubleFreeAndForeignPointerAreReportedNotFatal) {
@@ -272,6 +526,15 @@ TEST_F(PoolResourceTest, DoubleFreeAndForeignPointerAreReportedNotFatal) {
   EXPECT_NE(errors[1].find("not allocated by this pool"), std::string::npos) << errors[1];
 }
 
+TEST_F(PoolResourceTest, FreeingWithTheWrongSizeIsReported) {
+  void* a = pool_->allocate(40 * KiB);
+  pool_->deallocate(a, 28 * KiB);
+  const auto errors = take_errors();
+  ASSERT_EQ(errors.size(), 1U);
+  EXPECT_NE(errors[0].find("allocated with 40.00 KiB"), std::string::npos) << errors[0];
+  EXPECT_EQ(pool_->statistics().bytes_in_use, 0U) << "freed all the same";
+}
+
 TEST_F(PoolResourceTest, LiveBlocksListsWhatIsHandedOut) {
   Stream stream(device_);
   void* a = pool_->allocate(1000, stream);
@@ -280,24 +543,29 @@ TEST_F(PoolResourceTest, LiveBlocksListsWhatIsHandedOut) {
   const auto live = pool_->live_blocks();
   ASSERT_EQ(live.size(), 1U);
   EXPECT_EQ(live[0].ptr, b);
-  EXPECT_EQ(live[0].bytes, PoolResource::size_class(5000));
+  EXPECT_EQ(live[0].bytes, 5000U);
+  EXPECT_EQ(live[0].capacity, PoolResource::size_class(5000));
   EXPECT_EQ(live[0].stream_id, stream.id());
   pool_->deallocate(b, 5000, stream);
 }
 
 TEST_F(PoolResourceTest, DestroyingWithLiveBlocksReportsThem) {
-  (void)pool_->allocate(1000);
+  Stream a(device_);
+  Stream b(device_);
+  (void)pool_->allocate(1000, a);
+  (void)pool_->allocate(2000, b);
   pool_.reset();
   const auto errors = take_errors();
   ASSERT_EQ(errors.size(), 1U);
-  EXPECT_NE(errors[0].find("1 blocks"), std::string::npos) << errors[0];
+  EXPECT_NE(errors[0].find("2 blocks"), std::string::npos) << errors[0];
+  device_.synchronize();
+  EXPECT_EQ(upstream_->statistics().bytes_in_use, 0U);
 }
 
 // Two threads, four streams, thousands of operations: no two live blocks overlap, every block
 // keeps the bytes its owner wrote, and the simulated device sees no violation.
-TEST_F(PoolResourceTest, RandomisedTwoThreadsNeverHandOutOverlappingBlocks) {
-  std::vector<Stream> streams;
-  for (int i = 0; i < 4; ++i) streams.emplace_back(device_);
+void randomised_two_threads(PoolResource& pool, std::vector<Stream>& streams,
+                            const Device& device) {
   std::mutex live_mutex;
   std::map<std::uintptr_t, std::size_t> live;  // begin -> bytes, across both threads
   std::atomic<int> overlaps{0};
@@ -314,9 +582,9 @@ TEST_F(PoolResourceTest, RandomisedTwoThreadsNeverHandOutOverlappingBlocks) {
     std::vector<Held> held;
     for (int op = 0; op < 3000; ++op) {
       if (held.size() < 24 && (held.empty() || rng() % 2 == 0)) {
-        const std::size_t bytes = (std::size_t{1} << (rng() % 16)) + rng() % 100;
+        const std::size_t bytes = (std::size_t{1} << (rng() % 22)) + rng() % 100;
         const std::size_t s = rng() % streams.size();
-        auto* ptr = static_cast<unsigned char*>(pool_->allocate(bytes, streams[s]));
+        auto* ptr = static_cast<unsigned char*>(pool.allocate(bytes, streams[s]));
         const auto tag = static_cast<unsigned char>(rng());
         {
           std::scoped_lock lock(live_mutex);
@@ -341,7 +609,19 @@ TEST_F(PoolResourceTest, RandomisedTwoThreadsNeverHandOutOverlappingBlocks) {
           std::scoped_lock lock(live_mutex);
           live.erase(reinterpret_cast<std::uintptr_t>(h.ptr));
         }
-        pool_->deallocate(h.ptr, h.bytes, streams[h.stream]);
+        if (rng() % 4 == 0) {
+          // Another stream reads it too (record_stream): the free waits for that read.
+          const std::size_t other = (h.stream + 1) % streams.size();
+          Event read(device);
+          streams[other].view().wait(read);  // never recorded: a no-op, keeps the API honest
+          streams[other].view().memset(h.ptr, h.tag, h.bytes);
+          streams[other].view().record(read);
+          std::vector<Event> after;
+          after.push_back(std::move(read));
+          pool.deallocate_after(h.ptr, h.bytes, streams[h.stream], std::move(after));
+        } else {
+          pool.deallocate(h.ptr, h.bytes, streams[h.stream]);
+        }
       }
     }
     for (const Held& h : held) {
@@ -349,7 +629,7 @@ TEST_F(PoolResourceTest, RandomisedTwoThreadsNeverHandOutOverlappingBlocks) {
         std::scoped_lock lock(live_mutex);
         live.erase(reinterpret_cast<std::uintptr_t>(h.ptr));
       }
-      pool_->deallocate(h.ptr, h.bytes, streams[h.stream]);
+      pool.deallocate(h.ptr, h.bytes, streams[h.stream]);
     }
   };
   std::thread t1(worker, 1U);
@@ -358,11 +638,52 @@ TEST_F(PoolResourceTest, RandomisedTwoThreadsNeverHandOutOverlappingBlocks) {
   t2.join();
   EXPECT_EQ(overlaps.load(), 0);
   EXPECT_EQ(corrupted.load(), 0);
-  const ResourceStatistics stats = pool_->statistics();
+  const ResourceStatistics stats = pool.statistics();
   EXPECT_EQ(stats.bytes_in_use, 0U);
   EXPECT_EQ(stats.allocations, stats.deallocations);
   EXPECT_GT(stats.hits, stats.misses) << "the pool should mostly reuse";
+  EXPECT_EQ(pool.validate(), "");
 }
+
+class PoolPolicyTest : public PoolResourceTest,
+                       public ::testing::WithParamInterface<CrossStreamReuse> {};
+
+TEST_P(PoolPolicyTest, RandomisedTwoThreadsNeverHandOutOverlappingBlocks) {
+  remake(PoolOptions{.cross_stream = GetParam()});
+  std::vector<Stream> streams;
+  for (int i = 0; i < 4; ++i) streams.emplace_back(device_);
+  randomised_two_threads(*pool_, streams, device_);
+}
+
+TEST_P(PoolPolicyTest, RandomisedTwoThreadsWithExpandableSegments) {
+  pool_.reset();
+  pool_ = std::make_unique<PoolResource>(
+      upstream_, PoolOptions{.release_after_allocations = 500, .cross_stream = GetParam()});
+  ASSERT_TRUE(pool_->uses_expandable_segments());
+  std::vector<Stream> streams;
+  for (int i = 0; i < 4; ++i) streams.emplace_back(device_);
+  randomised_two_threads(*pool_, streams, device_);
+  pool_->trim();
+  device_.synchronize();
+  const MemoryInfo memory = device_.memory_info();
+  EXPECT_EQ(pool_->memory_stats().total.reserved_bytes, memory.total_bytes - memory.free_bytes)
+      << "the pool's mapped chunks are the device's used memory";
+}
+
+INSTANTIATE_TEST_SUITE_P(Policies, PoolPolicyTest,
+                         ::testing::Values(CrossStreamReuse::completed,
+                                           CrossStreamReuse::wait_before_growing,
+                                           CrossStreamReuse::wait, CrossStreamReuse::own_stream),
+                         [](const ::testing::TestParamInfo<CrossStreamReuse>& param) {
+                           switch (param.param) {
+                             case CrossStreamReuse::completed: return std::string("completed");
+                             case CrossStreamReuse::wait_before_growing:
+                               return std::string("wait_before_growing");
+                             case CrossStreamReuse::wait: return std::string("wait");
+                             case CrossStreamReuse::own_stream: return std::string("own_stream");
+                           }
+                           return std::string("unknown");
+                         });
 
 }  // namespace
 }  // namespace gpulife

@@ -325,6 +325,7 @@ struct Workload::State {
   bool faults_wanted = true;  // false from finish() on
   std::atomic<bool> clean{false};  // reset() proved the state clean, no operation ran since
   std::uint64_t final_pool_faults = 0;
+  PoolStatistics final_pool;
 
   // ---- helpers ----
 
@@ -1139,8 +1140,12 @@ void Workload::State::check() {
 
   // nothing the device or the library saw went wrong
   if (const auto violations = device.take_violations(); !violations.empty()) {
+    std::string all;
+    for (std::size_t i = 1; i < violations.size() && i < 4; ++i) {
+      all += "; then: " + violations[i].message();
+    }
     fail("the simulated device saw " + std::to_string(violations.size()) +
-         " violations, the first: " + violations.front().message());
+         " violations, the first: " + violations.front().message() + all);
   }
   {
     std::scoped_lock lock(report_mutex);
@@ -1203,7 +1208,7 @@ void Workload::State::check() {
     }
     live_bytes += root->bytes;
     if (root->bytes != 0) {
-      expected_blocks.emplace_back(root->data, PoolResource::size_class(root->bytes));
+      expected_blocks.emplace_back(root->data, root->bytes);
     }
     if (root->cached) {
       ++cache_roots_alive;
@@ -1270,12 +1275,27 @@ void Workload::State::check() {
   expect_eq(cache.pinned_bytes, pinned_bytes, "CacheStatistics::pinned_bytes");
   if (warm_bytes > config.warm_budget_bytes) fail("the warm tier is over its budget");
   const ResourceStatistics pool_stats = pool->statistics();
+  // The pool's own structure: blocks tile their segments (split and merge conserved the
+  // bytes), free neighbours merged, index and counters agree with the blocks.
+  if (const std::string broken = pool->validate(); !broken.empty()) fail("pool: " + broken);
   std::vector<std::pair<const void*, std::size_t>> blocks;
+  // No two live blocks overlap.
+  {
+    auto live = pool->live_blocks();
+    std::sort(live.begin(), live.end(),
+              [](const auto& a, const auto& b) { return a.ptr < b.ptr; });
+    for (std::size_t i = 1; i < live.size(); ++i) {
+      if (static_cast<const char*>(live[i - 1].ptr) + live[i - 1].capacity >
+          static_cast<const char*>(live[i].ptr)) {
+        fail("two live pool blocks overlap");
+      }
+    }
+  }
   std::size_t capacity_in_use = 0;
   for (const PoolResource::LiveBlock& block : pool->live_blocks()) {
     blocks.emplace_back(block.ptr, block.bytes);
-    // A block may serve a request of a smaller class, within the pool's allowance.
-    if (block.capacity < block.bytes || block.capacity > pool->largest_block_for(block.bytes)) {
+    // A block is the request rounded up, or more when its rest was too small to split off.
+    if (block.capacity < PoolResource::size_class(block.bytes)) {
       fail("a pool block of " + std::to_string(block.capacity) + " B serves a request of " +
            std::to_string(block.bytes) + " B");
     }
@@ -1294,6 +1314,10 @@ void Workload::State::check() {
   expect_eq(async->statistics().bytes_in_use, upstream_in_use, "AsyncResource bytes_in_use");
   const MemoryInfo memory = device.memory_info();
   expect_eq(memory.total_bytes - memory.free_bytes, upstream_in_use, "the device's used bytes");
+  // What the pool holds is what the device counts: its mapped chunks (expandable segments) or
+  // its segments are the simulated device's physical memory in use.
+  expect_eq(pool->memory_stats().total.reserved_bytes, memory.total_bytes - memory.free_bytes,
+            "the pool's reserved (mapped) bytes against the device's used bytes");
 
   // Contents: every tensor held holds the bytes it should.
   if (config.verify_contents) {
@@ -1425,6 +1449,7 @@ void Workload::State::finish() {
     roots.clear();
   }
   final_pool_faults = faults->injected_failures();
+  final_pool = pool->memory_stats();
   pool.reset();
   faults.reset();
   async.reset();
@@ -1449,7 +1474,18 @@ void Workload::State::build() {
   FaultOptions pool_options = config.pool_faults;
   pool_options.seed ^= config.seed;
   faults = std::make_shared<FaultAdaptor>(async, pool_options);
-  pool = std::make_shared<PoolResource>(faults, PoolOptions{.max_cached_bytes = 1 << 20});
+  // Small segments and a small cache, so that the workload's sizes (8 B .. 24 KiB) split and
+  // merge blocks, share and give back segments, and reach the upstream's faults often.
+  // Odd seeds run the pool with expandable segments (chunks mapped into per-stream ranges), even
+  // seeds with segments from upstream.
+  pool = std::make_shared<PoolResource>(faults, PoolOptions{.small_size = 4 << 10,
+                                                            .small_segment = 8 << 10,
+                                                            .medium_limit = 8 << 10,
+                                                            .medium_segment = 16 << 10,
+                                                            .large_rounding = 4 << 10,
+                                                            .expandable_segments =
+                                                                config.seed % 2 == 1,
+                                                            .max_cached_bytes = 8 << 10});
   ContextOptions context_options;
   context_options.device = device;
   context_options.resource = pool;
@@ -1535,6 +1571,7 @@ Workload::Workload(Config config) : state_(std::make_unique<State>(std::move(con
   options.schedule = s.config.schedule;
   options.seed = s.config.seed;
   options.on_violation = [](const SimViolation&) {};  // recorded by the device; check() reads them
+  options.vmm_granularity = 64 << 10;  // fine chunks: the 5 MiB device maps and unmaps often
   s.device = Device::sim(options);
   s.other_device = Device::sim({.schedule = s.config.schedule, .seed = s.config.seed});
   s.foreign_stream = Stream(s.other_device);
@@ -1655,6 +1692,10 @@ Counters Workload::counters() const {
   c.cache_evictions = cache.evictions;
   c.checks = s.checks;
   c.pressure_events = s.ballast ? s.ballast->notified.load() : 0;
+  const PoolStatistics pool = s.pool ? s.pool->memory_stats() : s.final_pool;
+  c.pool_segments = pool.upstream_allocations + pool.map_calls;
+  c.pool_splits = pool.splits;
+  c.pool_merges = pool.merges;
   return c;
 }
 
@@ -1668,7 +1709,9 @@ std::string Workload::summary() const {
       << " invalid_argument caught, " << c.contained_reports << " contained reports, "
       << c.tensors_created << " tensors, " << c.finalizers_run << " finalizers, " << c.cache_hits
       << " cache hits, " << c.cache_misses << " misses, " << c.cache_evictions << " evictions, "
-      << c.pressure_events << " pressure events, " << c.checks << " checks";
+      << c.pressure_events << " pressure events, " << c.checks << " checks; the pool took "
+      << c.pool_segments << " segments, split " << c.pool_splits << " and merged "
+      << c.pool_merges << " blocks";
   return out.str();
 }
 

@@ -78,7 +78,7 @@ struct Config {
   /// Faults of the simulated device while operations run (off during checks).
   SimFaults device_faults{.probability = 0.02, .allocations = true, .stream_operations = true};
   /// Faults of the `FaultAdaptor` under the pool while operations run (off during checks).
-  FaultOptions pool_faults{.probability = 0.03};
+  FaultOptions pool_faults{.probability = 0.1};
   std::size_t capacity_bytes = std::size_t{5} << 20;  ///< of the simulated device
   std::size_t warm_budget_bytes = 48 << 10;           ///< of the tensor cache's warm tier
   std::size_t max_held = 24;                          ///< handles one actor holds at most
@@ -111,6 +111,9 @@ struct Counters {
   std::uint64_t cache_evictions = 0;    ///< warm entries the cache evicted
   std::uint64_t pressure_events = 0;    ///< times the pressure listener was told to give memory up
   std::uint64_t checks = 0;             ///< `check()` calls
+  std::uint64_t pool_segments = 0;      ///< segments the pool took from upstream, or mappings
+  std::uint64_t pool_splits = 0;        ///< blocks the pool split
+  std::uint64_t pool_merges = 0;        ///< free neighbours the pool coalesced
   std::size_t live_tensors = 0;         ///< now
   std::size_t live_bytes = 0;           ///< now
 };

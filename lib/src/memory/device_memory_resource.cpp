@@ -57,4 +57,22 @@ void DeviceMemoryResource::do_deallocate_after(void* ptr, std::size_t bytes, Str
   do_deallocate(ptr, bytes, stream);
 }
 
+void* DeviceMemoryResource::do_reserve_range(std::size_t bytes) {
+  (void)bytes;
+  throw std::logic_error(name() + " cannot map memory into address ranges");
+}
+
+void DeviceMemoryResource::do_release_range(void* base, std::size_t bytes) noexcept {
+  (void)base, (void)bytes;
+}
+
+void DeviceMemoryResource::do_map(void* ptr, std::size_t bytes) {
+  (void)ptr, (void)bytes;
+  throw std::logic_error(name() + " cannot map memory into address ranges");
+}
+
+void DeviceMemoryResource::do_unmap(void* ptr, std::size_t bytes) noexcept {
+  (void)ptr, (void)bytes;
+}
+
 }  // namespace gpulife

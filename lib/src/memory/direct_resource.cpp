@@ -24,4 +24,33 @@ void DirectResource::do_deallocate(void* ptr, std::size_t bytes, StreamView /*st
 
 ResourceStatistics DirectResource::do_statistics() const { return counters_.snapshot(); }
 
+// Physical memory for growable ranges: the device's virtual memory management, counted like
+// allocations.
+std::size_t DirectResource::do_mapping_granularity() const noexcept {
+  return device().impl().vmm_granularity();
+}
+
+void* DirectResource::do_reserve_range(std::size_t bytes) {
+  return device().impl().reserve_address_range(bytes);
+}
+
+void DirectResource::do_release_range(void* base, std::size_t bytes) noexcept {
+  device().impl().release_address_range(base, bytes);
+}
+
+void DirectResource::do_map(void* ptr, std::size_t bytes) {
+  try {
+    device().impl().map_memory(ptr, bytes);
+    counters_.on_allocate(bytes);
+  } catch (...) {
+    counters_.on_failure();
+    throw;
+  }
+}
+
+void DirectResource::do_unmap(void* ptr, std::size_t bytes) noexcept {
+  device().impl().unmap_memory(ptr, bytes);
+  counters_.on_deallocate(bytes);
+}
+
 }  // namespace gpulife

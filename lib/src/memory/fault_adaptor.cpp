@@ -104,4 +104,27 @@ ResourceStatistics FaultAdaptor::do_statistics() const {
 
 std::size_t FaultAdaptor::do_release_cached() noexcept { return upstream_->release_cached(); }
 
+std::size_t FaultAdaptor::do_mapping_granularity() const noexcept {
+  return upstream_->mapping_granularity();
+}
+
+void* FaultAdaptor::do_reserve_range(std::size_t bytes) { return upstream_->reserve_range(bytes); }
+
+void FaultAdaptor::do_release_range(void* base, std::size_t bytes) noexcept {
+  upstream_->release_range(base, bytes);
+}
+
+void FaultAdaptor::do_unmap(void* ptr, std::size_t bytes) noexcept { upstream_->unmap(ptr, bytes); }
+
+void FaultAdaptor::do_map(void* ptr, std::size_t bytes) {
+  // Mapping physical memory is an allocation: it fails as the options choose.
+  if (should_fail()) {
+    throw OutOfMemoryError("out of memory: " + name() + " failed to map " +
+                               detail::format_bytes(bytes) + " on " + device().name() +
+                               " (fault injected by FaultAdaptor)",
+                           bytes);
+  }
+  upstream_->map(ptr, bytes);
+}
+
 }  // namespace gpulife

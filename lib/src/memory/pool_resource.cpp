@@ -1,167 +1,82 @@
 // SPDX-License-Identifier: Apache-2.0
+// PoolResource: allocation and release, the release policy and the out-of-memory path. The
+// segment map lives in pool/pool_segments.cpp, the stream policy's events in
+// pool/pool_events.cpp, expandable segments in pool/pool_expandable.cpp and the reports in
+// pool/pool_report.cpp.
+
 #include <gpulife/memory/pool_resource.hpp>
 
 #include <algorithm>
-#include <bit>
-#include <iterator>
+#include <array>
+#include <exception>
+#include <limits>
 #include <mutex>
 #include <stdexcept>
 #include <string>
-#include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include <gpulife/error_handler.hpp>
 #include <gpulife/errors.hpp>
 
 #include "detail/format.hpp"
+#include "memory/pool/pool_state.hpp"
 
 namespace gpulife {
+
+using detail::pool::AfterGroup;
+using detail::pool::Block;
+using detail::pool::Fence;
+using detail::pool::FenceSet;
+using detail::pool::home_any;
+using detail::pool::home_mixed;
+using detail::pool::PoolKind;
+using detail::pool::Segment;
+using detail::pool::StreamIndex;
+using detail::pool::StreamState;
+
 namespace {
 
-constexpr std::size_t granule = 256;
-constexpr std::size_t class_count = 256;  // index 4 + 4 * 61 + 3 covers every 64-bit size
-// Blocks of another stream whose events are probed per allocation: the oldest are the likeliest
-// to have completed, and a bound keeps a miss cheap.
+constexpr std::size_t block_rounding = 512;
+// Blocks of other streams probed per home before the pool looks elsewhere: the index is
+// ordered by size, not by age, so a few candidates are tried and a miss stays cheap.
 constexpr int cross_stream_probes = 4;
+// The release policy's idle scan runs once per this many allocations.
+constexpr std::uint64_t idle_scan_interval = 1024;
 
-std::size_t class_index(std::size_t size) noexcept {
-  if (size <= 4 * granule) return size / granule - 1;
-  // 2^(p-1) < size <= 2^p, classes 2^(p-1) + k * 2^(p-3) for k = 1..4
-  const auto p = static_cast<std::size_t>(std::bit_width(size - 1));
-  const std::size_t step = std::size_t{1} << (p - 3);
-  const std::size_t k = (size - (std::size_t{1} << (p - 1))) / step;
-  return 4 + (p - 11) * 4 + (k - 1);
+std::size_t kind_index(PoolKind kind) noexcept { return static_cast<std::size_t>(kind); }
+
+std::size_t round_up(std::size_t bytes, std::size_t to) noexcept {
+  return (bytes + to - 1) / to * to;
 }
 
-bool all_complete(std::vector<Event>& events) {
-  for (const Event& event : events) {
-    if (!event.query()) return false;
-  }
-  events.clear();  // back to the device's event pool
-  return true;
+void check_options(const PoolOptions& o) {
+  auto require = [](bool ok, const char* what) {
+    if (!ok) throw std::invalid_argument(what);
+  };
+  require(o.small_size >= block_rounding && o.small_size % block_rounding == 0,
+          "options.small_size: must be a positive multiple of 512");
+  require(o.small_segment >= o.small_size && o.small_segment % block_rounding == 0,
+          "options.small_segment: must be a multiple of 512 and at least small_size");
+  require(o.large_rounding >= block_rounding && o.large_rounding % block_rounding == 0,
+          "options.large_rounding: must be a positive multiple of 512");
+  require(o.medium_segment % o.large_rounding == 0 && o.medium_segment >= o.medium_limit,
+          "options.medium_segment: must be a multiple of large_rounding and at least "
+          "medium_limit");
+  require(o.max_split_size > o.small_size, "options.max_split_size: must exceed small_size");
 }
 
 }  // namespace
 
-struct PoolResource::State {
-  struct Block {
-    void* ptr = nullptr;
-    std::size_t size = 0;                  // its own size class
-    std::size_t lent_as = 0;               // the class of the request it serves now
-    detail::StreamImpl* stream = nullptr;  // of the last allocation or free
-    Event freed;                           // recorded on `stream` at the last free
-    bool freed_recorded = false;           // false: only `stream` may take the block
-    std::vector<Event> after;              // other streams' work that must finish first
-    bool cached = false;
-    Block* lru_prev = nullptr;
-    Block* lru_next = nullptr;
-  };
-  struct StreamList {
-    std::uint64_t stream_id = 0;
-    std::vector<Block*> blocks;  // least recently freed first
-  };
-
-  mutable std::mutex mutex;
-  std::unordered_map<void*, std::unique_ptr<Block>> blocks;  // every block the pool holds
-  std::vector<std::vector<StreamList>> bins = std::vector<std::vector<StreamList>>(class_count);
-  Block* lru_head = nullptr;  // cached blocks, least recently freed first
-  Block* lru_tail = nullptr;
-  ResourceStatistics stats;
-
-  void lru_push(Block* block) noexcept {
-    block->lru_prev = lru_tail;
-    block->lru_next = nullptr;
-    (lru_tail != nullptr ? lru_tail->lru_next : lru_head) = block;
-    lru_tail = block;
-  }
-  void lru_unlink(Block* block) noexcept {
-    (block->lru_prev != nullptr ? block->lru_prev->lru_next : lru_head) = block->lru_next;
-    (block->lru_next != nullptr ? block->lru_next->lru_prev : lru_tail) = block->lru_prev;
-    block->lru_prev = block->lru_next = nullptr;
-  }
-
-  StreamList& list_for(std::size_t index, std::uint64_t stream_id) {
-    auto& lists = bins[index];
-    for (StreamList& list : lists) {
-      if (list.stream_id == stream_id) return list;
-    }
-    // A stream seen for the first time here: drop the lists streams left empty, so that a
-    // program that makes short-lived streams does not grow every lookup. Lists of streams that
-    // keep freeing here stay, with their capacity, and make steady state allocation-free.
-    std::erase_if(lists, [](const StreamList& list) { return list.blocks.empty(); });
-    lists.push_back(StreamList{stream_id, {}});
-    return lists.back();
-  }
-
-  void take(Block* block) noexcept {
-    lru_unlink(block);
-    block->cached = false;
-    stats.bytes_cached -= block->size;
-  }
-
-  /// A cached block of class `index` that work on `stream` may use now, or null.
-  Block* take_cached(std::size_t index, StreamView stream) {
-    auto& lists = bins[index];
-    const std::uint64_t id = stream.id();
-    for (StreamList& list : lists) {
-      if (list.stream_id != id) continue;
-      // Most recently freed first: on its own stream a block is ready at once, unless other
-      // streams' work (record_stream) still uses it.
-      for (auto it = list.blocks.rbegin(); it != list.blocks.rend(); ++it) {
-        Block* block = *it;
-        if (!block->after.empty() && !all_complete(block->after)) continue;
-        list.blocks.erase(std::next(it).base());
-        take(block);
-        return block;
-      }
-    }
-    for (StreamList& list : lists) {
-      if (list.stream_id == id) continue;
-      int probes = 0;
-      for (auto it = list.blocks.begin(); it != list.blocks.end() && probes < cross_stream_probes;
-           ++it, ++probes) {
-        Block* block = *it;
-        if (!block->freed_recorded || !block->freed.query()) continue;
-        if (!block->after.empty() && !all_complete(block->after)) continue;
-        list.blocks.erase(it);
-        take(block);
-        block->stream = stream.impl();
-        return block;
-      }
-    }
-    return nullptr;
-  }
-
-  /// Removes `block` from the free lists and from `blocks`, handing over its ownership.
-  std::unique_ptr<Block> extract_cached(Block* block) {
-    auto& lists = bins[class_index(block->size)];
-    for (StreamList& list : lists) {
-      auto it = std::find(list.blocks.begin(), list.blocks.end(), block);
-      if (it != list.blocks.end()) {
-        list.blocks.erase(it);
-        break;
-      }
-    }
-    take(block);
-    auto node = blocks.extract(block->ptr);
-    return std::move(node.mapped());
-  }
-};
+// ---------------------------------------------------------------------------------------------
+// Sizes
 
 std::size_t PoolResource::size_class(std::size_t bytes) noexcept {
-  if (bytes <= 4 * granule) return std::max<std::size_t>((bytes + granule - 1) / granule, 1) * granule;
-  const auto p = static_cast<std::size_t>(std::bit_width(bytes - 1));
-  const std::size_t step = std::size_t{1} << (p - 3);
-  return (bytes + step - 1) / step * step;
-}
-
-std::size_t PoolResource::largest_block_for(std::size_t bytes) const noexcept {
-  std::size_t size = size_class(bytes);
-  for (std::size_t step = 0; step < options_.larger_classes; ++step) {
-    if (class_index(size) + 1 >= class_count) break;
-    size = size_class(size + 1);
+  if (bytes <= block_rounding) return block_rounding;
+  if (bytes > std::numeric_limits<std::size_t>::max() - block_rounding) {
+    return std::numeric_limits<std::size_t>::max() / block_rounding * block_rounding;
   }
-  return size;
+  return round_up(bytes, block_rounding);
 }
 
 PoolResource::PoolResource(std::shared_ptr<DeviceMemoryResource> upstream, PoolOptions options)
@@ -169,107 +84,430 @@ PoolResource::PoolResource(std::shared_ptr<DeviceMemoryResource> upstream, PoolO
                                     : throw std::invalid_argument("upstream: null resource")),
       upstream_(std::move(upstream)),
       options_(options),
-      state_(std::make_unique<State>()) {}
-
-PoolResource::~PoolResource() {
-  trim();
-  std::vector<std::unique_ptr<State::Block>> live;
-  {
-    std::scoped_lock lock(state_->mutex);
-    for (auto& [ptr, block] : state_->blocks) live.push_back(std::move(block));
-    state_->blocks.clear();
-  }
-  if (!live.empty()) {
-    std::size_t bytes = 0;
-    for (const auto& block : live) bytes += block->size;
-    report_error("PoolResource destroyed with " + std::to_string(live.size()) + " blocks (" +
-                 detail::format_bytes(bytes) + ") still allocated; freeing them in stream order");
-  }
-  for (auto& block : live) {
-    device().impl().unregister_pool_segment(block->ptr);
-    upstream_->deallocate(block->ptr, block->size, StreamView{block->stream});
+      state_((check_options(options_), std::make_unique<State>(options_))) {
+  state_->device = device();
+  if (options_.expandable_segments) {
+    state_->granularity = upstream_->mapping_granularity();
+    state_->expandable = state_->granularity != 0;
+    if (state_->expandable) {
+      // Each range can grow to the whole device: address space is cheap, memory is not.
+      const std::size_t total = device().memory_info().total_bytes;
+      state_->range_bytes = round_up(std::max(total, state_->granularity), state_->granularity);
+    }
   }
 }
+
+bool PoolResource::uses_expandable_segments() const noexcept { return state_->expandable; }
+
+// ---------------------------------------------------------------------------------------------
+// Finding a block
+
+PoolResource::State::Found PoolResource::State::find_block(PoolKind kind, std::size_t size,
+                                                           const StreamState& state,
+                                                           bool any_stream) {
+  auto& index = free[kind_index(kind)];
+  const CrossStreamReuse policy = options.cross_stream;
+  Found best;
+  auto better = [&](const Block* c) { return best.block == nullptr || c->size < best.block->size; };
+  auto consider_home = [&](StreamIndex home) {
+    if (index.blocks_in(home) == 0) return;
+    Block* c = index.best_fit(home, size);
+    if (c != nullptr && acceptable(c, size) && better(c)) best = {c, false};
+  };
+  consider_home(state.index);
+  if (policy == CrossStreamReuse::own_stream) return best;
+  consider_home(home_any);
+  if (best.block != nullptr && best.block->size == size) return best;  // exact: nothing is better
+
+  // Other streams' blocks whose users are known to be done; with `any_stream`, any of them.
+  auto probe_home = [&](StreamIndex home) {
+    if (home == state.index || index.blocks_in(home) == 0) return;
+    int probes = 0;
+    for (Block* c = index.best_fit(home, size); c != nullptr && probes < cross_stream_probes;
+         c = index.next_in_home(c), ++probes) {
+      if (!better(c) || !acceptable(c, size)) return;
+      if (c->after == nullptr && streams.ready_for(c->fences, state.index)) {
+        best = {c, false};
+        return;
+      }
+      if (any_stream) {
+        best = {c, true};
+        return;
+      }
+    }
+  };
+  for (const auto& other : streams.all()) probe_home(other->index);
+  probe_home(home_mixed);
+  return best;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handing a block out
+
+void PoolResource::State::hand_out(Block* block, std::size_t size, std::size_t requested,
+                                   StreamState& state) {
+  // Everything that may throw first, so that a failure leaves the block where it was. A block
+  // that record_stream events still guard goes whole: a rest split off would lose them.
+  Block* spare = block->after == nullptr && should_split(block, size) ? blocks.make() : nullptr;
+  try {
+    live.insert(block->addr, block);
+  } catch (...) {
+    if (spare != nullptr) blocks.recycle(spare);
+    throw;
+  }
+  if (block->indexed) unindex(block);
+  if (block->after != nullptr) {
+    block->after->block = nullptr;  // the caller waits for the group's events
+    block->after = nullptr;
+  }
+  const bool cross = std::any_of(block->fences.begin(), block->fences.end(),
+                                 [&](const Fence& f) { return f.stream != state.index; });
+  if (spare != nullptr) index(split(block, size, spare));
+  block->allocated = true;
+  block->requested = requested;
+  block->stream = state.index;
+  block->fences.clear();
+  Segment& segment = *block->segment;
+  segment.allocated_bytes += block->size;
+  ++segment.live_blocks;
+  KindCounters& k = kinds[kind_index(segment.kind)];
+  k.allocated += block->size;
+  k.requested += requested;
+  ++k.allocated_blocks;
+  k.peak_allocated = std::max(k.peak_allocated, k.allocated);
+  k.peak_requested = std::max(k.peak_requested, k.requested);
+  peak_allocated = std::max(peak_allocated, kinds[0].allocated + kinds[1].allocated);
+  peak_requested = std::max(peak_requested, kinds[0].requested + kinds[1].requested);
+  state.allocated_bytes += block->size;
+  state.requested_bytes += requested;
+  ++state.allocations;
+  if (cross) ++state.cross_stream_reuses;
+  ++counters.allocations;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Releasing segments
+
+PoolResource::State::Release PoolResource::State::detach_segment(Segment* segment) {
+  Release release;
+  release.ptr = reinterpret_cast<void*>(segment->base);
+  release.bytes = segment->size;
+  Block* block = segment->first;
+  // The free goes on the stream of one unfinished user; the others' work is waited for.
+  streams.prune(block->fences);
+  if (block->fences.empty()) {
+    release.stream = streams.at(segment->stream).impl;
+  } else {
+    release.stream = streams.at(block->fences.front().stream).impl;
+    for (std::size_t i = 1; i < block->fences.size(); ++i) {
+      release.wait_on.push_back(streams.at(block->fences[i].stream).impl);
+    }
+  }
+  remove_segment(segment);
+  ++counters.upstream_deallocations;
+  ++counters.released_segments;
+  return release;
+}
+
+void PoolResource::State::collect_releases(bool all, bool idle, std::vector<Release>& out) {
+  std::vector<Segment*> candidates;
+  for (const auto& segment : segments) {
+    if (!segment->expandable && segment->wholly_free()) candidates.push_back(segment.get());
+  }
+  if (candidates.empty()) return;
+  std::sort(candidates.begin(), candidates.end(),
+            [](const Segment* a, const Segment* b) { return a->freed_seq < b->freed_seq; });
+  out.reserve(out.size() + candidates.size());
+  for (Segment* segment : candidates) {
+    const bool idle_enough = idle && options.release_after_allocations != 0 &&
+                             tick - segment->used_at >= options.release_after_allocations;
+    if (!all && !idle_enough && cached_bytes() <= options.max_cached_bytes) continue;
+    out.push_back(detach_segment(segment));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// allocate
 
 void* PoolResource::do_allocate(std::size_t bytes, StreamView stream) {
   const std::size_t size = size_class(bytes);
-  const std::size_t index = class_index(size);
-  State& state = *state_;
-  {
-    std::scoped_lock lock(state.mutex);
-    State::Block* block = state.take_cached(index, stream);
-    const std::size_t last = std::min(index + options_.larger_classes, class_count - 1);
-    for (std::size_t larger = index + 1; block == nullptr && larger <= last; ++larger) {
-      block = state.take_cached(larger, stream);
-    }
-    if (block != nullptr) {
-      block->lent_as = size;
-      ++state.stats.hits;
-      ++state.stats.allocations;
-      state.stats.bytes_in_use += block->size;
-      state.stats.peak_bytes_in_use =
-          std::max(state.stats.peak_bytes_in_use, state.stats.bytes_in_use);
-      // Queued while the lock is held, so that it lands before any later free of the block.
-      device().impl().mark_allocated(block->ptr, block->size, *stream.impl());
-      return block->ptr;
-    }
+  if (size < bytes || size > std::numeric_limits<std::size_t>::max() / 2) {
+    throw OutOfMemoryError("out of memory: " + name() + " cannot allocate " +
+                               std::to_string(bytes) + " bytes on " + device().name(),
+                           bytes);
   }
-
+  const bool large = size > options_.small_size;
+  State& s = *state_;
+  detail::StreamImpl& impl = *stream.impl();
+  std::vector<State::Release> releases;
   void* ptr = nullptr;
-  try {
-    ptr = upstream_->allocate(size, stream);
-  } catch (const OutOfMemoryError&) {
-    // Give everything cached back and let the stream-ordered frees land before retrying.
-    const std::size_t released = trim();
-    try {
-      device().synchronize();
-      ptr = upstream_->allocate(size, stream);
-    } catch (const OutOfMemoryError& e) {
-      ResourceStatistics stats;
-      {
-        std::scoped_lock lock(state.mutex);
-        ++state.stats.failed_allocations;
-        stats = state.stats;
-      }
-      throw OutOfMemoryError(
-          "out of memory: " + name() + " could not allocate " + detail::format_bytes(bytes) +
-              " (size class " + detail::format_bytes(size) + ") on " + device().name() +
-              ", stream " + std::to_string(stream.id()) + ": " +
-              detail::format_bytes(stats.bytes_in_use) + " in use, " +
-              detail::format_bytes(stats.bytes_cached) + " cached after releasing " +
-              detail::format_bytes(released) + "; upstream said: " + e.what(),
-          bytes);
+  bool idle_scan = false;
+  {
+    std::scoped_lock lock(s.mutex);
+    StreamState& state = s.streams.of(impl);
+    for (auto& index : s.free) index.add_home(state.index);
+    ++s.tick;
+    State::Found found;
+    // The steady state: a block of exactly this size that this stream freed.
+    if (Block* quick = large ? nullptr : state.quick.take(size, 0)) {
+      found.block = quick;
+    } else {
+      found = s.find_block(large ? PoolKind::large : PoolKind::small, size, state,
+                           options_.cross_stream == CrossStreamReuse::wait);
     }
-  } catch (...) {
-    std::scoped_lock lock(state.mutex);
-    ++state.stats.failed_allocations;
-    throw;
+    if (found.block != nullptr && !found.needs_wait) {
+      s.hand_out(found.block, size, bytes, state);
+      ++s.hits;
+      // Queued while the lock is held, so that it lands before any later free of the block.
+      device().impl().mark_allocated(found.block->ptr(), found.block->size, impl);
+      ptr = found.block->ptr();
+      const std::uint64_t interval =
+          std::max(idle_scan_interval, options_.release_after_allocations / 16);
+      if (options_.release_after_allocations != 0 && s.tick % interval == 0) {
+        idle_scan = true;
+        s.drain_quick();
+        s.collect_releases(false, true, releases);
+      }
+    }
   }
-
-  // A new segment from upstream (today every block is one): tools that check the pool's blocks
-  // (compute-sanitizer, through NVTX) learn its extent before the block is marked live.
-  device().impl().register_pool_segment(ptr, size);
-  auto block = std::make_unique<State::Block>();
-  block->ptr = ptr;
-  block->size = size;
-  block->lent_as = size;
-  block->stream = stream.impl();
-  std::scoped_lock lock(state.mutex);
-  try {
-    state.blocks.emplace(ptr, std::move(block));
-  } catch (...) {
-    device().impl().unregister_pool_segment(ptr);
-    upstream_->deallocate(ptr, size, stream);
-    throw;
-  }
-  ++state.stats.misses;
-  ++state.stats.upstream_allocations;
-  ++state.stats.allocations;
-  state.stats.bytes_in_use += size;
-  state.stats.peak_bytes_in_use = std::max(state.stats.peak_bytes_in_use, state.stats.bytes_in_use);
-  device().impl().mark_allocated(ptr, size, *stream.impl());
+  if (ptr == nullptr) return allocate_slow(bytes, size, large, stream);
+  if (!releases.empty()) s.give_back(*upstream_, releases);
+  if (idle_scan) (void)unmap_free(options_.release_after_allocations,
+                                  std::numeric_limits<std::size_t>::max());
   return ptr;
 }
+
+void* PoolResource::allocate_slow(std::size_t bytes, std::size_t size, bool large,
+                                  StreamView stream) {
+  State& s = *state_;
+  const PoolKind kind = large ? PoolKind::large : PoolKind::small;
+  detail::StreamImpl& impl = *stream.impl();
+  const CrossStreamReuse policy = options_.cross_stream;
+
+  // Take a block as a ready one (block mutex held).
+  auto take_ready = [&](const State::Found& found, StreamState& state) -> void* {
+    s.hand_out(found.block, size, bytes, state);
+    ++s.hits;
+    device().impl().mark_allocated(found.block->ptr(), found.block->size, impl);
+    return found.block->ptr();
+  };
+
+  // 0. Merge what the streams' quick lists hold, and look again.
+  {
+    std::scoped_lock lock(s.mutex);
+    StreamState& state = s.streams.of(impl);
+    s.drain_quick();
+    const State::Found found = s.find_block(kind, size, state, policy == CrossStreamReuse::wait);
+    if (found.block != nullptr && !found.needs_wait) return take_ready(found, state);
+  }
+
+  // 1. Learn which other streams' frees have executed: close their open batches with events
+  //    (only streams that hold free blocks of this size pool) and query what was recorded.
+  if (policy != CrossStreamReuse::own_stream) {
+    std::vector<StreamIndex> close;
+    bool worth_it = false;
+    {
+      std::scoped_lock lock(s.mutex);
+      const StreamState& state = s.streams.of(impl);
+      const auto& index = s.free[kind_index(kind)];
+      for (const auto& other : s.streams.all()) {
+        if (other->index == state.index) continue;
+        if (index.blocks_in(other->index) == 0 && index.blocks_in(home_mixed) == 0) continue;
+        worth_it = true;
+        if (other->open_frees > 0) close.push_back(other->index);
+      }
+      worth_it = worth_it || !s.after_groups.empty();
+    }
+    if (worth_it && s.sweep(close)) {
+      std::scoped_lock lock(s.mutex);
+      StreamState& state = s.streams.of(impl);
+      const State::Found found =
+          s.find_block(kind, size, state, policy == CrossStreamReuse::wait);
+      if (found.block != nullptr && !found.needs_wait) return take_ready(found, state);
+    }
+  }
+
+  // 2. Rather than grow, wait on the device for another stream's block.
+  if (policy == CrossStreamReuse::wait_before_growing || policy == CrossStreamReuse::wait) {
+    Block* block = nullptr;
+    FenceSet fences;
+    std::vector<std::shared_ptr<AfterGroup>> groups;
+    StreamState* state = nullptr;
+    {
+      std::scoped_lock lock(s.mutex);
+      state = &s.streams.of(impl);
+      const State::Found found = s.find_block(kind, size, *state, true);
+      if (found.block != nullptr && !found.needs_wait) return take_ready(found, *state);
+      if (found.block != nullptr) {
+        block = found.block;
+        for (const Fence& f : block->fences) {
+          if (f.stream != state->index && !s.streams.complete(f)) fences.push_back(f);
+        }
+        if (block->after != nullptr) {
+          for (const auto& group : s.after_groups) {
+            if (group.get() == block->after) groups.push_back(group);
+          }
+        }
+        s.hand_out(block, size, bytes, *state);
+        ++s.hits;
+      }
+    }
+    if (block != nullptr) {
+      std::size_t waits = 0;
+      try {
+        std::scoped_lock events(s.event_mutex);
+        waits = s.wait_for(impl, fences, groups);
+      } catch (const std::exception& e) {
+        // Neither a device-side nor a host wait worked: order everything on the host.
+        report_error(std::string("PoolResource: waiting for another stream failed, "
+                                 "synchronising the device: ") + e.what());
+        device().synchronize();
+        std::scoped_lock lock(s.mutex);
+        ++s.counters.device_synchronizations;
+      }
+      {
+        std::scoped_lock lock(s.mutex);
+        state->stream_waits += waits;
+        s.counters.stream_waits += waits;
+      }
+      // After the waits: the device sees the block live only once the stream may use it.
+      device().impl().mark_allocated(block->ptr(), block->size, impl);
+      return block->ptr();
+    }
+  }
+
+  // 3. Grow: map more of this stream's range, or a new segment from upstream.
+  if (s.expandable) return allocate_expandable(bytes, size, large, stream);
+  std::size_t segment_bytes = options_.small_segment;
+  if (large) {
+    segment_bytes = size < options_.medium_limit ? options_.medium_segment
+                                                 : round_up(size, options_.large_rounding);
+  }
+  void* base = allocate_segment(segment_bytes, bytes, stream);
+  // Tools that check the pool's blocks (compute-sanitizer, through NVTX) learn the segment's
+  // extent before any block in it is marked live.
+  device().impl().register_pool_segment(base, segment_bytes);
+  try {
+    std::scoped_lock lock(s.mutex);
+    StreamState& state = s.streams.of(impl);
+    Block* block = nullptr;
+    try {
+      block = s.add_segment(reinterpret_cast<std::uintptr_t>(base), segment_bytes, kind,
+                            state.index, false);
+    } catch (...) {
+      device().impl().unregister_pool_segment(base);
+      upstream_->deallocate(base, segment_bytes, stream);
+      throw;
+    }
+    // Stream-ordered memory: usable on this stream now, on others once it reaches this point.
+    block->fences.push_back(Fence{state.index, state.epoch});
+    ++state.open_frees;
+    block->freed_at = s.tick;
+    try {
+      s.hand_out(block, size, bytes, state);
+    } catch (...) {
+      s.index(block);  // cached for later; the request fails
+      throw;
+    }
+    ++s.misses;
+    ++s.counters.upstream_allocations;
+    device().impl().mark_allocated(block->ptr(), block->size, impl);
+    return block->ptr();
+  } catch (const std::bad_alloc&) {
+    std::scoped_lock lock(s.mutex);
+    ++s.counters.failed_allocations;
+    throw;
+  }
+}
+
+std::size_t PoolResource::release_for_retry(bool sync) noexcept {
+  State& s = *state_;
+  if (sync) {
+    try {
+      device().synchronize();
+    } catch (const std::exception& e) {
+      report_error(std::string("PoolResource: synchronising after out of memory failed: ") +
+                   e.what());
+    }
+  }
+  std::vector<StreamIndex> close;
+  {
+    std::scoped_lock lock(s.mutex);
+    if (sync) ++s.counters.device_synchronizations;
+    for (const auto& state : s.streams.all()) {
+      if (state->open_frees > 0) close.push_back(state->index);
+    }
+  }
+  (void)s.sweep(close);
+  std::vector<State::Release> releases;
+  std::size_t bytes = 0;
+  try {
+    std::scoped_lock lock(s.mutex);
+    s.drain_quick();
+    s.collect_releases(true, false, releases);
+  } catch (...) {
+    // no room for the list: what was detached is still given back below
+  }
+  for (const auto& r : releases) bytes += r.bytes;
+  s.give_back(*upstream_, releases);
+  bytes += unmap_free(0, std::numeric_limits<std::size_t>::max());
+  if (sync) bytes += upstream_->release_cached();
+  return bytes;
+}
+
+void* PoolResource::allocate_segment(std::size_t segment_bytes, std::size_t bytes,
+                                     StreamView stream) {
+  State& s = *state_;
+  auto failed = [&] {
+    std::scoped_lock lock(s.mutex);
+    ++s.counters.failed_allocations;
+  };
+  try {
+    return upstream_->allocate(segment_bytes, stream);
+  } catch (const OutOfMemoryError&) {
+  } catch (...) {
+    failed();
+    throw;
+  }
+  // The gentler out-of-memory path: first what goes without synchronising the device (whole
+  // free segments, in stream order), then, only if that was not enough, a synchronisation,
+  // everything cached here and what the upstream caches.
+  std::size_t released = 0;
+  for (const bool sync : {false, true}) {
+    {
+      std::scoped_lock lock(s.mutex);
+      ++s.counters.oom_retries;
+    }
+    released += release_for_retry(sync);
+    try {
+      return upstream_->allocate(segment_bytes, stream);
+    } catch (const OutOfMemoryError& e) {
+      if (!sync) continue;
+      failed();
+      const PoolStatistics stats = memory_stats();
+      throw OutOfMemoryError(
+          "out of memory: " + name() + " could not allocate " + detail::format_bytes(bytes) +
+              " (a segment of " + detail::format_bytes(segment_bytes) + ") on " +
+              device().name() + ", stream " + std::to_string(stream.id()) + ": " +
+              detail::format_bytes(stats.total.allocated_bytes) + " in use, " +
+              detail::format_bytes(stats.total.cached_bytes) +
+              " reserved but unallocated (largest free block " +
+              detail::format_bytes(stats.total.largest_free_block) + "), " +
+              detail::format_bytes(stats.total.reserved_bytes) + " reserved in " +
+              std::to_string(stats.total.segments) + " segments, after releasing " +
+              detail::format_bytes(released) +
+              " and synchronising the device; upstream said: " + e.what(),
+          bytes);
+    } catch (...) {
+      failed();
+      throw;
+    }
+  }
+  return nullptr;  // not reached
+}
+
+// ---------------------------------------------------------------------------------------------
+// deallocate
 
 void PoolResource::do_deallocate(void* ptr, std::size_t bytes, StreamView stream) noexcept {
   do_deallocate_after(ptr, bytes, stream, {});
@@ -277,88 +515,95 @@ void PoolResource::do_deallocate(void* ptr, std::size_t bytes, StreamView stream
 
 void PoolResource::do_deallocate_after(void* ptr, std::size_t bytes, StreamView stream,
                                        std::vector<Event> after) noexcept {
-  State& state = *state_;
-  std::vector<std::unique_ptr<State::Block>> evicted;
-  {
-    std::scoped_lock lock(state.mutex);
-    auto it = state.blocks.find(ptr);
-    if (it == state.blocks.end() || it->second->cached) {
-      report_error("PoolResource: deallocate of " + detail::format_pointer(ptr) + " (" +
-                   detail::format_bytes(bytes) + "): " +
-                   (it == state.blocks.end() ? "not allocated by this pool"
-                                             : "already deallocated (double free)"));
-      return;
-    }
-    State::Block* block = it->second.get();
-    if (size_class(bytes) != block->lent_as) {
-      report_error("PoolResource: deallocate of " + detail::format_pointer(ptr) + " with " +
-                   detail::format_bytes(bytes) + ", but it was allocated in size class " +
-                   detail::format_bytes(block->lent_as));
-    }
-    block->stream = stream.impl();
-    try {
-      std::vector<detail::EventImpl*> pending;
+  State& s = *state_;
+  std::vector<State::Release> releases;
+  std::size_t over_cap = 0;
+  std::string error;
+  try {
+    std::shared_ptr<AfterGroup> group;
+    std::vector<detail::EventImpl*> pending;
+    if (!after.empty()) {
+      group = std::make_shared<AfterGroup>();
       pending.reserve(after.size());
       for (const Event& event : after) pending.push_back(event.impl());
-      // The mark goes first, so that whoever sees the event complete also sees the block dead.
-      device().impl().mark_freed(ptr, block->size, *stream.impl(), pending);
-      if (!block->freed.valid()) block->freed = Event(device());
-      stream.record(block->freed);
-      block->freed_recorded = true;
-    } catch (const std::exception& e) {
-      // Without a recorded event no other stream can know when the block is free; it stays
-      // reusable on its own stream only.
-      block->freed_recorded = false;
-      report_error(std::string("PoolResource: recording the free of a block failed: ") + e.what());
     }
-    block->after = std::move(after);
-    bool listed = true;
-    try {
-      state.list_for(class_index(block->size), stream.id()).blocks.push_back(block);
-    } catch (...) {
-      listed = false;  // no room to cache it: it goes back upstream instead
-    }
-    state.stats.bytes_in_use -= block->size;
-    ++state.stats.deallocations;
-    if (listed) {
-      block->cached = true;
-      state.lru_push(block);
-      state.stats.bytes_cached += block->size;
-      while (state.stats.bytes_cached > options_.max_cached_bytes && state.lru_head != nullptr) {
-        evicted.push_back(state.extract_cached(state.lru_head));
+    std::scoped_lock lock(s.mutex);
+    const auto addr = reinterpret_cast<std::uintptr_t>(ptr);
+    Block* block = s.live.find(addr);
+    if (block == nullptr) {
+      bool freed = false;
+      if (auto it = s.by_address.upper_bound(addr); it != s.by_address.begin()) {
+        const Segment* segment = std::prev(it)->second;
+        for (const Block* b = segment->first; b != nullptr; b = b->next) {
+          if (b->addr <= addr && addr < b->end()) freed = !b->allocated;
+        }
       }
+      error = "PoolResource: deallocate of " + detail::format_pointer(ptr) + " (" +
+              detail::format_bytes(bytes) + "): " +
+              (freed ? "already deallocated (double free)" : "not allocated by this pool");
     } else {
-      evicted.push_back(std::move(it->second));
-      state.blocks.erase(it);
+      if (size_class(bytes) != size_class(block->requested)) {
+        error = "PoolResource: deallocate of " + detail::format_pointer(ptr) + " with " +
+                detail::format_bytes(bytes) + ", but it was allocated with " +
+                detail::format_bytes(block->requested);
+      }
+      StreamState& state = s.streams.of(*stream.impl());
+      if (group) s.after_groups.reserve(s.after_groups.size() + 1);
+      // The mark goes first, so that whoever sees the block free also sees it dead.
+      device().impl().mark_freed(ptr, block->size, *stream.impl(), pending);
+      s.live.erase(addr);
+      Segment& segment = *block->segment;
+      segment.allocated_bytes -= block->size;
+      --segment.live_blocks;
+      segment.used_at = s.tick;
+      segment.freed_seq = ++s.frees;
+      State::KindCounters& k = s.kinds[kind_index(segment.kind)];
+      k.allocated -= block->size;
+      k.requested -= block->requested;
+      --k.allocated_blocks;
+      StreamState& owner = s.streams.at(block->stream);
+      owner.allocated_bytes -= block->size;
+      owner.requested_bytes -= block->requested;
+      block->allocated = false;
+      block->fences.clear();
+      block->fences.push_back(Fence{state.index, state.epoch});
+      ++state.open_frees;
+      block->freed_at = s.tick;
+      ++s.counters.deallocations;
+      if (group) {
+        group->events = std::move(after);
+        group->block = block;
+        block->after = group.get();
+        s.after_groups.push_back(std::move(group));  // capacity reserved above
+        s.index(block);
+      } else if (options_.cross_stream == CrossStreamReuse::wait ||
+                 segment.kind == PoolKind::large || !state.quick.push(block)) {
+        // Only small blocks are quick-listed: large ones merge at once, so that they do not
+        // fragment the large pool. (`wait` looks for the best fit among every stream's blocks:
+        // none stays private.)
+        s.merge(block);
+        s.index(block);
+      }
+      if (s.cached_bytes() > options_.max_cached_bytes) {
+        s.drain_quick();
+        s.collect_releases(false, false, releases);
+        over_cap = s.cached_bytes() > options_.max_cached_bytes
+                       ? s.cached_bytes() - options_.max_cached_bytes
+                       : 0;
+      }
     }
-    state.stats.upstream_deallocations += evicted.size();
+  } catch (const std::exception& e) {
+    error = std::string("PoolResource: deallocate failed: ") + e.what();
   }
-  for (auto& victim : evicted) {
-    device().impl().unregister_pool_segment(victim->ptr);
-    upstream_->deallocate_after(victim->ptr, victim->size, StreamView{victim->stream},
-                                std::move(victim->after));
-  }
+  if (!releases.empty()) s.give_back(*upstream_, releases);
+  if (over_cap != 0) (void)unmap_free(0, over_cap);
+  if (!error.empty()) report_error(error);
 }
 
-std::size_t PoolResource::trim() noexcept {
-  State& state = *state_;
-  std::vector<std::unique_ptr<State::Block>> victims;
-  std::size_t bytes = 0;
-  {
-    std::scoped_lock lock(state.mutex);
-    while (state.lru_head != nullptr) {
-      bytes += state.lru_head->size;
-      victims.push_back(state.extract_cached(state.lru_head));
-    }
-    state.stats.upstream_deallocations += victims.size();
-  }
-  for (auto& victim : victims) {
-    device().impl().unregister_pool_segment(victim->ptr);
-    upstream_->deallocate_after(victim->ptr, victim->size, StreamView{victim->stream},
-                                std::move(victim->after));
-  }
-  return bytes;
-}
+// ---------------------------------------------------------------------------------------------
+// trim, destruction, queries
+
+std::size_t PoolResource::trim() noexcept { return release_for_retry(false); }
 
 std::size_t PoolResource::do_release_cached() noexcept {
   const std::size_t released = trim();
@@ -368,23 +613,131 @@ std::size_t PoolResource::do_release_cached() noexcept {
   return released;
 }
 
+PoolResource::~PoolResource() {
+  State& s = *state_;
+  std::vector<StreamIndex> close;
+  {
+    std::scoped_lock lock(s.mutex);
+    for (const auto& state : s.streams.all()) close.push_back(state->index);
+  }
+  (void)s.sweep(close);
+  std::vector<State::Release> releases;
+  std::vector<std::shared_ptr<AfterGroup>> groups;  // destroyed outside the block mutex
+  std::size_t live_blocks = 0;
+  std::size_t live_bytes = 0;
+  {
+    std::scoped_lock lock(s.mutex);
+    for (const auto& segment : s.segments) {
+      if (segment->expandable) {
+        for (const Block* b = segment->first; b != nullptr; b = b->next) {
+          if (b->allocated && b->mapped) {
+            ++live_blocks;
+            live_bytes += b->size;
+          }
+        }
+        continue;
+      }
+      // Every stream whose work may still use the segment: the free waits for all of them.
+      std::vector<detail::StreamImpl*> users;
+      State::Release release;
+      release.ptr = reinterpret_cast<void*>(segment->base);
+      release.bytes = segment->size;
+      for (const Block* b = segment->first; b != nullptr; b = b->next) {
+        if (b->allocated) {
+          ++live_blocks;
+          live_bytes += b->size;
+          users.push_back(s.streams.at(b->stream).impl);
+        } else {
+          for (const Fence& f : b->fences) {
+            if (!s.streams.complete(f)) users.push_back(s.streams.at(f.stream).impl);
+          }
+          if (b->after != nullptr) {
+            for (const auto& group : s.after_groups) {
+              if (group.get() == b->after) release.groups.push_back(group);
+            }
+          }
+        }
+      }
+      std::sort(users.begin(), users.end());
+      users.erase(std::unique(users.begin(), users.end()), users.end());
+      release.stream = users.empty() ? s.streams.at(segment->stream).impl : users.front();
+      if (!users.empty()) release.wait_on.assign(users.begin() + 1, users.end());
+      releases.push_back(std::move(release));
+    }
+    groups.swap(s.after_groups);
+  }
+  if (live_blocks != 0) {
+    report_error("PoolResource destroyed with " + std::to_string(live_blocks) + " blocks (" +
+                 detail::format_bytes(live_bytes) +
+                 ") still allocated; freeing them in stream order");
+  }
+  s.give_back(*upstream_, releases);
+  release_ranges();
+}
+
+void PoolResource::release_ranges() noexcept {
+  State& s = *state_;
+  std::vector<std::pair<void*, std::size_t>> runs;  // mapped runs to unmap
+  std::vector<void*> ranges;
+  {
+    std::scoped_lock lock(s.mutex);
+    for (const auto& segment : s.segments) {
+      if (!segment->expandable) continue;
+      ranges.push_back(reinterpret_cast<void*>(segment->base));
+      for (const Block* b = segment->first; b != nullptr; b = b->next) {
+        if (!b->mapped) continue;
+        if (!runs.empty() && static_cast<char*>(runs.back().first) + runs.back().second == b->ptr()) {
+          runs.back().second += b->size;
+        } else {
+          runs.emplace_back(b->ptr(), b->size);
+        }
+      }
+    }
+  }
+  if (ranges.empty()) return;
+  if (!runs.empty()) {
+    // Unmapping is not stream-ordered: the work that used the memory must be done.
+    try {
+      device().synchronize();
+    } catch (const std::exception& e) {
+      report_error(std::string("PoolResource: synchronising before unmapping failed: ") +
+                   e.what());
+    }
+  }
+  for (const auto& [ptr, bytes] : runs) upstream_->unmap(ptr, bytes);
+  for (void* base : ranges) {
+    device().impl().unregister_pool_segment(base);
+    upstream_->release_range(base, s.range_bytes);
+  }
+}
+
 std::vector<PoolResource::LiveBlock> PoolResource::live_blocks() const {
   std::scoped_lock lock(state_->mutex);
   std::vector<LiveBlock> live;
-  for (const auto& [ptr, block] : state_->blocks) {
-    if (!block->cached) {
-      live.push_back({ptr, block->lent_as, block->size,
-                      block->stream != nullptr ? block->stream->id() : 0});
-    }
-  }
+  live.reserve(state_->live.size());
+  state_->live.for_each([&](const Block* b) {
+    live.push_back({b->ptr(), b->requested, b->size, state_->streams.at(b->stream).id});
+  });
   return live;
 }
 
 std::string PoolResource::do_name() const { return "pool(" + upstream_->name() + ")"; }
 
 ResourceStatistics PoolResource::do_statistics() const {
-  std::scoped_lock lock(state_->mutex);
-  return state_->stats;
+  const State& s = *state_;
+  std::scoped_lock lock(s.mutex);
+  ResourceStatistics stats;
+  stats.bytes_in_use = s.kinds[0].allocated + s.kinds[1].allocated;
+  stats.peak_bytes_in_use = s.peak_allocated;
+  stats.bytes_cached = s.cached_bytes();
+  stats.allocations = s.counters.allocations;
+  stats.deallocations = s.counters.deallocations;
+  stats.hits = s.hits;
+  stats.misses = s.misses;
+  stats.upstream_allocations = s.counters.upstream_allocations + s.counters.map_calls;
+  stats.upstream_deallocations = s.counters.upstream_deallocations + s.counters.unmap_calls;
+  stats.failed_allocations = s.counters.failed_allocations;
+  return stats;
 }
 
 }  // namespace gpulife

@@ -24,6 +24,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -38,6 +39,7 @@
 #include "detail/format.hpp"
 #include "runtime/backends.hpp"
 #include "runtime/cuda_nvtx.hpp"
+#include "runtime/cuda_vmm.hpp"
 #include "runtime/stream_ids.hpp"
 
 namespace gpulife::detail {
@@ -257,6 +259,13 @@ class CudaDevice final : public DeviceImpl {
   void register_pool_segment(const void* ptr, std::size_t bytes) noexcept override;
   void unregister_pool_segment(const void* ptr) noexcept override;
 
+  // Virtual memory management (cuda_vmm.cpp), probed on first use.
+  std::size_t vmm_granularity() const noexcept override;
+  void* reserve_address_range(std::size_t bytes) override;
+  void release_address_range(void* base, std::size_t bytes) noexcept override;
+  void map_memory(void* ptr, std::size_t bytes) override;
+  void unmap_memory(void* ptr, std::size_t bytes) noexcept override;
+
   const std::string& display_name() const noexcept { return name_; }
 
   /// The one check for CUDA calls. `doing` is a string literal or a callable returning
@@ -310,12 +319,20 @@ class CudaDevice final : public DeviceImpl {
   CudaStream& own_stream(StreamImpl& stream, const char* call) const;
   bool host_pinned(const void* ptr);  // device current
 
+  CudaVmm& vmm() const noexcept {
+    // The probe asks the driver about the device by ordinal: no context needs to be current.
+    std::call_once(vmm_once_, [this] { vmm_.emplace(ordinal_); });
+    return *vmm_;
+  }
+
   const int ordinal_;
   std::string name_;
   bool memory_pools_supported_ = false;
   std::atomic<Health> health_{Health::ok};
   std::atomic<bool> lost_reported_{false};
   NvtxMemory nvtx_;
+  mutable std::once_flag vmm_once_;
+  mutable std::optional<CudaVmm> vmm_;
 
   std::mutex pool_mutex_;
   std::vector<std::unique_ptr<CudaStream>> streams_;
@@ -339,6 +356,34 @@ class Current {
   CudaDevice& device_;
   int previous_;
 };
+
+// ---- virtual memory management (cuda_vmm.cpp) -------------------------------------------------
+
+std::size_t CudaDevice::vmm_granularity() const noexcept { return vmm().granularity(); }
+
+void* CudaDevice::reserve_address_range(std::size_t bytes) {
+  Current current(*this);
+  return vmm().reserve(bytes);
+}
+
+void CudaDevice::release_address_range(void* base, std::size_t bytes) noexcept {
+  contain("cuMemAddressFree", [&] {
+    Current current(*this);
+    vmm().release(base, bytes);
+  });
+}
+
+void CudaDevice::map_memory(void* ptr, std::size_t bytes) {
+  Current current(*this);
+  vmm().map(ptr, bytes);
+}
+
+void CudaDevice::unmap_memory(void* ptr, std::size_t bytes) noexcept {
+  contain("cuMemUnmap", [&] {
+    Current current(*this);
+    vmm().unmap(ptr, bytes);
+  });
+}
 
 void CudaDevice::fail(cudaError_t err, const char* call, std::string doing, SourceLocation where) {
   if (err == cudaErrorCudartUnloading) {

@@ -234,3 +234,25 @@ Device Device::select() {
 }
 
 }  // namespace gpulife
+
+namespace gpulife::detail {
+
+// ---- virtual memory management: none unless a backend says otherwise -------------------------
+
+void* DeviceImpl::reserve_address_range(std::size_t bytes) {
+  (void)bytes;
+  throw std::logic_error(name() + " has no virtual memory management");
+}
+
+void DeviceImpl::release_address_range(void* base, std::size_t bytes) noexcept {
+  (void)base, (void)bytes;
+}
+
+void DeviceImpl::map_memory(void* ptr, std::size_t bytes) {
+  (void)ptr, (void)bytes;
+  throw std::logic_error(name() + " has no virtual memory management");
+}
+
+void DeviceImpl::unmap_memory(void* ptr, std::size_t bytes) noexcept { (void)ptr, (void)bytes; }
+
+}  // namespace gpulife::detail

@@ -301,6 +301,12 @@ class SimDevice final : public DeviceImpl {
   std::uint64_t add_owner_resolver(OwnerResolver resolver) override;
   void remove_owner_resolver(std::uint64_t token) noexcept override;
   std::vector<SimViolation> take_violations() override;
+  // Virtual memory management (sim_vmm.cpp).
+  std::size_t vmm_granularity() const noexcept override { return options_.vmm_granularity; }
+  void* reserve_address_range(std::size_t bytes) override;
+  void release_address_range(void* base, std::size_t bytes) noexcept override;
+  void map_memory(void* ptr, std::size_t bytes) override;
+  void unmap_memory(void* ptr, std::size_t bytes) noexcept override;
   std::size_t violation_count() const noexcept override {
     return violation_count_.load(std::memory_order_acquire);
   }
@@ -347,6 +353,7 @@ class SimDevice final : public DeviceImpl {
     std::size_t external_refs = 0;  // registrations of ranges inside it
     std::map<std::uintptr_t, Block> blocks;
     std::string label;
+    bool vmm = false;  // a reserved virtual range (sim_vmm.cpp): external, host owned by vmm_
   };
   using AllocMap = std::map<std::uintptr_t, Alloc>;
 
@@ -366,6 +373,17 @@ class SimDevice final : public DeviceImpl {
   std::deque<std::uintptr_t> quarantine_;
   std::size_t quarantined_bytes_ = 0;
   std::map<std::uintptr_t, std::size_t> pinned_;
+  // Reserved virtual ranges (sim_vmm.cpp): their host address space and mapped chunks.
+  struct VmmRange {
+    VmmRange(void* at, std::size_t size) noexcept : base(at), bytes(size) {}
+    VmmRange(const VmmRange&) = delete;
+    VmmRange& operator=(const VmmRange&) = delete;
+    ~VmmRange();
+    void* base;
+    std::size_t bytes;
+    std::vector<std::uint8_t> chunks;  // 1 where a chunk is mapped
+  };
+  std::map<std::uintptr_t, VmmRange> vmm_;  // memory_mutex_
 
   // Shared while a report asks the resolvers, so that removing one waits for those reports.
   std::shared_mutex resolver_mutex_;

@@ -49,6 +49,11 @@ class AsyncResource final : public DeviceMemoryResource {
   void do_deallocate(void* ptr, std::size_t bytes, StreamView stream) noexcept override;
   std::string do_name() const override { return "async"; }
   ResourceStatistics do_statistics() const override;
+  std::size_t do_mapping_granularity() const noexcept override;
+  void* do_reserve_range(std::size_t bytes) override;
+  void do_release_range(void* base, std::size_t bytes) noexcept override;
+  void do_map(void* ptr, std::size_t bytes) override;
+  void do_unmap(void* ptr, std::size_t bytes) noexcept override;
   /// Synchronises the device and trims its current pool to zero unused bytes.
   std::size_t do_release_cached() noexcept override;
 

@@ -79,6 +79,33 @@ class DeviceMemoryResource {
   /// @return the device
   [[nodiscard]] const Device& device() const noexcept { return device_; }
 
+  /// @name Physical memory for growable address ranges (virtual memory management)
+  /// A pool with expandable segments takes its memory through these: it reserves an address
+  /// range and maps physical memory into it in chunks of `mapping_granularity()` as it grows.
+  /// Resources that hand out device memory directly implement them with the device's virtual
+  /// memory management (the CUDA driver's cuMemAddressReserve, cuMemCreate, cuMemMap,
+  /// cuMemSetAccess, cuMemUnmap, cuMemRelease; the simulated device's model of them); adaptors
+  /// forward them. Mapped bytes count as the resource's bytes in use.
+  /// @{
+  /// @return the granularity of `map`, or 0 if this resource cannot map memory
+  [[nodiscard]] std::size_t mapping_granularity() const noexcept {
+    return do_mapping_granularity();
+  }
+  /// @brief Reserves `bytes` (a multiple of the granularity) of device address space.
+  /// @throws std::logic_error if the resource cannot map memory
+  /// @throws OutOfMemoryError when the address space is exhausted
+  [[nodiscard]] void* reserve_range(std::size_t bytes) { return do_reserve_range(bytes); }
+  /// @brief Frees a range from `reserve_range`; nothing may be mapped in it any more.
+  void release_range(void* base, std::size_t bytes) noexcept { do_release_range(base, bytes); }
+  /// @brief Maps physical memory at `[ptr, ptr + bytes)` (granularity-aligned, inside a reserved
+  /// range). Synchronous: usable by every stream when it returns.
+  /// @throws OutOfMemoryError when the device has no memory left
+  void map(void* ptr, std::size_t bytes) { do_map(ptr, bytes); }
+  /// @brief Unmaps whole mapped chunks at `[ptr, ptr + bytes)` and frees their memory. Not
+  /// stream-ordered: no queued work may use them any more.
+  void unmap(void* ptr, std::size_t bytes) noexcept { do_unmap(ptr, bytes); }
+  /// @}
+
  protected:
   /// @return `stream`, or the device's default stream when it is empty
   [[nodiscard]] StreamView resolve(StreamView stream) const noexcept {
@@ -97,6 +124,11 @@ class DeviceMemoryResource {
   virtual std::string do_name() const = 0;
   virtual ResourceStatistics do_statistics() const = 0;
   virtual std::size_t do_release_cached() noexcept { return 0; }
+  virtual std::size_t do_mapping_granularity() const noexcept { return 0; }
+  virtual void* do_reserve_range(std::size_t bytes);
+  virtual void do_release_range(void* base, std::size_t bytes) noexcept;
+  virtual void do_map(void* ptr, std::size_t bytes);
+  virtual void do_unmap(void* ptr, std::size_t bytes) noexcept;
 
   Device device_;
 };

@@ -23,6 +23,11 @@ class DirectResource final : public DeviceMemoryResource {
   void do_deallocate(void* ptr, std::size_t bytes, StreamView stream) noexcept override;
   std::string do_name() const override { return "direct"; }
   ResourceStatistics do_statistics() const override;
+  std::size_t do_mapping_granularity() const noexcept override;
+  void* do_reserve_range(std::size_t bytes) override;
+  void do_release_range(void* base, std::size_t bytes) noexcept override;
+  void do_map(void* ptr, std::size_t bytes) override;
+  void do_unmap(void* ptr, std::size_t bytes) noexcept override;
 
   detail::UsageCounters counters_;
 };

@@ -79,6 +79,11 @@ class FaultAdaptor final : public DeviceMemoryResource {
   std::string do_name() const override;
   ResourceStatistics do_statistics() const override;
   std::size_t do_release_cached() noexcept override;
+  std::size_t do_mapping_granularity() const noexcept override;
+  void* do_reserve_range(std::size_t bytes) override;
+  void do_release_range(void* base, std::size_t bytes) noexcept override;
+  void do_map(void* ptr, std::size_t bytes) override;
+  void do_unmap(void* ptr, std::size_t bytes) noexcept override;
 
   /// True if the next allocation is to fail.
   bool should_fail();

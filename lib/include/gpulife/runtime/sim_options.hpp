@@ -100,6 +100,10 @@ struct SimOptions {
   /// host memory is returned, so that stale pointers keep pointing at poison rather than at
   /// unrelated new allocations.
   std::size_t quarantine_bytes = std::size_t{64} << 20;
+  /// Granularity of the simulated virtual memory management (cuMemMap and friends, which pools
+  /// with expandable segments use); its mapped chunks count against `capacity_bytes`. 0: the
+  /// device has none, as a GPU without VMM support.
+  std::size_t vmm_granularity = std::size_t{2} << 20;
   /// Injected faults; none by default.
   SimFaults faults{};
   /// How queued work executes. The environment variable GPULIFE_SIM_SEED=`<seed>` (or

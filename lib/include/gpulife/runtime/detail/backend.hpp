@@ -151,6 +151,25 @@ class DeviceImpl {
   /// True if `[ptr, ptr + bytes)` is page-locked host memory (a copy from it is a true DMA).
   virtual bool is_pinned(const void* ptr, std::size_t bytes) = 0;
 
+  /// Virtual memory management (the CUDA driver's cuMemAddressReserve, cuMemCreate, cuMemMap,
+  /// cuMemSetAccess, cuMemUnmap, cuMemRelease), for pools that grow one address range in place.
+  /// The granularity physical memory is mapped in; 0 where the backend has none (the other
+  /// calls then throw `std::logic_error`).
+  virtual std::size_t vmm_granularity() const noexcept { return 0; }
+  /// Reserves `bytes` (a multiple of the granularity) of device address space with no memory
+  /// behind it. @throws OutOfMemoryError when the address space is exhausted.
+  virtual void* reserve_address_range(std::size_t bytes);
+  /// Frees a range from `reserve_address_range`; nothing may be mapped in it any more.
+  virtual void release_address_range(void* base, std::size_t bytes) noexcept;
+  /// Maps new physical memory at `[ptr, ptr + bytes)`, granularity-aligned and inside a reserved
+  /// range, readable and writable by the device, counted against its capacity, one physical
+  /// chunk per granule so that any granule can be unmapped later. Synchronous: usable on every
+  /// stream when it returns. @throws OutOfMemoryError when the device has no memory left.
+  virtual void map_memory(void* ptr, std::size_t bytes);
+  /// Unmaps `[ptr, ptr + bytes)` (whole mapped granules) and frees their physical memory. Not
+  /// stream-ordered: the caller makes sure no queued work still uses them.
+  virtual void unmap_memory(void* ptr, std::size_t bytes) noexcept;
+
   /// Sub-allocator hooks (the sanitizer's manual-poisoning idea): a pool tells the device which
   /// parts of its chunks are handed out. The sim checks every queued access against them; the
   /// CUDA backend ignores them.

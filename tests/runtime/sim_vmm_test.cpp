@@ -1,0 +1,93 @@
+// SPDX-License-Identifier: Apache-2.0
+// The simulated device's virtual memory management: reserved ranges cost no capacity, mapped
+// chunks do, bad maps and unmaps are refused or reported, accesses are checked against what a
+// pool marks live.
+
+#include <cstring>
+
+#include <gtest/gtest.h>
+
+#include <gpulife/errors.hpp>
+#include <gpulife/runtime/device.hpp>
+
+#include "support/sim_test.hpp"
+
+namespace gpulife {
+namespace {
+
+constexpr std::size_t MiB = std::size_t{1} << 20;
+
+class SimVmmTest : public testing::SimTest {
+ protected:
+  static SimOptions options() {
+    SimOptions o;
+    o.capacity_bytes = 16 * MiB;
+    return o;
+  }
+  SimVmmTest() : SimTest(options()) {}
+  std::size_t used() { return device_.memory_info().total_bytes - device_.memory_info().free_bytes; }
+};
+
+TEST_F(SimVmmTest, MappedChunksAndOnlyThemCountAgainstTheCapacity) {
+  auto& impl = device_.impl();
+  ASSERT_EQ(impl.vmm_granularity(), 2 * MiB);
+  auto* base = static_cast<char*>(impl.reserve_address_range(64 * MiB));  // beyond capacity
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(base) % (2 * MiB), 0U);
+  EXPECT_EQ(used(), 0U);
+  impl.map_memory(base + 4 * MiB, 6 * MiB);
+  EXPECT_EQ(used(), 6 * MiB);
+  EXPECT_THROW(impl.map_memory(base + 10 * MiB, 12 * MiB), OutOfMemoryError);
+  EXPECT_EQ(used(), 6 * MiB) << "a failed map takes nothing";
+  EXPECT_THROW(impl.map_memory(base + 4 * MiB, 2 * MiB), std::invalid_argument) << "mapped twice";
+  EXPECT_THROW(impl.map_memory(base + 1, 2 * MiB), std::invalid_argument) << "unaligned";
+  impl.unmap_memory(base + 6 * MiB, 2 * MiB);
+  EXPECT_EQ(used(), 4 * MiB);
+  impl.unmap_memory(base + 4 * MiB, 2 * MiB);
+  impl.unmap_memory(base + 8 * MiB, 2 * MiB);
+  EXPECT_EQ(used(), 0U);
+  impl.release_address_range(base, 64 * MiB);
+  EXPECT_TRUE(take_violations().empty());
+}
+
+TEST_F(SimVmmTest, UnmappingWhatIsNotMappedOrStillLiveIsReported) {
+  auto& impl = device_.impl();
+  auto* base = static_cast<char*>(impl.reserve_address_range(8 * MiB));
+  impl.unmap_memory(base, 2 * MiB);  // never mapped
+  impl.map_memory(base, 2 * MiB);
+  impl.mark_allocated(base + 4096, 4096, impl.default_stream());
+  impl.unmap_memory(base, 2 * MiB);  // a live block is in it
+  const auto violations = take_violations();
+  ASSERT_EQ(violations.size(), 2U);
+  EXPECT_EQ(violations[0].operation, "cuMemUnmap");
+  EXPECT_EQ(violations[1].operation, "cuMemUnmap of a live block");
+  impl.release_address_range(base, 8 * MiB);
+}
+
+TEST_F(SimVmmTest, AccessesAreCheckedAgainstTheBlocksAPoolMarks) {
+  auto& impl = device_.impl();
+  auto* base = static_cast<char*>(impl.reserve_address_range(4 * MiB));
+  impl.map_memory(base, 2 * MiB);
+  StreamView stream = device_.default_stream();
+  impl.mark_allocated(base, 4096, impl.default_stream());
+  stream.memset(base, 1, 4096);                     // live: fine
+  stream.memset(base + 8192, 1, 16);                // mapped, never handed out
+  impl.mark_freed(base, 4096, impl.default_stream(), {});
+  stream.memset(base, 1, 16);                       // freed
+  const auto violations = take_violations();
+  ASSERT_EQ(violations.size(), 2U);
+  EXPECT_EQ(violations[0].kind, SimViolation::Kind::unallocated);
+  EXPECT_EQ(violations[1].kind, SimViolation::Kind::use_after_free);
+  impl.unmap_memory(base, 2 * MiB);
+  impl.release_address_range(base, 4 * MiB);
+}
+
+TEST_F(SimVmmTest, ADeviceWithoutGranularityHasNone) {
+  SimOptions o;
+  o.vmm_granularity = 0;
+  const Device plain = Device::sim(o);
+  EXPECT_EQ(plain.impl().vmm_granularity(), 0U);
+  EXPECT_THROW((void)plain.impl().reserve_address_range(2 * MiB), std::logic_error);
+}
+
+}  // namespace
+}  // namespace gpulife
