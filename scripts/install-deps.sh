@@ -7,9 +7,10 @@ set -euo pipefail
 packages=(
   cmake make g++ pkg-config
   libgtest-dev libgmock-dev libbenchmark-dev
-  libxxhash-dev libdlpack-dev libboost-stacktrace-dev libdw-dev nlohmann-json3-dev
+  libxxhash-dev libdlpack-dev libboost-stacktrace-dev nlohmann-json3-dev
   gnuplot-nox
   clang libclang-rt-14-dev
+  chromium
 )
 
 missing=()

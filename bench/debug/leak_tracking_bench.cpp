@@ -123,8 +123,8 @@ class NoopObserver final : public detail::TensorObserver {
  public:
   void on_create(detail::TensorImpl&, const SourceLocation&) noexcept override {}
   void on_release(detail::TensorImpl&) noexcept override {}
-  void on_event(detail::LifetimeEvent, std::uint64_t, std::size_t,
-                std::string_view) noexcept override {}
+  void on_event(LifetimeEvent, std::uint64_t, std::size_t, std::string_view,
+                std::uint64_t) noexcept override {}
 };
 
 void arena_create_drop(benchmark::State& state, bool observer) {

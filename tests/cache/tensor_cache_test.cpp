@@ -624,10 +624,29 @@ TEST_P(TensorCacheTest, VerificationTurnsACorruptedHitIntoAMiss) {
   DeviceTensor again = cache().upload(std::span<const float>(host), {256});
   EXPECT_NE(again, cached);
   EXPECT_EQ(again.to_host<float>(), host);
-  EXPECT_EQ(cache().statistics().verification_failures, 1U);
+  // Counted as what it was: a miss that uploaded, not a hit that deduplicated.
+  CacheStatistics stats = cache().statistics();
+  EXPECT_EQ(stats.verification_failures, 1U);
+  EXPECT_EQ(stats.hits, 0U);
+  EXPECT_EQ(stats.misses, 2U);
+  EXPECT_EQ(stats.bytes_uploaded, 2U * 256U * sizeof(float));
+  EXPECT_EQ(stats.bytes_deduplicated, 0U);
+  EXPECT_EQ(stats.live_entries, 1U) << "the fresh upload replaced the corrupted entry";
   const auto errors = take_errors();
   ASSERT_EQ(errors.size(), 1U);
   EXPECT_NE(errors[0].find("differs from the host bytes"), std::string::npos);
+  // The key deduplicates again: the next upload is a verified hit on the fresh copy.
+  DeviceTensor third = cache().upload(std::span<const float>(host), {256});
+  EXPECT_EQ(third, again);
+  stats = cache().statistics();
+  EXPECT_EQ(stats.hits, 1U);
+  EXPECT_EQ(stats.bytes_deduplicated, 256U * sizeof(float));
+  EXPECT_EQ(stats.verification_failures, 1U);
+  // and the holder of the corrupted tensor still has it, until it lets go
+  EXPECT_EQ(cached.bytes(), 256U * sizeof(float));
+  cached.reset();
+  EXPECT_EQ(cache().upload(std::span<const float>(host), {256}), again);
+  EXPECT_TRUE(take_errors().empty());
 }
 
 // Two threads, several streams, every retention policy: every tensor returned holds the bytes

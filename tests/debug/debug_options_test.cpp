@@ -99,6 +99,29 @@ TEST(DebugOptions, EnvironmentTurnsOnWhatTheOptionsLeaveOff) {
   EXPECT_TRUE(untouched.report_path.empty());
 }
 
+TEST(DebugOptions, OomDumpFromTheEnvironmentWithItsDirectory) {
+  const ScopedEnv debug("GPULIFE_DEBUG", "oom_dump");
+  const ScopedEnv dir("GPULIFE_OOM_DUMP", "/tmp/gpulife-oom");
+  const DebugOptions resolved = resolve_debug_options({});
+  EXPECT_TRUE(resolved.oom_dump);
+  EXPECT_TRUE(resolved.leaks) << "the snapshot's live set needs leak mode";
+  EXPECT_TRUE(resolved.timeline) << "and its recent events the timeline";
+  EXPECT_EQ(resolved.oom_dump_dir, "/tmp/gpulife-oom");
+
+  DebugOptions own;
+  own.oom_dump_dir = "mine";
+  EXPECT_EQ(resolve_debug_options(own).oom_dump_dir, "mine") << "the options' directory wins";
+}
+
+TEST(DebugOptions, OomDumpInTheOptionsImpliesWhatItNeeds) {
+  DebugOptions options;
+  options.use_environment = false;
+  options.oom_dump = true;
+  const DebugOptions resolved = resolve_debug_options(options);
+  EXPECT_TRUE(resolved.leaks);
+  EXPECT_TRUE(resolved.timeline);
+}
+
 TEST(DebugOptions, PathsAloneTurnNothingOn) {
   const ScopedEnv debug("GPULIFE_DEBUG", nullptr);
   const ScopedEnv report("GPULIFE_LEAK_REPORT", "/tmp/gpulife-leaks.txt");

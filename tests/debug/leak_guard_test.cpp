@@ -48,7 +48,7 @@ TEST_F(LeakGuardTest, FailsNamingTheTensorThatSurvived) {
         DeviceTensor scratch = ctx().empty({8}, DType::u8, {}, "scratch");
         survivor = ctx().empty({16}, DType::f32, {}, "survivor");
       },
-      "1 tensor(s) made in this scope are still alive");
+      "1 tensor made in this scope is still alive");
   EXPECT_NONFATAL_FAILURE(
       {
         gpulife::testing::LeakGuard guard(ctx());

@@ -2,17 +2,25 @@
 // The timeline: events in a bounded ring, exported as a Chrome trace that Perfetto opens. The
 // exported file is read back with an independent JSON parser.
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <string>
+#include <thread>
 #include <vector>
+
+#include <pthread.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include <gpulife/context.hpp>
 #include <gpulife/errors.hpp>
+#include <gpulife/weak/weak_key_map.hpp>
 
 #include "support/context_test.hpp"
 #include "tensor/tensor_arena.hpp"
@@ -95,14 +103,15 @@ TEST_F(TimelineTest, ExportsAChromeTraceWhoseCountersEndAtTheStatistics) {
     ASSERT_TRUE(event.contains("ph") && event["ph"].is_string()) << event;
     ASSERT_TRUE(event.contains("pid")) << event;
     const std::string ph = event["ph"];
-    ASSERT_TRUE(ph == "M" || ph == "i" || ph == "C") << event;
+    ASSERT_TRUE(ph == "M" || ph == "i" || ph == "C" || ph == "b" || ph == "e") << event;
     if (ph == "M") continue;
     ASSERT_TRUE(event["ts"].is_number()) << event;
     EXPECT_GE(event["ts"].get<double>(), previous_ts) << "events are in time order";
     previous_ts = event["ts"].get<double>();
+    EXPECT_EQ(event["pid"], ::getpid());
     if (ph == "i") {
       EXPECT_EQ(event["s"], "t");
-      EXPECT_TRUE(event["tid"].is_number());
+      EXPECT_EQ(event["tid"], ::syscall(SYS_gettid)) << "the OS id of the thread that caused it";
       EXPECT_TRUE(event["args"]["id"].is_number());
       EXPECT_TRUE(event["args"]["bytes"].is_number());
       EXPECT_TRUE(event["args"]["tag"].is_string());
@@ -228,6 +237,212 @@ TEST_F(TimelineTest, TagsAreEscaped) {
   DeviceTensor t = ctx().empty({1}, DType::u8, {}, "a \"tag\"\\\n\x01");
   const json trace = json::parse(ctx().timeline().to_chrome_trace());
   EXPECT_EQ(instants(trace).at(0)["args"]["tag"], "a \"tag\"\\\n\x01");
+}
+
+/// True if `text` is well-formed UTF-8 (no overlong forms, surrogates or code points past
+/// U+10FFFF): checked here by hand, apart from the JSON libraries.
+bool valid_utf8(const std::string& text) {
+  std::size_t i = 0;
+  while (i < text.size()) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    std::size_t extra = 0;
+    std::uint32_t code = 0;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if (c >= 0xC2 && c <= 0xDF) {
+      extra = 1;
+      code = c & 0x1FU;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      extra = 2;
+      code = c & 0x0FU;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      extra = 3;
+      code = c & 0x07U;
+    } else {
+      return false;
+    }
+    if (i + extra >= text.size()) return false;
+    for (std::size_t k = 1; k <= extra; ++k) {
+      const auto next = static_cast<unsigned char>(text[i + k]);
+      if ((next & 0xC0U) != 0x80U) return false;
+      code = (code << 6U) | (next & 0x3FU);
+    }
+    if ((extra == 2 && (code < 0x800 || (code >= 0xD800 && code <= 0xDFFF))) ||
+        (extra == 3 && (code < 0x10000 || code > 0x10FFFF))) {
+      return false;
+    }
+    i += extra + 1;
+  }
+  return true;
+}
+
+// A tag is the program's bytes: whatever they are, the trace and the leak report stay valid
+// JSON (invalid UTF-8 becomes U+FFFD) that a strict parser reads back.
+TEST(TimelineJson, InvalidUtf8InATagLeavesBothFilesValid) {
+  ContextOptions options = timeline_mode();
+  options.debug.leaks = true;
+  options.debug.report_when_clean = false;
+  options.device = Device::sim();
+  Context ctx(std::move(options));
+  const std::string bad =
+      std::string("w\xff\xfe") + "\xc3" + "\xe2\x82" + "</script> \xf0\x9f\x98\x80";
+  DeviceTensor t = ctx.empty({4}, DType::u8, {}, bad);
+
+  const std::string trace_text = ctx.timeline().to_chrome_trace();
+  const std::string report_text = ctx.leak_report().to_json();
+  EXPECT_TRUE(valid_utf8(trace_text));
+  EXPECT_TRUE(valid_utf8(report_text));
+  const json trace = json::parse(trace_text);  // strict: throws on ill-formed UTF-8
+  const json report = json::parse(report_text);
+  const std::string tag = instants(trace).at(0)["args"]["tag"];
+  EXPECT_EQ(tag, "w\uFFFD\uFFFD\uFFFD\uFFFD</script> \U0001F600")
+      << "bad bytes replaced, good kept";
+  EXPECT_EQ(report["tensors"][0]["tag"], tag);
+  t.reset();
+}
+
+// Each tensor's life is a span from its allocation to its release, with what a reader needs to
+// find it: id, bytes, tag, dtype, shape, stream and the allocation site (and the stack).
+TEST(TimelineLifetimes, EachTensorIsASpanWithItsSiteAndStack) {
+  ContextOptions options = timeline_mode();
+  options.debug.stacks = true;
+  options.debug.report_when_clean = false;
+  options.device = Device::sim();
+  Context ctx(std::move(options));
+  const int line = __LINE__ + 1;
+  DeviceTensor weights = ctx.empty({16, 4}, DType::f32, {}, "weights");
+  DeviceTensor scratch = ctx.empty({256}, DType::u8, {}, "scratch");
+  const std::uint64_t scratch_id = scratch.id();
+  scratch.reset();
+
+  const json trace = json::parse(ctx.timeline().to_chrome_trace());
+  std::map<std::string, json> begins;
+  std::map<std::string, json> ends;
+  for (const json& event : trace["traceEvents"]) {
+    if (event.value("cat", "") != "tensor") continue;
+    (event["ph"] == "b" ? begins : ends)[event["id"].get<std::string>()] = event;
+  }
+  ASSERT_EQ(begins.size(), 2U) << trace.dump(1);
+  ASSERT_EQ(ends.size(), 1U) << "a tensor still alive has no end";
+  char hex[24];
+  std::snprintf(hex, sizeof hex, "0x%llx", static_cast<unsigned long long>(weights.id()));
+  const json& w = begins.at(hex);
+  EXPECT_EQ(w["name"], "weights");
+  EXPECT_EQ(w["args"]["id"], weights.id());
+  EXPECT_EQ(w["args"]["bytes"], 256);
+  EXPECT_EQ(w["args"]["tag"], "weights");
+  EXPECT_EQ(w["args"]["dtype"], "f32");
+  EXPECT_EQ(w["args"]["shape"], "[16, 4]");
+  const std::string site = w["args"]["site"];
+  EXPECT_NE(site.find("timeline_test.cpp:" + std::to_string(line)), std::string::npos) << site;
+  ASSERT_TRUE(w["args"]["stack"].is_array());
+  ASSERT_FALSE(w["args"]["stack"].empty());
+  EXPECT_NE(w["args"]["stack"][0].get<std::string>().find("timeline_test.cpp"), std::string::npos)
+      << w["args"]["stack"];
+  std::snprintf(hex, sizeof hex, "0x%llx", static_cast<unsigned long long>(scratch_id));
+  ASSERT_TRUE(ends.contains(hex));
+  EXPECT_GE(ends.at(hex)["ts"].get<double>(), begins.at(hex)["ts"].get<double>());
+  EXPECT_EQ(begins.at(hex)["args"]["bytes"], 256);
+}
+
+// A cache hit is linked by a flow to the upload whose memory it hands out, from whichever
+// thread it came.
+TEST(TimelineLifetimes, CacheHitsAreLinkedToTheUploadTheyReuse) {
+  ContextOptions options = timeline_mode();
+  options.device = Device::sim();
+  Context ctx(std::move(options));
+  const std::vector<float> host(64, 3.0F);
+  DeviceTensor first = ctx.cache().upload(std::span<const float>(host), {64}, {}, {.tag = "w"});
+  DeviceTensor second = ctx.cache().upload(std::span<const float>(host), {64});
+  DeviceTensor third;
+  std::thread([&] { third = ctx.cache().upload(std::span<const float>(host), {64}); }).join();
+
+  const json trace = json::parse(ctx.timeline().to_chrome_trace());
+  json upload;
+  std::vector<json> hits;
+  std::map<std::uint64_t, json> starts;
+  std::map<std::uint64_t, json> finishes;
+  for (const json& event : trace["traceEvents"]) {
+    if (event["ph"] == "i" && event["name"] == "upload") upload = event;
+    if (event["ph"] == "i" && event["name"] == "cache_hit") hits.push_back(event);
+    if (event["ph"] == "s") starts[event["id"]] = event;
+    if (event["ph"] == "f") finishes[event["id"]] = event;
+  }
+  ASSERT_FALSE(upload.is_null());
+  ASSERT_EQ(hits.size(), 2U);
+  ASSERT_EQ(starts.size(), 2U) << "one flow per hit";
+  ASSERT_EQ(finishes.size(), 2U);
+  std::size_t i = 0;
+  for (const auto& [id, start] : starts) {
+    const json& finish = finishes.at(id);
+    EXPECT_EQ(start["cat"], "cache_reuse");
+    EXPECT_EQ(start["ts"], upload["ts"]) << "the flow starts at the upload";
+    EXPECT_EQ(start["tid"], upload["tid"]);
+    EXPECT_EQ(finish["ts"], hits[i]["ts"]) << "and ends at the hit";
+    EXPECT_EQ(finish["tid"], hits[i]["tid"]);
+    EXPECT_EQ(finish["bp"], "e");
+    EXPECT_EQ(finish["args"]["memory_id"], upload["args"]["id"]);
+    EXPECT_EQ(hits[i]["args"]["memory_id"], upload["args"]["id"]);
+    ++i;
+  }
+  EXPECT_NE(hits[0]["tid"], hits[1]["tid"]) << "the second hit came from another thread";
+}
+
+// pid is the process, tid the operating system's thread id, and each thread is named.
+TEST(TimelineLifetimes, ThreadsAreTheOperatingSystemsAndNamed) {
+  ContextOptions options = timeline_mode();
+  options.device = Device::sim();
+  Context ctx(std::move(options));
+  DeviceTensor a = ctx.empty({4}, DType::u8, {}, "main");
+  long worker_tid = 0;
+  std::thread([&] {
+    ::pthread_setname_np(::pthread_self(), "gl-worker");
+    worker_tid = ::syscall(SYS_gettid);
+    DeviceTensor b = ctx.empty({4}, DType::u8, {}, "worker");
+  }).join();
+
+  const Timeline timeline = ctx.timeline();
+  EXPECT_EQ(timeline.process_id, static_cast<std::uint32_t>(::getpid()));
+  const json trace = json::parse(timeline.to_chrome_trace());
+  std::map<long, std::string> names;
+  std::set<long> tids;
+  for (const json& event : trace["traceEvents"]) {
+    EXPECT_EQ(event["pid"], ::getpid());
+    if (event["ph"] == "M" && event["name"] == "thread_name") {
+      names[event["tid"].get<long>()] = event["args"]["name"];
+    }
+    if (event["ph"] == "i") tids.insert(event["tid"].get<long>());
+  }
+  EXPECT_EQ(tids, (std::set<long>{::syscall(SYS_gettid), worker_tid}));
+  ASSERT_TRUE(names.contains(worker_tid));
+  EXPECT_EQ(names.at(worker_tid), "gl-worker");
+  EXPECT_TRUE(names.contains(::syscall(SYS_gettid)));
+}
+
+// The program's expiry callbacks are recorded (as the documentation says); gpulife's own
+// (the cache's, WeakKeyMap's) are not, and finalizers are recorded as finalizers.
+TEST(TimelineLifetimes, RecordsTheProgramsCallbacksOnly) {
+  ContextOptions options = timeline_mode();
+  options.device = Device::sim();
+  Context ctx(std::move(options));
+  WeakTensor watched;
+  {
+    const std::vector<float> host(16, 1.0F);
+    DeviceTensor t = ctx.cache().upload(std::span<const float>(host), {16});
+    watched = WeakTensor(t, [](const TensorInfo&) {});
+    (void)t.on_release([](const TensorInfo&) {});
+    WeakKeyMap<int> map;
+    map.insert_or_assign(t, 7);
+  }
+  std::map<std::string, int> counts;
+  for (const TimelineEvent& event : ctx.timeline().events)
+    ++counts[std::string(to_string(event.kind))];
+  EXPECT_EQ(counts["finalizer_run"], 1);
+  EXPECT_EQ(counts["expiry_callback_run"], 1);
+  const ContextStatistics stats = ctx.statistics();
+  EXPECT_EQ(stats.finalizers_run, 1U);
+  EXPECT_EQ(stats.expiry_callbacks_run, 1U);
 }
 
 TEST_F(TimelineTest, DestructionWritesTheTraceWhenAPathIsSet) {

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-# cmake -DBUILD_DIR=... -DSOURCE_DIR=... -DPREFIX=... -P install_package.cmake
+# cmake -DBUILD_DIR=... -DSOURCE_DIR=... -DPREFIX=... [-DWITH_VIEW=1] -P install_package.cmake
 # Installs the build into a fresh PREFIX and checks what a consumer gets: the public headers and
 # nothing private, the libraries, a package config that names no path of this machine's build.
 cmake_minimum_required(VERSION 3.25)
@@ -15,6 +15,9 @@ foreach(file
     include/gpulife/interop/dlpack.hpp
     include/gpulife/runtime/detail/backend.hpp
     include/gpulife/kernels/fill.hpp
+    include/gpulife/testing/leak_guard.hpp
+    include/gpulife/debug/timeline_view.hpp
+    ${CMAKE_INSTALL_LIBDIR}/cmake/gpulife/gpulifeTestingTargets.cmake
     ${CMAKE_INSTALL_LIBDIR}/cmake/gpulife/gpulifeConfig.cmake
     ${CMAKE_INSTALL_LIBDIR}/cmake/gpulife/gpulifeConfigVersion.cmake
     ${CMAKE_INSTALL_LIBDIR}/cmake/gpulife/gpulifeTargets.cmake
@@ -23,6 +26,9 @@ foreach(file
     message(FATAL_ERROR "package: ${file} was not installed")
   endif()
 endforeach()
+if(WITH_VIEW AND NOT EXISTS "${PREFIX}/${CMAKE_INSTALL_BINDIR}/gpulife_view")
+  message(FATAL_ERROR "package: the timeline viewer gpulife_view was not installed")
+endif()
 file(GLOB libraries "${PREFIX}/${CMAKE_INSTALL_LIBDIR}/libgpulife*")
 list(LENGTH libraries count)
 if(count LESS 2)

@@ -34,3 +34,5 @@ execute_process(COMMAND "${CMAKE_COMMAND}" --build "${CONSUMER_BINARY}" --parall
 set(ENV{GPULIFE_DEVICE} sim)
 execute_process(COMMAND "${CONSUMER_BINARY}/gpulife_consumer" COMMAND_ECHO STDOUT
                 COMMAND_ERROR_IS_FATAL ANY)
+execute_process(COMMAND "${CONSUMER_BINARY}/gpulife_consumer_leak_guard" COMMAND_ECHO STDOUT
+                COMMAND_ERROR_IS_FATAL ANY)

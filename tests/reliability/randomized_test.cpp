@@ -87,7 +87,8 @@ TEST_P(RandomisedWorkload, KeepsEveryInvariantUnderFaults) {
   EXPECT_GT(c.pool_merges, c.operations / 50) << "blocks were merged";
   EXPECT_GT(c.failed_operations, c.operations / 50);
   EXPECT_GT(c.cache_hits, c.operations / 200);
-  EXPECT_GT(c.finalizers_run, c.operations / 20);
+  EXPECT_GT(c.finalizers_run, c.operations / 50);
+  EXPECT_GT(c.expiry_callbacks_run, c.operations / 200);
 }
 
 INSTANTIATE_TEST_SUITE_P(Seeds, RandomisedWorkload,

@@ -2,6 +2,8 @@
 // Finalizers: Python's weakref.finalize carried to device memory.
 
 #include <atomic>
+#include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -11,6 +13,7 @@
 
 #include <gpulife/context.hpp>
 #include <gpulife/tensor/weak_tensor.hpp>
+#include <gpulife/weak/weak_key_map.hpp>
 
 #include "support/backend_test.hpp"
 
@@ -172,6 +175,69 @@ TEST_P(FinalizerTest, FinalizerThatCapturesItsTensorRunsAtShutdownAndEndsTheCycl
   ctx_.reset();
   EXPECT_EQ(runs, 1);
   EXPECT_TRUE(weak.expired()) << "running the finalizer released its captured handle";
+  (void)take_errors();
+}
+
+// finalizers_run counts the program's finalizers, those that threw too (they ran), and nothing
+// else: not expiry callbacks (counted apart), not the cache's or WeakKeyMap's bookkeeping, not
+// the release function of a wrapped tensor.
+TEST_P(FinalizerTest, StatisticsCountTheProgramsFinalizersAndExpiryCallbacksApart) {
+  const std::uint64_t finalizers_before = ctx().statistics().finalizers_run;
+  WeakTensor watched;  // outlives the tensor, so that its callback runs
+  {
+    DeviceTensor t = ctx().empty({8}, DType::f32, {}, "counted");
+    (void)t.on_release([](const TensorInfo&) {});
+    (void)t.on_release([](const TensorInfo&) { throw std::runtime_error("it ran all the same"); });
+    watched = WeakTensor(t, [](const TensorInfo&) {});
+    WeakKeyMap<int> map;
+    map.insert_or_assign(t, 1);  // an internal expiry callback
+    const std::vector<float> host(16, 1.0F);
+    DeviceTensor cached = ctx().cache().upload(std::span<const float>(host), {16});  // another
+    std::vector<float> external(4);
+    DeviceTensor wrapped = ctx().wrap(
+        external.data(), {4}, {}, DType::f32, {}, [](const TensorInfo&) {}, "wrapped");
+  }
+  const ContextStatistics stats = ctx().statistics();
+  EXPECT_EQ(stats.finalizers_run - finalizers_before, 2U) << "both finalizers, the thrower too";
+  EXPECT_EQ(stats.expiry_callbacks_run, 1U) << "the weak reference's, not the containers'";
+  EXPECT_EQ(stats.finalizer_errors, 1U);
+  (void)take_errors();
+}
+
+TEST_P(FinalizerTest, AtShutdownCountsEachFinalizerThatRan) {
+  DeviceTensor a = ctx().empty({4}, DType::f32, {}, "a");
+  DeviceTensor b = ctx().empty({4}, DType::f32, {}, "b");
+  // Registered first, so it runs last (newest first): the three others ran before it.
+  std::uint64_t seen = 0;
+  Context* raw = &ctx();
+  (void)a.on_release([&seen, raw](const TensorInfo&) { seen = raw->statistics().finalizers_run; });
+  (void)b.on_release([](const TensorInfo&) {});
+  (void)b.on_release([](const TensorInfo&) { throw std::runtime_error("boom"); });
+  (void)a.on_release([](const TensorInfo&) {});
+  WeakTensor watched(a, [](const TensorInfo&) {});  // runs at the real release, not at shutdown
+  ctx_.reset();
+  EXPECT_EQ(seen, 3U) << "the three newer finalizers, the thrower included";
+  (void)take_errors();
+}
+
+// Python's weakref.finalize exit handler runs finalizers registered while it runs (by another
+// finalizer), newest first; so does a context's shutdown.
+TEST_P(FinalizerTest, AFinalizerRegisteredDuringShutdownRunsInThatShutdown) {
+  std::vector<std::string> ran;
+  DeviceTensor early = ctx().empty({4}, DType::f32, {}, "early");
+  DeviceTensor late = ctx().empty({4}, DType::f32, {}, "late");
+  (void)early.on_release([&](const TensorInfo& i) { ran.push_back(i.tag); });
+  (void)late.on_release([&](const TensorInfo& i) {
+    ran.push_back(i.tag);
+    // registered during shutdown, on another live tensor, and newer than early's
+    (void)early.on_release(
+        [&](const TensorInfo& j) { ran.push_back(j.tag + " (registered late)"); });
+  });
+  ctx_.reset();
+  EXPECT_EQ(ran, (std::vector<std::string>{"late", "early (registered late)", "early"}));
+  early.reset();
+  late.reset();
+  EXPECT_EQ(ran.size(), 3U) << "each ran once";
   (void)take_errors();
 }
 

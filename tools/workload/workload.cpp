@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "workload.hpp"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -317,7 +319,12 @@ struct Workload::State {
   std::atomic<std::uint64_t> out_of_memory{0};
   std::atomic<std::uint64_t> expired{0};
   std::atomic<std::uint64_t> invalid_arguments{0};
-  std::atomic<std::uint64_t> finalizers_run{0};
+  // The program's callbacks that ran, as the model counts them (shared with the callbacks,
+  // which may outlive a round): the context's statistics must say the same.
+  std::shared_ptr<std::atomic<std::uint64_t>> finalizers_run =
+      std::make_shared<std::atomic<std::uint64_t>>(0);
+  std::shared_ptr<std::atomic<std::uint64_t>> expiry_callbacks_run =
+      std::make_shared<std::atomic<std::uint64_t>>(0);
   std::uint64_t checks = 0;
   std::uint64_t device_faults_before = 0;
   ContextStatistics final_stats{};
@@ -507,8 +514,9 @@ struct Workload::State {
     auto probe = std::make_shared<Probe>();
     probe->throws = choices.chance(10);
     probe->atexit = !choices.chance(20);
-    probe->handle = tensor.on_release([probe](const TensorInfo& info) {
+    probe->handle = tensor.on_release([probe, counted = finalizers_run](const TensorInfo& info) {
       probe->runs.fetch_add(1, std::memory_order_acq_rel);
+      counted->fetch_add(1, std::memory_order_acq_rel);
       if (info.bytes == 0 && info.data != nullptr) throw std::logic_error("info: no bytes");
       if (probe->throws) throw DeliberateError("deliberate finalizer exception");
     });
@@ -771,9 +779,11 @@ void Workload::State::operation(Actor& actor, Choices& choices) {
         weak.model = held[*i].model;
         if (choices.chance(50)) {
           auto probe = std::make_shared<Probe>();
-          weak.weak = WeakTensor(held[*i].tensor, [probe](const TensorInfo&) {
-            probe->runs.fetch_add(1, std::memory_order_acq_rel);
-          });
+          weak.weak = WeakTensor(held[*i].tensor,
+                                 [probe, counted = expiry_callbacks_run](const TensorInfo&) {
+                                   probe->runs.fetch_add(1, std::memory_order_acq_rel);
+                                   counted->fetch_add(1, std::memory_order_acq_rel);
+                                 });
           weak.token = std::make_shared<ExpiryToken>(ExpiryToken{probe});
           std::scoped_lock lock(model_mutex);
           weak.model->expiry.push_back(probe);
@@ -1264,6 +1274,10 @@ void Workload::State::check() {
            std::to_string(expected));
     }
   };
+  // The program's callbacks only: not the cache's and WeakKeyMap's own, throwers included.
+  expect_eq(stats.finalizers_run, finalizers_run->load(), "the context's finalizers_run");
+  expect_eq(stats.expiry_callbacks_run, expiry_callbacks_run->load(),
+            "the context's expiry_callbacks_run");
   expect_eq(stats.live_tensors, alive_tensors + cache_roots_alive,
             "ContextStatistics::live_tensors");
   expect_eq(stats.live_bytes, live_bytes, "ContextStatistics::live_bytes");
@@ -1623,6 +1637,9 @@ void Workload::round(std::size_t count) {
     std::vector<std::jthread> threads;
     for (std::size_t a = 0; a < s.actors.size(); ++a) {
       threads.emplace_back([&, a] {
+        // A timeline names each thread: these are the actors (new threads every round).
+        const std::string name = "actor " + std::to_string(a);
+        ::pthread_setname_np(::pthread_self(), name.c_str());
         try {
           RandomChoices choices(mix(s.config.seed * 1000003 + round * 31 + a));
           run(a, choices, count);
@@ -1685,6 +1702,7 @@ Counters Workload::counters() const {
   const CacheStatistics cache = s.ctx ? s.ctx->cache().statistics() : s.final_cache;
   c.tensors_created = stats.tensors_created;
   c.finalizers_run = stats.finalizers_run;
+  c.expiry_callbacks_run = stats.expiry_callbacks_run;
   c.live_tensors = stats.live_tensors;
   c.live_bytes = stats.live_bytes;
   c.cache_hits = cache.hits;
@@ -1707,11 +1725,11 @@ std::string Workload::summary() const {
       << " allocation faults injected, " << c.cuda_errors << " CudaError, " << c.out_of_memory
       << " OutOfMemoryError, " << c.expired << " ExpiredTensorError, " << c.invalid_arguments
       << " invalid_argument caught, " << c.contained_reports << " contained reports, "
-      << c.tensors_created << " tensors, " << c.finalizers_run << " finalizers, " << c.cache_hits
-      << " cache hits, " << c.cache_misses << " misses, " << c.cache_evictions << " evictions, "
-      << c.pressure_events << " pressure events, " << c.checks << " checks; the pool took "
-      << c.pool_segments << " segments, split " << c.pool_splits << " and merged "
-      << c.pool_merges << " blocks";
+      << c.tensors_created << " tensors, " << c.finalizers_run << " finalizers, "
+      << c.expiry_callbacks_run << " expiry callbacks, " << c.cache_hits << " cache hits, "
+      << c.cache_misses << " misses, " << c.cache_evictions << " evictions, " << c.pressure_events
+      << " pressure events, " << c.checks << " checks; the pool took " << c.pool_segments
+      << " segments, split " << c.pool_splits << " and merged " << c.pool_merges << " blocks";
   return out.str();
 }
 

@@ -105,7 +105,8 @@ struct Counters {
   std::uint64_t invalid_arguments = 0;  ///< `std::invalid_argument`s caught (bad input on purpose)
   std::uint64_t contained_reports = 0;  ///< errors the library reported instead of throwing
   std::uint64_t tensors_created = 0;    ///< tensors the context made (views included)
-  std::uint64_t finalizers_run = 0;     ///< finalizers and expiry callbacks that ran
+  std::uint64_t finalizers_run = 0;     ///< the context's `finalizers_run`
+  std::uint64_t expiry_callbacks_run = 0;  ///< the context's `expiry_callbacks_run`
   std::uint64_t cache_hits = 0;         ///< of the tensor cache
   std::uint64_t cache_misses = 0;       ///< of the tensor cache
   std::uint64_t cache_evictions = 0;    ///< warm entries the cache evicted

@@ -15,6 +15,7 @@
 #include <gpulife/debug/debug_options.hpp>
 #include <gpulife/debug/leak_report.hpp>
 #include <gpulife/debug/timeline.hpp>
+#include <gpulife/debug/timeline_view.hpp>
 #include <gpulife/error_handler.hpp>
 #include <gpulife/memory/device_memory_resource.hpp>
 #include <gpulife/memory/memory_pressure.hpp>
@@ -62,8 +63,14 @@ struct ContextStatistics {
   std::size_t live_tensors = 0;  ///< tensors alive now (views included)
   std::size_t live_bytes = 0;    ///< device memory owned by live tensors
   std::uint64_t tensors_created = 0;   ///< tensors made since the context was, views included
-  std::uint64_t finalizers_run = 0;    ///< finalizers that have run, at release or shutdown
-  std::uint64_t finalizer_errors = 0;  ///< finalizers and expiry callbacks that threw
+  /// The program's finalizers (`DeviceTensor::on_release`) that have run, at release or at
+  /// shutdown, those that threw included. gpulife's own callbacks (the tensor cache's and
+  /// `WeakKeyMap`'s bookkeeping, `wrap`'s release function) are not counted.
+  std::uint64_t finalizers_run = 0;
+  /// The program's `WeakTensor` expiry callbacks that have run, those that threw included.
+  std::uint64_t expiry_callbacks_run = 0;
+  /// Callbacks that threw: finalizers, expiry callbacks, `wrap`'s release functions.
+  std::uint64_t finalizer_errors = 0;
   ResourceStatistics resource{};       ///< of the context's memory resource
 };
 
@@ -78,16 +85,20 @@ struct ContextStatistics {
 /// the context stay valid: their memory is released when they drop.
 ///
 /// In leak mode (`ContextOptions::debug`, or GPULIFE_DEBUG=leaks) the destructor first makes a
-/// leak report, before any finalizer runs, so that it shows what the program left alive: it
-/// goes to stderr (one line when nothing leaked) and, with `DebugOptions::report_path` or
-/// GPULIFE_LEAK_REPORT, to that file. With `DebugOptions::exit_on_leak` a leak makes the
-/// process's exit status `leak_exit_code`: the destructor records it, and when the process
-/// exits normally (`exit`, a return from `main`, `quick_exit`) a handler registered when the
-/// context was made flushes stdio and ends the process with `std::_Exit(leak_exit_code)`;
-/// destructors and handlers that would have run after it do not. A context destroyed after that
-/// handler has run (a static object destroyed late) ends the process at once, at the end of its
-/// destructor, the same way. With the timeline on and `DebugOptions::timeline_path` set, the
-/// destructor writes the Chrome trace there last.
+/// leak report (unless `DebugOptions::report_at_shutdown` is off), before any finalizer runs, so
+/// that it shows what the program left alive: it goes to stderr (one line when nothing leaked) and,
+/// with `DebugOptions::report_path` or GPULIFE_LEAK_REPORT, to that file. With
+/// `DebugOptions::exit_on_leak` a leak makes the process's exit status `leak_exit_code`: the
+/// destructor records it, and when the process exits normally (`exit`, a return from `main`,
+/// `quick_exit`) a handler registered when the context was made flushes stdio and ends the process
+/// with `std::_Exit(leak_exit_code)`; destructors and handlers that would have run after it do not.
+/// A context destroyed after that handler has run (a static object destroyed late) ends the process
+/// at once, at the end of its destructor, the same way. With the timeline on and
+/// `DebugOptions::timeline_path` set, the destructor writes the Chrome trace there last (the
+/// offline HTML view for a ".html" name).
+///
+/// With `DebugOptions::oom_dump`, an allocation that fails after the memory-pressure chain
+/// first writes an out-of-memory snapshot (see `DebugOptions::oom_dump`), then throws.
 ///
 /// @par Thread safety
 /// All members are thread-safe. The context must not be destroyed while other threads use it.
@@ -192,7 +203,8 @@ class Context {
   [[nodiscard]] LeakReport leak_report(LeakCheckpoint since = {}) const;
   /// @brief The events recorded so far, oldest first (empty, with `recording` false, when the
   /// timeline is off). `ctx.timeline().write_chrome_trace("trace.json")` makes a file that
-  /// Perfetto and chrome://tracing open.
+  /// Perfetto opens and `gpulife_view` turns into an offline page; `write_timeline_view` writes
+  /// that page directly.
   [[nodiscard]] Timeline timeline() const;
 
   /// @return the listeners told when an allocation fails (held weakly)

@@ -9,6 +9,7 @@
 #include <gpulife/debug/debug_options.hpp>
 #include <gpulife/debug/leak_report.hpp>
 #include <gpulife/debug/timeline.hpp>
+#include <gpulife/debug/timeline_view.hpp>
 #include <gpulife/error_handler.hpp>
 #include <gpulife/errors.hpp>
 #include <gpulife/memory/async_resource.hpp>
@@ -26,6 +27,7 @@
 #include <gpulife/tensor/device_tensor.hpp>
 #include <gpulife/tensor/dtype.hpp>
 #include <gpulife/tensor/finalizer.hpp>
+#include <gpulife/tensor/lifetime_event.hpp>
 #include <gpulife/tensor/shape.hpp>
 #include <gpulife/tensor/tensor_info.hpp>
 #include <gpulife/tensor/weak_tensor.hpp>

@@ -177,11 +177,16 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
     return stream;
   }
 
-  void notify(detail::LifetimeEvent event, std::uint64_t id, std::size_t bytes,
-              std::string_view tag) const noexcept {
+  void notify(LifetimeEvent event, std::uint64_t id, std::size_t bytes, std::string_view tag,
+              std::uint64_t memory_id = 0) const noexcept {
     if (detail::TensorObserver* observer = arena.observer()) {
-      observer->on_event(event, id, bytes, tag);
+      observer->on_event(event, id, bytes, tag, memory_id);
     }
+  }
+
+  /// The id of the tensor that owns `view`'s memory: the upload a hit reuses.
+  static std::uint64_t memory_id(const DeviceTensor& view) noexcept {
+    return detail::memory_owner(*detail::TensorAccess::impl(view)).id;
   }
 
   // ---- the tiers ----
@@ -225,8 +230,7 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
       }
       root = std::move(victim->root);
     }
-    notify(detail::LifetimeEvent::cache_eviction, root ? root.id() : 0, victim->bytes,
-           victim->tag);
+    notify(LifetimeEvent::cache_eviction, root ? root.id() : 0, victim->bytes, victim->tag);
     // `root` drops here, outside every lock: the memory goes back in stream order
   }
 
@@ -296,10 +300,12 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
     std::weak_ptr<State> weak_state = weak_from_this();
     std::weak_ptr<Entry> weak_entry = entry;
     const std::uint64_t view_id = view.id();
-    entry->view = WeakTensor(view, [weak_state, key = entry->key, weak_entry,
-                                    view_id](const TensorInfo&) {
-      if (auto state = weak_state.lock()) state->on_view_expired(key, weak_entry, view_id);
-    });
+    entry->view = WeakTensor(
+        view,
+        [weak_state, key = entry->key, weak_entry, view_id](const TensorInfo&) {
+          if (auto state = weak_state.lock()) state->on_view_expired(key, weak_entry, view_id);
+        },
+        detail::InternalCallback{});
     entry->view_id = view_id;
     return view;
   }
@@ -333,6 +339,9 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
     const Shape* shape = nullptr;        // of an upload: checked against a name key's entry
     DType dtype = DType::byte;
     SourceLocation where{};        // the caller's site, for leak reports
+    // verify_hits: true if a hit's device bytes are the caller's; null: hits are not checked
+    detail::FunctionRef<bool(const DeviceTensor&)>* verify = nullptr;
+    bool retried = false;  // a verification failed once already
   };
 
   DeviceTensor acquire(const Request& request) {
@@ -372,11 +381,43 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
     if (!view) return load(shard, entry, request);
     // A hit. The entry stays valid while we hold `view`; the rest needs no lock.
     make_ready(*entry, view, request.stream);
+    if (request.verify != nullptr && !(*request.verify)(view)) {
+      // The device copy is not the caller's bytes: the hit becomes a miss, and a fresh upload
+      // replaces the entry (once; should that copy fail too, the caller gets it uncached).
+      reject(shard, entry);
+      view.reset();
+      if (!request.retried) {
+        Request again = request;
+        again.retried = true;
+        return acquire(again);
+      }
+      return request.load();
+    }
     // Only a call that succeeds changes the entry's retention: one that failed above must not
     // leave it pinned or warm.
     if (request.retention != Retention::weak) upgrade(shard, entry, view, request.retention);
-    notify(detail::LifetimeEvent::cache_hit, view.id(), entry->bytes, entry->tag);
+    notify(LifetimeEvent::cache_hit, view.id(), entry->bytes, entry->tag, memory_id(view));
     return view;
+  }
+
+  /// A hit whose verification failed: counted as a miss instead, and the entry leaves the cache
+  /// (its users keep their tensor) so that the next upload of the key replaces it.
+  void reject(Shard& shard, const std::shared_ptr<Entry>& entry) {
+    std::shared_ptr<Entry> doomed;  // dropped after the lock is released
+    {
+      std::scoped_lock lock(shard.mutex);
+      --shard.hits;
+      shard.bytes_deduplicated -= entry->bytes;
+      ++shard.verification_failures;
+      if (auto it = shard.entries.find(entry->key);
+          it != shard.entries.end() && it->second == entry) {
+        doomed = remove_locked(shard, it);
+        leave_warm_tier(*doomed);
+      }
+    }
+    arena.report("tensor cache: the device copy of " + entry->key.to_string() +
+                 " differs from the host bytes (a digest collision or memory corruption);"
+                 " uploading it again in its place");
   }
 
   /// Raises the retention of `entry`, whose tensor `view` the caller holds, if it is still in
@@ -458,7 +499,7 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
     }
     loading->finish(nullptr);
     if (request.stream.impl() != entry->home) view.record_stream(request.stream);
-    notify(detail::LifetimeEvent::cache_miss, view.id(), entry->bytes, entry->tag);
+    notify(LifetimeEvent::cache_miss, view.id(), entry->bytes, entry->tag, memory_id(view));
     return view;
   }
 
@@ -479,35 +520,26 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
           detail::TensorAccess::adopt(arena.create(shape, dtype, *on.impl(), call.tag, where));
       root.upload(host, on);
       if (pinned_source != nullptr) keep_alive_until_executed(*pinned_source, on);
-      notify(detail::LifetimeEvent::upload, root.id(), host.size(), call.tag);
+      notify(LifetimeEvent::upload, root.id(), host.size(), call.tag);
       return root;
     };
-    DeviceTensor tensor;
+    // verify_hits: a hit's device bytes must be the caller's (names are the caller's word).
+    auto matches = [&](const DeviceTensor& hit) {
+      std::vector<std::byte> device_bytes(hit.bytes());
+      hit.download(device_bytes, on);  // pageable destination: complete on return
+      return std::memcmp(device_bytes.data(), host.data(), host.size()) == 0;
+    };
+    detail::FunctionRef<bool(const DeviceTensor&)> verify(matches);
+    Request request{key, on, retention, upload_root, true, &shape, dtype, where};
+    if (options.verify_hits && !key.is_name()) request.verify = &verify;
     try {
-      tensor = acquire({key, on, retention, upload_root, true, &shape, dtype, where});
+      return acquire(request);
     } catch (...) {
       // A load can fail after its copy was queued (recording its readiness, say): from pinned
       // memory that copy still reads the buffer, which the caller may free once we throw.
       if (pinned_source != nullptr) on.synchronize();
       throw;
     }
-    if (!options.verify_hits || key.is_name()) return tensor;
-    std::vector<std::byte> device_bytes(tensor.bytes());
-    tensor.download(device_bytes, on);  // pageable destination: complete on return
-    if (std::memcmp(device_bytes.data(), host.data(), host.size()) == 0) return tensor;
-    {
-      Shard& shard = shard_for(key);
-      std::scoped_lock lock(shard.mutex);
-      ++shard.verification_failures;
-    }
-    arena.report("tensor cache: the device copy of " + key.to_string() +
-                 " differs from the host bytes (a digest collision or memory corruption);"
-                 " returning an uncached upload");
-    DeviceTensor fresh =
-        detail::TensorAccess::adopt(arena.create(shape, dtype, *on.impl(), call.tag, where));
-    fresh.upload(host, on);
-    if (pinned_source != nullptr) keep_alive_until_executed(*pinned_source, on);
-    return fresh;
   }
 
   /// A copy from pinned memory reads it when it executes: keeps `buffer` alive until the work

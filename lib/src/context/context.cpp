@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <string>
 
+#include <gpulife/debug/timeline_view.hpp>
 #include <gpulife/memory/async_resource.hpp>
 
 #include "debug/debug_observer.hpp"
@@ -55,7 +56,8 @@ Context::Context(ContextOptions options)
                                std::move(entry.key)});
            }
            return pinned;
-         }});
+         },
+         [cache] { return cache->statistics(); }});
     if (debug_options_.exit_on_leak) detail::arm_exit_on_leak();
   }
 }
@@ -93,7 +95,8 @@ Context::~Context() {
   cache_->clear_warm();
   // Before the finalizers run: a finalizer that holds its own tensor would otherwise end the
   // cycle here and hide it, and the report is about what the program left alive.
-  const bool exit_for_leak = debug_ && debug_->tracking_leaks() && report_leaks_at_shutdown();
+  const bool exit_for_leak = debug_ && debug_->tracking_leaks() &&
+                             debug_options_.report_at_shutdown && report_leaks_at_shutdown();
   if (debug_) debug_->set_cache_hooks({});
   // The cache's pinned entries go next, so that what remains alive is what users still hold.
   cache_->clear();
@@ -101,16 +104,23 @@ Context::~Context() {
   const detail::ArenaStatistics stats = arena_->statistics();
   if (stats.live_tensors > 0) {
     arena_->report("context on " + device_.name() + " destroyed with " +
-                   std::to_string(stats.live_tensors) + " tensors still alive (" +
-                   detail::format_bytes(stats.live_bytes) + "); ran " + std::to_string(ran) +
-                   " of their finalizers; their memory is released when they drop");
+                   detail::count_of(stats.live_tensors, "tensor", "tensors") + " still alive (" +
+                   detail::format_bytes(stats.live_bytes) + "); ran " +
+                   detail::count_of(ran, "finalizer", "finalizers") +
+                   " at shutdown; a live tensor's memory is released when it drops");
   }
   arena_->set_pressure_handler({});
   cache_.reset();
   resource_->release_cached();
   if (debug_ && debug_->recording_timeline() && !debug_options_.timeline_path.empty()) {
     try {
-      debug_->timeline().write_chrome_trace(debug_options_.timeline_path);
+      const std::string& path = debug_options_.timeline_path;
+      const bool html = path.size() >= 5 && path.compare(path.size() - 5, 5, ".html") == 0;
+      if (html) {
+        write_timeline_view(debug_->timeline(), path);
+      } else {
+        debug_->timeline().write_chrome_trace(path);
+      }
     } catch (const std::exception& e) {
       arena_->report(std::string("context shutdown: ") + e.what());
     }
@@ -161,7 +171,7 @@ DeviceTensor Context::upload(std::span<const std::byte> host, const Shape& shape
       detail::TensorAccess::adopt(arena_->create(shape, dtype, *on.impl(), tag, where));
   tensor.upload(host, on);
   if (detail::TensorObserver* observer = arena_->observer()) {
-    observer->on_event(detail::LifetimeEvent::upload, tensor.id(), host.size(), tag);
+    observer->on_event(LifetimeEvent::upload, tensor.id(), host.size(), tag, 0);
   }
   return tensor;
 }
@@ -185,8 +195,12 @@ DeviceTensor Context::wrap(void* data, const Shape& shape, const Shape& strides,
   const StreamView on = resolve(stream);
   DeviceTensor tensor = detail::TensorAccess::adopt(
       arena_->create_external(data, bytes, shape, layout, dtype, *on.impl(), tag, where));
-  Finalizer owner = tensor.on_release(std::move(release));
-  owner.set_atexit(false);  // the memory is the producer's: give it back only at the real release
+  // Bookkeeping, not one of the program's finalizers; the memory is the producer's: it goes
+  // back only at the real release, never at shutdown.
+  const auto owner = arena_->add_callback(*detail::TensorAccess::impl(tensor),
+                                          detail::CallbackState::Kind::finalizer,
+                                          std::move(release), /*internal=*/true);
+  owner->atexit.store(false, std::memory_order_release);
   return tensor;
 }
 
@@ -222,6 +236,7 @@ ContextStatistics Context::statistics() const {
   stats.live_bytes = arena.live_bytes;
   stats.tensors_created = arena.tensors_created;
   stats.finalizers_run = arena.finalizers_run;
+  stats.expiry_callbacks_run = arena.expiry_callbacks_run;
   stats.finalizer_errors = arena.finalizer_errors;
   stats.resource = resource_->statistics();
   return stats;

@@ -8,11 +8,12 @@
 #include <functional>
 #include <vector>
 
+#include <gpulife/cache/tensor_cache.hpp>
 #include <gpulife/debug/leak_report.hpp>
 
 namespace gpulife {
 
-/// Functions through which the tensor cache tells the debug layer what it holds. Either may be
+/// Functions through which the tensor cache tells the debug layer what it holds. Any may be
 /// empty.
 ///
 /// Both are called with no gpulife lock held, from the thread that makes a report or records a
@@ -24,6 +25,8 @@ struct CacheDebugHooks {
   std::function<std::size_t()> cached_bytes{};
   /// The entries pinned now: a leak report names their tensors as pinned, not leaked.
   std::function<std::vector<PinnedEntry>()> pinned_entries{};
+  /// The cache's counters: an out-of-memory snapshot includes them.
+  std::function<CacheStatistics()> statistics{};
 };
 
 }  // namespace gpulife

@@ -1,10 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "debug/debug_observer.hpp"
 
+#include <cstdio>
 #include <mutex>
 #include <string>
 
 #include <gpulife/memory/pool_resource.hpp>
+
+#include "detail/format.hpp"
 
 namespace gpulife::detail {
 
@@ -22,6 +25,7 @@ DebugObserver::DebugObserver(const DebugOptions& options, TensorArena& arena) : 
   if (options.timeline) {
     timeline_ = std::make_unique<TimelineRecorder>(device_name, options.timeline_capacity);
   }
+  if (options.oom_dump) oom_dumper_ = std::make_unique<OomDumper>(options);
 }
 
 DebugObserver::~DebugObserver() {
@@ -43,37 +47,129 @@ void DebugObserver::on_create(TensorImpl& impl, const SourceLocation& where) noe
       }
     }
   }
-  if (timeline_ && root) record(TimelineEventKind::allocate, impl.id, impl.alloc_bytes, impl.tag);
-}
-
-void DebugObserver::on_release(TensorImpl& impl) noexcept {
-  if (tracker_) tracker_->untrack(impl);
-  if (timeline_ && impl.base == nullptr) {
-    record(TimelineEventKind::free, impl.id, impl.alloc_bytes, impl.tag);
+  if (timeline_ && root) {
+    try {
+      RecordedEvent event;
+      event.kind = LifetimeEvent::allocate;
+      event.tensor_id = impl.id;
+      event.bytes = impl.alloc_bytes;
+      event.tag = impl.tag;
+      event.stream_id = impl.stream != nullptr ? impl.stream->id() : 0;
+      event.dtype = impl.dtype;
+      event.shape = impl.shape;
+      event.has_site = true;
+      event.where = where;
+      // The leak tracker's frames, when stacks are captured: taken once, shared.
+      if (impl.record != nullptr) event.frames = impl.record->stack;
+      record(std::move(event));
+    } catch (...) {
+      // out of host memory for the tag: the event is lost, nothing else
+    }
   }
 }
 
-void DebugObserver::on_event(LifetimeEvent event, std::uint64_t tensor_id, std::size_t bytes,
-                             std::string_view tag) noexcept {
-  if (timeline_) record(event, tensor_id, bytes, tag);
+void DebugObserver::on_release(TensorImpl& impl) noexcept {
+  if (timeline_ && impl.base == nullptr) {
+    try {
+      RecordedEvent event;
+      event.kind = LifetimeEvent::free;
+      event.tensor_id = impl.id;
+      event.bytes = impl.alloc_bytes;
+      event.tag = impl.tag;
+      event.stream_id = impl.stream != nullptr ? impl.stream->id() : 0;
+      record(std::move(event));
+    } catch (...) {
+      // as above
+    }
+  }
+  if (tracker_) tracker_->untrack(impl);
 }
 
-void DebugObserver::record(TimelineEventKind kind, std::uint64_t tensor_id, std::size_t bytes,
-                           std::string_view tag) noexcept {
-  TimelineRecorder::Counters counters;
-  counters.bytes_in_use = arena_.statistics().live_bytes;
+void DebugObserver::on_event(LifetimeEvent kind, std::uint64_t tensor_id, std::size_t bytes,
+                             std::string_view tag, std::uint64_t memory_id) noexcept {
+  if (!timeline_) return;
   try {
-    counters.pool_cached_bytes = arena_.resource().statistics().bytes_cached;
+    RecordedEvent event;
+    event.kind = kind;
+    event.tensor_id = tensor_id;
+    event.memory_id = memory_id;
+    event.bytes = bytes;
+    event.tag.assign(tag);
+    record(std::move(event));
+  } catch (...) {
+    // as above
+  }
+}
+
+void DebugObserver::on_out_of_memory(std::size_t requested, StreamView stream,
+                                     std::string_view message) noexcept {
+  if (timeline_) {
+    RecordedEvent event;
+    event.kind = LifetimeEvent::out_of_memory;
+    event.bytes = requested;
+    event.stream_id = stream.valid() ? stream.id() : 0;
+    record(std::move(event));
+  }
+  if (oom_dumper_ && oom_dumper_->claim()) dump_out_of_memory(requested, stream, message);
+}
+
+void DebugObserver::dump_out_of_memory(std::size_t requested, StreamView stream,
+                                       std::string_view message) noexcept {
+  const std::string device = arena_.device().name();
+  try {
+    OomSnapshot snapshot;
+    snapshot.device = device;
+    snapshot.requested = requested;
+    snapshot.stream_id = stream.valid() ? stream.id() : 0;
+    snapshot.message.assign(message);
+    try {
+      snapshot.device_memory = arena_.device().memory_info();
+    } catch (...) {
+      // left out of the snapshot
+    }
+    const DeviceMemoryResource& resource = arena_.resource();
+    snapshot.resource_name = resource.name();
+    snapshot.resource = resource.statistics();
+    snapshot.pool = describe_pool(resource);
+    {
+      std::shared_lock lock(hooks_mutex_);
+      if (hooks_.statistics) snapshot.cache = hooks_.statistics();
+    }
+    const ArenaStatistics arena = arena_.statistics();
+    snapshot.live_tensors = arena.live_tensors;
+    snapshot.live_bytes = arena.live_bytes;
+    if (tracker_) {
+      snapshot.report = leak_report({});
+      snapshot.report.keep_largest(oom_dumper_->max_tensors());
+    }
+    if (timeline_) snapshot.timeline = timeline_->snapshot(oom_dumper_->max_events());
+    const std::filesystem::path dir = oom_dumper_->write(snapshot);
+    std::fprintf(stderr, "gpulife: out of memory on %s, %s requested: snapshot written to %s\n",
+                 device.c_str(), format_bytes(requested).c_str(), dir.c_str());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "gpulife: out of memory on %s: the snapshot could not be written: %s\n",
+                 device.c_str(), e.what());
+  } catch (...) {
+    std::fprintf(stderr, "gpulife: out of memory on %s: the snapshot could not be written\n",
+                 device.c_str());
+  }
+  std::fflush(stderr);
+}
+
+void DebugObserver::record(RecordedEvent&& event) noexcept {
+  event.bytes_in_use = arena_.statistics().live_bytes;
+  try {
+    event.pool_cached_bytes = arena_.resource().statistics().bytes_cached;
   } catch (...) {
     // a resource that cannot say leaves the counter at 0
   }
   try {
     std::shared_lock lock(hooks_mutex_);
-    if (hooks_.cached_bytes) counters.tensor_cache_bytes = hooks_.cached_bytes();
+    if (hooks_.cached_bytes) event.tensor_cache_bytes = hooks_.cached_bytes();
   } catch (...) {
     // as above
   }
-  timeline_->record(kind, tensor_id, bytes, tag, counters);
+  timeline_->record(std::move(event));
 }
 
 LeakCheckpoint DebugObserver::checkpoint() const noexcept {

@@ -2,8 +2,8 @@
 #pragma once
 
 // The debug layer as the tensor arena sees it: one observer per context that feeds the leak
-// tracker and the timeline. The arena owns it, so it outlives the context for as long as
-// tensors do.
+// tracker and the timeline, and writes the out-of-memory snapshot. The arena owns it, so it
+// outlives the context for as long as tensors do.
 
 #include <cstdint>
 #include <memory>
@@ -15,6 +15,7 @@
 #include <gpulife/debug/timeline.hpp>
 
 #include "debug/leak_tracker.hpp"
+#include "debug/oom_dump.hpp"
 #include "debug/timeline_recorder.hpp"
 #include "tensor/tensor_arena.hpp"
 
@@ -31,7 +32,9 @@ class DebugObserver final : public TensorObserver {
   void on_create(TensorImpl& impl, const SourceLocation& where) noexcept override;
   void on_release(TensorImpl& impl) noexcept override;
   void on_event(LifetimeEvent event, std::uint64_t tensor_id, std::size_t bytes,
-                std::string_view tag) noexcept override;
+                std::string_view tag, std::uint64_t memory_id) noexcept override;
+  void on_out_of_memory(std::size_t requested, StreamView stream,
+                        std::string_view message) noexcept override;
 
   [[nodiscard]] bool tracking_leaks() const noexcept { return tracker_ != nullptr; }
   [[nodiscard]] bool recording_timeline() const noexcept { return timeline_ != nullptr; }
@@ -43,12 +46,15 @@ class DebugObserver final : public TensorObserver {
   void set_cache_hooks(CacheDebugHooks hooks);
 
  private:
-  void record(TimelineEventKind kind, std::uint64_t tensor_id, std::size_t bytes,
-              std::string_view tag) noexcept;
+  void record(RecordedEvent&& event) noexcept;
+  /// Gathers and writes the out-of-memory snapshot, and says where on stderr.
+  void dump_out_of_memory(std::size_t requested, StreamView stream,
+                          std::string_view message) noexcept;
 
   TensorArena& arena_;
   std::unique_ptr<LeakTracker> tracker_;
   std::unique_ptr<TimelineRecorder> timeline_;
+  std::unique_ptr<OomDumper> oom_dumper_;
   std::uint64_t resolver_token_ = 0;
   // Shared while a hook runs, so that replacing the hooks (the cache going away) waits for it.
   mutable std::shared_mutex hooks_mutex_;

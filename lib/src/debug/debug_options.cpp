@@ -30,9 +30,11 @@ void apply_debug_flags(std::string_view flags, DebugOptions& options) {
       options.timeline = true;
     } else if (item == "exit") {
       options.leaks = options.exit_on_leak = true;
+    } else if (item == "oom_dump") {
+      options.oom_dump = options.leaks = options.timeline = true;
     } else {
       throw std::invalid_argument("GPULIFE_DEBUG: unknown item '" + std::string(item) +
-                                  "' (known: leaks, stacks, timeline, exit)");
+                                  "' (known: leaks, stacks, timeline, exit, oom_dump)");
     }
   }
 }
@@ -49,8 +51,13 @@ DebugOptions resolve_debug_options(DebugOptions options) {
         path != nullptr && *path != '\0' && options.timeline_path.empty()) {
       options.timeline_path = path;
     }
+    if (const char* path = std::getenv("GPULIFE_OOM_DUMP");
+        path != nullptr && *path != '\0' && options.oom_dump_dir.empty()) {
+      options.oom_dump_dir = path;
+    }
   }
-  if (options.stacks || options.exit_on_leak) options.leaks = true;
+  if (options.stacks || options.exit_on_leak || options.oom_dump) options.leaks = true;
+  if (options.oom_dump) options.timeline = true;
   if (options.exit_on_leak && options.leak_exit_code == 0) {
     throw std::invalid_argument("debug.leak_exit_code: must be non-zero with exit_on_leak");
   }

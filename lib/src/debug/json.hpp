@@ -1,52 +1,22 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 
-// The little JSON the debug layer writes (reports, traces): strings need escaping, numbers are
-// integers or fixed-point, and nothing is ever parsed back here.
+// Every JSON document gpulife writes (leak reports, traces, out-of-memory snapshots) is made
+// with nlohmann-json, so that it is valid whatever a string holds: a tag with invalid UTF-8 is
+// written with U+FFFD in place of the bad bytes instead of making the whole file unreadable.
+// Private: no public header includes nlohmann-json.
 
-#include <cstdio>
 #include <string>
-#include <string_view>
+
+#include <nlohmann/json.hpp>
 
 namespace gpulife::detail {
 
-/// Appends `text` as a JSON string literal, quotes included.
-inline void append_json_string(std::string& out, std::string_view text) {
-  out += '"';
-  for (const char c : text) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char escaped[8];
-          std::snprintf(escaped, sizeof escaped, "\\u%04x", static_cast<unsigned>(c));
-          out += escaped;
-        } else {
-          out += c;
-        }
-    }
-  }
-  out += '"';
-}
+using Json = nlohmann::ordered_json;  // members in the order they were set: readable files
 
-/// `"key":` with the key escaped.
-inline void append_json_key(std::string& out, std::string_view key) {
-  append_json_string(out, key);
-  out += ':';
+/// `value` as compact JSON text; invalid UTF-8 in strings becomes U+FFFD.
+inline std::string dump_json(const Json& value, int indent = -1) {
+  return value.dump(indent, ' ', false, Json::error_handler_t::replace);
 }
 
 }  // namespace gpulife::detail

@@ -12,8 +12,6 @@
 namespace gpulife {
 namespace {
 
-using detail::append_json_key;
-using detail::append_json_string;
 using detail::format_bytes;
 
 bool is_leak(const LiveTensor& tensor) noexcept {
@@ -105,11 +103,12 @@ std::string_view to_string(LiveTensorStatus status) noexcept {
 }
 
 std::size_t LeakReport::leaked_tensors() const noexcept {
-  return static_cast<std::size_t>(std::count_if(tensors.begin(), tensors.end(), is_leak));
+  return static_cast<std::size_t>(std::count_if(tensors.begin(), tensors.end(), is_leak)) +
+         omitted_tensors;
 }
 
 std::size_t LeakReport::leaked_bytes() const noexcept {
-  std::size_t bytes = 0;
+  std::size_t bytes = omitted_bytes;
   for (const LiveTensor& tensor : tensors) {
     if (is_leak(tensor)) bytes += own_bytes(tensor);
   }
@@ -169,6 +168,11 @@ std::string LeakReport::to_text() const {
       for (const std::string& frame : tensor->stack) text += "      at " + frame + "\n";
     }
   }
+  if (omitted_tensors != 0) {
+    text += "\n" + format_bytes(omitted_bytes) + " in " +
+            plural(omitted_tensors, "smaller tensor", "smaller tensors") +
+            " not listed (the report was cut to its largest tensors)\n";
+  }
   if (!pinned.empty()) {
     text += "\npinned cache entries (they live as long as the context; not leaks):\n";
     for (const PinnedEntry& entry : pinned) {
@@ -199,120 +203,98 @@ std::string LeakReport::to_text() const {
 }
 
 std::string LeakReport::to_json() const {
-  std::string out = "{";
-  append_json_key(out, "tracking");
-  out += tracking ? "true" : "false";
-  out += ',';
-  append_json_key(out, "device");
-  append_json_string(out, device);
-  out += ',';
-  append_json_key(out, "taken_unix_ms");
-  out += std::to_string(unix_ms(taken));
-
+  using detail::Json;
   std::size_t unowned_bytes = 0;
   for (const UnownedBlock& block : unowned_blocks) unowned_bytes += block.bytes;
-  out += ",\"summary\":{";
-  append_json_key(out, "leaked_tensors");
-  out += std::to_string(leaked_tensors());
-  out += ",\"leaked_bytes\":" + std::to_string(leaked_bytes());
-  out += ",\"kept_by_callback\":" +
-         std::to_string(std::count_if(tensors.begin(), tensors.end(), [](const LiveTensor& t) {
-           return t.status == LiveTensorStatus::kept_by_callback;
-         }));
-  out += ",\"pinned_entries\":" + std::to_string(pinned.size());
-  out += ",\"unowned_blocks\":" + std::to_string(unowned_blocks.size());
-  out += ",\"unowned_bytes\":" + std::to_string(unowned_bytes);
-  out += ",\"blocks_known\":" + std::string(blocks_known ? "true" : "false");
-  out += ",\"untracked\":" + std::to_string(untracked);
-  out += ",\"has_leaks\":" + std::string(has_leaks() ? "true" : "false");
-  out += "}";
+  Json out = Json::object();
+  out["tracking"] = tracking;
+  out["device"] = device;
+  out["taken_unix_ms"] = unix_ms(taken);
+  out["summary"] = {{"leaked_tensors", leaked_tensors()},
+                    {"leaked_bytes", leaked_bytes()},
+                    {"kept_by_callback", std::count_if(tensors.begin(), tensors.end(),
+                                                       [](const LiveTensor& t) {
+                                                         return t.status ==
+                                                                LiveTensorStatus::kept_by_callback;
+                                                       })},
+                    {"pinned_entries", pinned.size()},
+                    {"unowned_blocks", unowned_blocks.size()},
+                    {"unowned_bytes", unowned_bytes},
+                    {"blocks_known", blocks_known},
+                    {"untracked", untracked},
+                    {"omitted_tensors", omitted_tensors},
+                    {"omitted_bytes", omitted_bytes},
+                    {"has_leaks", has_leaks()}};
 
-  out += ",\"sites\":[";
-  bool first = true;
+  Json sites = Json::array();
   for (const Site& site : group_by_site(tensors)) {
-    out += first ? "{" : ",{";
-    first = false;
-    append_json_key(out, "file");
-    append_json_string(out, site.site->file);
-    out += ",\"line\":" + std::to_string(site.site->line) + ",";
-    append_json_key(out, "function");
-    append_json_string(out, site.site->function);
-    out += ",\"tensors\":" + std::to_string(site.tensors.size());
-    out += ",\"bytes\":" + std::to_string(site.bytes) + ",\"ids\":[";
-    for (std::size_t i = 0; i < site.tensors.size(); ++i) {
-      if (i != 0) out += ',';
-      out += std::to_string(site.tensors[i]->id);
-    }
-    out += "]}";
+    Json ids = Json::array();
+    for (const LiveTensor* tensor : site.tensors) ids.push_back(tensor->id);
+    sites.push_back({{"file", site.site->file},
+                     {"line", site.site->line},
+                     {"function", site.site->function},
+                     {"tensors", site.tensors.size()},
+                     {"bytes", site.bytes},
+                     {"ids", std::move(ids)}});
   }
-  out += "],\"tensors\":[";
-  first = true;
+  out["sites"] = std::move(sites);
+
+  Json listed = Json::array();
   for (const LiveTensor& tensor : tensors) {
-    out += first ? "{" : ",{";
-    first = false;
-    out += "\"id\":" + std::to_string(tensor.id);
-    out += ",\"bytes\":" + std::to_string(tensor.bytes) + ",\"shape\":[";
-    for (std::size_t i = 0; i < tensor.shape.rank(); ++i) {
-      if (i != 0) out += ',';
-      out += std::to_string(tensor.shape[i]);
-    }
-    out += "],";
-    append_json_key(out, "dtype");
-    append_json_string(out, to_string(tensor.dtype));
-    out += ',';
-    append_json_key(out, "tag");
-    append_json_string(out, tensor.tag);
-    out += ',';
-    append_json_key(out, "device");
-    append_json_string(out, tensor.device);
-    out += ",\"stream\":" + std::to_string(tensor.stream_id);
-    out += ",\"created_unix_ms\":" + std::to_string(unix_ms(tensor.created));
-    out += ",\"site\":{";
-    append_json_key(out, "file");
-    append_json_string(out, tensor.site.file);
-    out += ",\"line\":" + std::to_string(tensor.site.line);
-    out += ",\"column\":" + std::to_string(tensor.site.column) + ",";
-    append_json_key(out, "function");
-    append_json_string(out, tensor.site.function);
-    out += "},\"stack\":[";
-    for (std::size_t i = 0; i < tensor.stack.size(); ++i) {
-      if (i != 0) out += ',';
-      append_json_string(out, tensor.stack[i]);
-    }
-    out += "],\"view_of\":" + std::to_string(tensor.view_of);
-    out += ",\"external\":" + std::string(tensor.external ? "true" : "false");
-    out += ",\"handles\":" + std::to_string(tensor.handles);
-    out += ",\"callback_handles\":" + std::to_string(tensor.callback_handles) + ",";
-    append_json_key(out, "status");
-    append_json_string(out, to_string(tensor.status));
-    out += "}";
+    Json shape = Json::array();
+    for (std::size_t i = 0; i < tensor.shape.rank(); ++i) shape.push_back(tensor.shape[i]);
+    listed.push_back({{"id", tensor.id},
+                      {"bytes", tensor.bytes},
+                      {"shape", std::move(shape)},
+                      {"dtype", std::string(to_string(tensor.dtype))},
+                      {"tag", tensor.tag},
+                      {"device", tensor.device},
+                      {"stream", tensor.stream_id},
+                      {"created_unix_ms", unix_ms(tensor.created)},
+                      {"site",
+                       {{"file", tensor.site.file},
+                        {"line", tensor.site.line},
+                        {"column", tensor.site.column},
+                        {"function", tensor.site.function}}},
+                      {"stack", tensor.stack},
+                      {"view_of", tensor.view_of},
+                      {"external", tensor.external},
+                      {"handles", tensor.handles},
+                      {"callback_handles", tensor.callback_handles},
+                      {"status", std::string(to_string(tensor.status))}});
   }
-  out += "],\"pinned\":[";
-  first = true;
+  out["tensors"] = std::move(listed);
+
+  Json entries = Json::array();
   for (const PinnedEntry& entry : pinned) {
-    out += first ? "{" : ",{";
-    first = false;
-    out += "\"tensor_id\":" + std::to_string(entry.tensor_id);
-    out += ",\"bytes\":" + std::to_string(entry.bytes) + ",";
-    append_json_key(out, "tag");
-    append_json_string(out, entry.tag);
-    out += ',';
-    append_json_key(out, "key");
-    append_json_string(out, entry.key);
-    out += "}";
+    entries.push_back({{"tensor_id", entry.tensor_id},
+                       {"bytes", entry.bytes},
+                       {"tag", entry.tag},
+                       {"key", entry.key}});
   }
-  out += "],\"unowned_blocks\":[";
-  first = true;
+  out["pinned"] = std::move(entries);
+
+  Json blocks = Json::array();
   for (const UnownedBlock& block : unowned_blocks) {
-    out += first ? "{" : ",{";
-    first = false;
-    append_json_key(out, "ptr");
-    append_json_string(out, detail::format_pointer(block.ptr));
-    out += ",\"bytes\":" + std::to_string(block.bytes);
-    out += ",\"stream\":" + std::to_string(block.stream_id) + "}";
+    blocks.push_back({{"ptr", detail::format_pointer(block.ptr)},
+                      {"bytes", block.bytes},
+                      {"stream", block.stream_id}});
   }
-  out += "]}\n";
-  return out;
+  out["unowned_blocks"] = std::move(blocks);
+  return detail::dump_json(out) + "\n";
+}
+
+void LeakReport::keep_largest(std::size_t count) {
+  if (tensors.size() <= count) return;
+  // `tensors` is largest first as a report makes it; sort anyway, for a hand-made one.
+  std::stable_sort(tensors.begin(), tensors.end(),
+                   [](const LiveTensor& a, const LiveTensor& b) { return a.bytes > b.bytes; });
+  for (auto it = tensors.begin() + static_cast<std::ptrdiff_t>(count); it != tensors.end(); ++it) {
+    if (!is_leak(*it)) continue;
+    ++omitted_tensors;
+    omitted_bytes += own_bytes(*it);
+  }
+  tensors.erase(tensors.begin() + static_cast<std::ptrdiff_t>(count), tensors.end());
 }
 
 }  // namespace gpulife

@@ -22,7 +22,7 @@ std::uint32_t this_thread_shard(std::size_t count) noexcept {
 
 struct Collected {
   LiveTensor tensor;
-  std::vector<const void*> frames;
+  std::shared_ptr<const std::vector<const void*>> frames;
 };
 
 }  // namespace
@@ -52,7 +52,10 @@ void LeakTracker::track(TensorImpl& impl, const SourceLocation& where) noexcept 
     record->sequence = sequence_.fetch_add(1, std::memory_order_relaxed);
     record->created = std::chrono::system_clock::now();
     record->where = where;
-    if (stacks_) record->stack = capture_stack(max_stack_frames_);
+    if (stacks_) {
+      record->stack =
+          std::make_shared<const std::vector<const void*>>(capture_stack(max_stack_frames_));
+    }
     record->shard = this_thread_shard(shard_count);
     TensorRecord* raw = record.release();
     impl.record = raw;
@@ -143,7 +146,7 @@ LeakReport LeakTracker::report(LeakCheckpoint since, std::vector<PinnedEntry> pi
   // Symbolising reads debug information: done outside every lock.
   report.tensors.reserve(collected.size());
   for (Collected& item : collected) {
-    if (!item.frames.empty()) item.tensor.stack = symbolise_stack(item.frames);
+    if (item.frames && !item.frames->empty()) item.tensor.stack = symbolise_stack(*item.frames);
     report.tensors.push_back(std::move(item.tensor));
   }
   std::sort(report.tensors.begin(), report.tensors.end(),

@@ -10,8 +10,9 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <mutex>
 #include <gpulife/source_location.hpp>
+#include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <vector>
@@ -28,7 +29,8 @@ struct TensorRecord {
   std::uint64_t sequence = 0;  // order of creation within the tracker, for checkpoints
   std::chrono::system_clock::time_point created{};
   SourceLocation where{};
-  std::vector<const void*> stack;  // raw frames, empty unless stacks are captured
+  // raw frames, null unless stacks are captured; shared with the timeline's allocate event
+  std::shared_ptr<const std::vector<const void*>> stack;
   std::uint32_t shard = 0;
   TensorRecord* prev = nullptr;
   TensorRecord* next = nullptr;

@@ -34,8 +34,8 @@ std::string describe_frame(const void* address) {
 /// caller of the API.
 bool is_internal(std::string_view frame) {
   static constexpr std::string_view prefixes[] = {
-      "gpulife::detail::", "gpulife::Context::", "gpulife::DeviceTensor::", "boost::stacktrace::",
-      "??"};
+      "gpulife::detail::",      "gpulife::Context::",  "gpulife::DeviceTensor::",
+      "gpulife::TensorCache::", "boost::stacktrace::", "??"};
   for (std::string_view prefix : prefixes) {
     if (frame.starts_with(prefix)) return true;
   }

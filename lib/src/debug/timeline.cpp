@@ -1,93 +1,187 @@
 // SPDX-License-Identifier: Apache-2.0
 #include <gpulife/debug/timeline.hpp>
 
-#include <array>
 #include <cstdio>
 #include <fstream>
 #include <stdexcept>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "debug/json.hpp"
 
 namespace gpulife {
 namespace {
 
-std::string microseconds(std::chrono::nanoseconds time) {
-  char text[40];
-  std::snprintf(text, sizeof text, "%.3f", static_cast<double>(time.count()) / 1000.0);
+using detail::Json;
+
+/// Trace times are microseconds; three decimals keep the nanoseconds.
+double microseconds(std::chrono::nanoseconds time) {
+  return static_cast<double>(time.count()) / 1000.0;
+}
+
+std::string hex_id(std::uint64_t id) {
+  char text[24];
+  std::snprintf(text, sizeof text, "0x%llx", static_cast<unsigned long long>(id));
   return text;
+}
+
+/// A span is named after its tag (viewers group async spans by name), or "tensor" untagged.
+std::string span_name(const TimelineEvent& event) {
+  return event.tag.empty() ? std::string("tensor") : event.tag;
+}
+
+Json span_args(const TimelineEvent& event) {
+  Json args = Json::object();
+  args["id"] = event.tensor_id;
+  args["bytes"] = event.bytes;
+  args["tag"] = event.tag;
+  args["dtype"] = std::string(to_string(event.dtype));
+  args["shape"] = event.shape.to_string();
+  args["stream"] = event.stream_id;
+  if (!event.site.file.empty() || !event.site.function.empty()) {
+    args["site"] = event.site.to_string();
+  }
+  if (!event.stack.empty()) args["stack"] = event.stack;
+  return args;
 }
 
 }  // namespace
 
-std::string_view to_string(TimelineEventKind kind) noexcept {
-  switch (kind) {
-    case TimelineEventKind::allocate:
-      return "allocate";
-    case TimelineEventKind::free:
-      return "free";
-    case TimelineEventKind::upload:
-      return "upload";
-    case TimelineEventKind::cache_hit:
-      return "cache_hit";
-    case TimelineEventKind::cache_miss:
-      return "cache_miss";
-    case TimelineEventKind::cache_eviction:
-      return "cache_eviction";
-    case TimelineEventKind::finalizer_run:
-      return "finalizer_run";
-    case TimelineEventKind::out_of_memory:
-      return "out_of_memory";
-  }
-  return "unknown";
-}
-
 std::string Timeline::to_chrome_trace() const {
-  using detail::append_json_key;
-  using detail::append_json_string;
+  using detail::dump_json;
+  const std::uint32_t pid = process_id;
   std::string out = "{\"traceEvents\":[\n";
-  // Names the process track after the device in the trace viewer.
-  out += R"({"name":"process_name","ph":"M","pid":1,"tid":0,"args":{"name":)";
-  append_json_string(out, "gpulife " + device);
-  out += "}}";
+  bool first_event = true;
+  auto emit = [&](const Json& event) {
+    if (!first_event) out += ",\n";
+    first_event = false;
+    out += dump_json(event);
+  };
 
-  static constexpr std::array<const char*, 3> counter_names = {"bytes_in_use", "pool_cached_bytes",
-                                                               "tensor_cache_bytes"};
-  std::array<std::size_t, 3> last{};
+  // Names the process after the device and each thread after itself.
+  emit({{"name", "process_name"},
+        {"ph", "M"},
+        {"pid", pid},
+        {"tid", 0},
+        {"args", {{"name", "gpulife " + device}}}});
+  for (const TimelineThread& thread : threads) {
+    emit({{"name", "thread_name"},
+          {"ph", "M"},
+          {"pid", pid},
+          {"tid", thread.id},
+          {"args",
+           {{"name", thread.name.empty() ? "thread " + std::to_string(thread.id) : thread.name}}}});
+  }
+
+  // Where each tensor's memory came from (its upload, or its allocation), for the flows of
+  // the cache hits that reuse it: the event's thread and time.
+  struct Origin {
+    std::uint32_t thread = 0;
+    double ts = 0;
+  };
+  std::unordered_map<std::uint64_t, Origin> origins;
+  // Tensors whose allocation is in the window: only their release closes a span.
+  std::unordered_set<std::uint64_t> open_spans;
+  std::uint64_t next_flow = 1;
+
+  static constexpr const char* counter_names[] = {"bytes_in_use", "pool_cached_bytes",
+                                                  "tensor_cache_bytes"};
+  std::size_t last[3] = {0, 0, 0};
   bool first = true;
   for (const TimelineEvent& event : events) {
-    const std::string ts = microseconds(event.time);
-    out += ",\n{";
-    append_json_key(out, "name");
-    append_json_string(out, to_string(event.kind));
-    out += R"(,"cat":"gpulife","ph":"i","s":"t","ts":)" + ts +
-           ",\"pid\":1,\"tid\":" + std::to_string(event.thread) +
-           ",\"args\":{\"id\":" + std::to_string(event.tensor_id) +
-           ",\"bytes\":" + std::to_string(event.bytes) + ",";
-    append_json_key(out, "tag");
-    append_json_string(out, event.tag);
-    out += "}}";
+    const double ts = microseconds(event.time);
+    Json args = {{"id", event.tensor_id}, {"bytes", event.bytes}, {"tag", event.tag}};
+    if (event.memory_id != 0) args["memory_id"] = event.memory_id;
+    if (event.stream_id != 0) args["stream"] = event.stream_id;
+    emit({{"name", std::string(to_string(event.kind))},
+          {"cat", "gpulife"},
+          {"ph", "i"},
+          {"s", "t"},
+          {"ts", ts},
+          {"pid", pid},
+          {"tid", event.thread},
+          {"args", std::move(args)}});
 
-    const std::array<std::size_t, 3> values = {event.bytes_in_use, event.pool_cached_bytes,
-                                               event.tensor_cache_bytes};
-    for (std::size_t i = 0; i < values.size(); ++i) {
+    switch (event.kind) {
+      case LifetimeEvent::allocate:
+        emit({{"name", span_name(event)},
+              {"cat", "tensor"},
+              {"ph", "b"},
+              {"id", hex_id(event.tensor_id)},
+              {"ts", ts},
+              {"pid", pid},
+              {"tid", event.thread},
+              {"args", span_args(event)}});
+        open_spans.insert(event.tensor_id);
+        origins[event.tensor_id] = {event.thread, ts};
+        break;
+      case LifetimeEvent::free:
+        if (open_spans.erase(event.tensor_id) != 0) {
+          emit({{"name", span_name(event)},
+                {"cat", "tensor"},
+                {"ph", "e"},
+                {"id", hex_id(event.tensor_id)},
+                {"ts", ts},
+                {"pid", pid},
+                {"tid", event.thread}});
+        }
+        origins.erase(event.tensor_id);
+        break;
+      case LifetimeEvent::upload:
+        origins[event.tensor_id] = {event.thread, ts};
+        break;
+      case LifetimeEvent::cache_hit:
+        if (auto it = origins.find(event.memory_id); it != origins.end()) {
+          const std::uint64_t flow = next_flow++;
+          emit({{"name", "cache_reuse"},
+                {"cat", "cache_reuse"},
+                {"ph", "s"},
+                {"id", flow},
+                {"ts", it->second.ts},
+                {"pid", pid},
+                {"tid", it->second.thread},
+                {"bp", "e"}});
+          emit({{"name", "cache_reuse"},
+                {"cat", "cache_reuse"},
+                {"ph", "f"},
+                {"id", flow},
+                {"ts", ts},
+                {"pid", pid},
+                {"tid", event.thread},
+                {"bp", "e"},
+                {"args", {{"memory_id", event.memory_id}}}});
+        }
+        break;
+      default:
+        break;
+    }
+
+    const std::size_t values[3] = {event.bytes_in_use, event.pool_cached_bytes,
+                                   event.tensor_cache_bytes};
+    for (std::size_t i = 0; i < 3; ++i) {
       if (!first && values[i] == last[i]) continue;
-      out += ",\n{\"name\":\"" + std::string(counter_names[i]) +
-             R"(","cat":"gpulife","ph":"C","ts":)" + ts +
-             ",\"pid\":1,\"args\":{\"bytes\":" + std::to_string(values[i]) + "}}";
+      emit({{"name", counter_names[i]},
+            {"cat", "gpulife"},
+            {"ph", "C"},
+            {"ts", ts},
+            {"pid", pid},
+            {"args", {{"bytes", values[i]}}}});
       last[i] = values[i];
     }
     first = false;
   }
-  out += "\n],\"displayTimeUnit\":\"ms\",\"otherData\":{";
-  append_json_key(out, "device");
-  append_json_string(out, device);
-  out +=
-      ",\"start_unix_ms\":" +
-      std::to_string(
-          std::chrono::duration_cast<std::chrono::milliseconds>(start.time_since_epoch()).count()) +
-      ",\"capacity\":" + std::to_string(capacity) + ",\"recorded\":" + std::to_string(recorded) +
-      ",\"dropped\":" + std::to_string(dropped) +
-      ",\"recording\":" + (recording ? "true" : "false") + "}}\n";
+
+  Json other = {
+      {"producer", "gpulife"},
+      {"device", device},
+      {"process_id", pid},
+      {"start_unix_ms",
+       std::chrono::duration_cast<std::chrono::milliseconds>(start.time_since_epoch()).count()},
+      {"capacity", capacity},
+      {"recorded", recorded},
+      {"dropped", dropped},
+      {"recording", recording}};
+  out += "\n],\"displayTimeUnit\":\"ms\",\"otherData\":" + dump_json(other) + "}\n";
   return out;
 }
 

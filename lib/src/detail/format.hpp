@@ -34,3 +34,12 @@ inline std::string format_pointer(const void* ptr) {
 }
 
 }  // namespace gpulife::detail
+
+namespace gpulife::detail {
+
+/// "1 tensor", "2 tensors": a count with its noun in the right number.
+inline std::string count_of(std::size_t count, const char* one, const char* many) {
+  return std::to_string(count) + " " + (count == 1 ? one : many);
+}
+
+}  // namespace gpulife::detail

@@ -62,10 +62,12 @@ bool CallbackState::run() noexcept {
   FinalizerFunction done = std::move(fn);
   status.store(Status::done, std::memory_order_release);
   done = nullptr;
-  arena->count_finalizer(failed);
-  // Finalizers only: expiry callbacks include the cache's own bookkeeping, which is not news.
-  if (TensorObserver* observer = arena->observer(); observer != nullptr && kind == Kind::finalizer) {
-    observer->on_event(LifetimeEvent::finalizer_run, info.id, info.bytes, info.tag);
+  arena->count_callback(*this, failed);
+  // The program's callbacks only: gpulife's own bookkeeping is not news.
+  if (TensorObserver* observer = arena->observer(); observer != nullptr && !internal) {
+    observer->on_event(
+        kind == Kind::finalizer ? LifetimeEvent::finalizer_run : LifetimeEvent::expiry_callback_run,
+        info.id, info.bytes, info.tag, 0);
   }
   return true;
 }
@@ -155,11 +157,11 @@ void* TensorArena::allocate(std::size_t bytes, StreamView stream) {
       }
     }
     const ArenaStatistics stats = statistics();
-    if (observer_ != nullptr) observer_->on_event(LifetimeEvent::out_of_memory, 0, bytes, {});
-    throw OutOfMemoryError(std::string(first.what()) + "; live tensors: " +
-                               std::to_string(stats.live_tensors) + " holding " +
-                               format_bytes(stats.live_bytes),
-                           bytes);
+    std::string message = std::string(first.what()) +
+                          "; live tensors: " + std::to_string(stats.live_tensors) + " holding " +
+                          format_bytes(stats.live_bytes);
+    if (observer_ != nullptr) observer_->on_out_of_memory(bytes, stream, message);
+    throw OutOfMemoryError(std::move(message), bytes);
   }
 }
 
@@ -347,10 +349,9 @@ TensorInfo TensorArena::info_of(const TensorImpl& impl) {
   return info;
 }
 
-std::shared_ptr<CallbackState> TensorArena::add_callback(TensorImpl& impl,
-                                                         CallbackState::Kind kind,
-                                                         FinalizerFunction fn) {
-  auto state = std::make_shared<CallbackState>(kind, std::move(fn), info_of(impl), *this);
+std::shared_ptr<CallbackState> TensorArena::add_callback(TensorImpl& impl, CallbackState::Kind kind,
+                                                         FinalizerFunction fn, bool internal) {
+  auto state = std::make_shared<CallbackState>(kind, std::move(fn), info_of(impl), *this, internal);
   if (observer_ != nullptr) {
     // std::function hides its captures, but copying it copies them: the rise of the strong
     // count is the number of handles to this tensor that the callback holds. Exact unless
@@ -395,18 +396,29 @@ std::shared_ptr<CallbackState> TensorArena::add_callback(TensorImpl& impl,
 }
 
 std::size_t TensorArena::run_atexit_finalizers() noexcept {
-  std::vector<std::weak_ptr<CallbackState>> pending;
-  {
-    std::scoped_lock lock(registry_mutex_);
-    pending.swap(registry_);
-  }
+  std::vector<std::weak_ptr<CallbackState>> pending;  // oldest first; run from the back
   std::size_t ran = 0;
-  for (auto it = pending.rbegin(); it != pending.rend(); ++it) {
-    if (auto state = it->lock(); state && state->atexit.load(std::memory_order_acquire)) {
-      if (state->run()) ++ran;
+  for (;;) {
+    {
+      // Whatever was registered since the last look is newer than everything pending.
+      std::scoped_lock lock(registry_mutex_);
+      if (pending.empty()) {
+        pending.swap(registry_);
+      } else if (!registry_.empty()) {
+        try {
+          pending.insert(pending.end(), std::make_move_iterator(registry_.begin()),
+                         std::make_move_iterator(registry_.end()));
+          registry_.clear();
+        } catch (...) {
+          // Out of host memory: they stay registered and are taken once `pending` is empty.
+        }
+      }
     }
+    if (pending.empty()) return ran;
+    const std::shared_ptr<CallbackState> state = pending.back().lock();
+    pending.pop_back();
+    if (state && state->atexit.load(std::memory_order_acquire) && state->run()) ++ran;
   }
-  return ran;
 }
 
 ArenaStatistics TensorArena::statistics() const noexcept {
@@ -415,6 +427,7 @@ ArenaStatistics TensorArena::statistics() const noexcept {
   stats.live_bytes = live_bytes_.load(std::memory_order_relaxed);
   stats.tensors_created = created_.load(std::memory_order_relaxed);
   stats.finalizers_run = finalizers_run_.load(std::memory_order_relaxed);
+  stats.expiry_callbacks_run = expiry_callbacks_run_.load(std::memory_order_relaxed);
   stats.finalizer_errors = finalizer_errors_.load(std::memory_order_relaxed);
   return stats;
 }

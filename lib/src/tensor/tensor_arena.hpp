@@ -15,7 +15,6 @@
 #include <string_view>
 #include <vector>
 
-#include <gpulife/debug/timeline.hpp>
 #include <gpulife/error_handler.hpp>
 #include <gpulife/memory/device_memory_resource.hpp>
 #include <gpulife/memory/pinned_staging_pool.hpp>
@@ -24,6 +23,7 @@
 #include <gpulife/tensor/detail/tensor_impl.hpp>
 #include <gpulife/tensor/device_tensor.hpp>
 #include <gpulife/tensor/finalizer.hpp>
+#include <gpulife/tensor/lifetime_event.hpp>
 
 namespace gpulife::detail {
 
@@ -34,8 +34,13 @@ struct CallbackState {
   enum class Status : std::uint8_t { pending, running, done, detached };
   enum class Kind : std::uint8_t { finalizer, expiry };
 
-  CallbackState(Kind kind_in, FinalizerFunction fn_in, TensorInfo info_in, TensorArena& arena_in)
-      : kind(kind_in), fn(std::move(fn_in)), info(std::move(info_in)), arena(&arena_in) {}
+  CallbackState(Kind kind_in, FinalizerFunction fn_in, TensorInfo info_in, TensorArena& arena_in,
+                bool internal_in = false)
+      : kind(kind_in),
+        internal(internal_in),
+        fn(std::move(fn_in)),
+        info(std::move(info_in)),
+        arena(&arena_in) {}
 
   /// Runs the function unless it already ran or was detached; contains its exceptions.
   bool run() noexcept;
@@ -45,6 +50,10 @@ struct CallbackState {
   std::atomic<Status> status{Status::pending};
   std::atomic<bool> atexit{true};
   const Kind kind;
+  /// gpulife's own bookkeeping (the tensor cache's and WeakKeyMap's expiry callbacks, the
+  /// release function of `Context::wrap`): neither counted in the statistics nor reported as a
+  /// lifetime event, since the program did not register it.
+  const bool internal;
   FinalizerFunction fn;  // touched only by whoever moved status away from pending
   const TensorInfo info;
   TensorArena* arena;  // for error reports; the tensor holding this state keeps it alive
@@ -59,9 +68,6 @@ struct TensorAccess {
   static TensorImpl* impl(const DeviceTensor& tensor) noexcept { return tensor.impl_; }
 };
 
-/// What happened to a tensor or the cache: the debug layer's timeline vocabulary.
-using LifetimeEvent = TimelineEventKind;
-
 /// Told about every tensor's birth and death and about lifetime events; the debug layer (leak
 /// tracker, timeline) implements it. When no observer is installed each hook costs one
 /// predictable branch. Hooks run on the thread that caused the event, with no gpulife lock held,
@@ -74,9 +80,19 @@ class TensorObserver {
   /// A tensor died: its memory has been given back (stream-ordered) and the arena's counters
   /// updated; its callbacks have not run yet and its block is still valid.
   virtual void on_release(TensorImpl& impl) noexcept = 0;
-  /// `tensor_id` is 0 where no tensor is involved (an out-of-memory before creation).
+  /// `tensor_id` is 0 where no tensor is involved. `memory_id`, for a cache hit or miss, is the
+  /// id of the tensor that owns the memory handed out (whose upload a hit reuses); else 0.
   virtual void on_event(LifetimeEvent event, std::uint64_t tensor_id, std::size_t bytes,
-                        std::string_view tag) noexcept = 0;
+                        std::string_view tag, std::uint64_t memory_id) noexcept = 0;
+  /// An allocation of `requested` bytes on `stream` failed after the memory-pressure chain, and
+  /// an `OutOfMemoryError` whose message is `message` is about to be thrown. The default reports
+  /// it as an `out_of_memory` event.
+  virtual void on_out_of_memory(std::size_t requested, StreamView stream,
+                                std::string_view message) noexcept {
+    (void)stream;
+    (void)message;
+    on_event(LifetimeEvent::out_of_memory, 0, requested, {}, 0);
+  }
 };
 
 /// Counters of one arena.
@@ -84,8 +100,9 @@ struct ArenaStatistics {
   std::size_t live_tensors = 0;  ///< roots and views
   std::size_t live_bytes = 0;    ///< memory owned by live roots
   std::uint64_t tensors_created = 0;
-  std::uint64_t finalizers_run = 0;
-  std::uint64_t finalizer_errors = 0;
+  std::uint64_t finalizers_run = 0;        // the program's finalizers, those that threw included
+  std::uint64_t expiry_callbacks_run = 0;  // the program's expiry callbacks, likewise
+  std::uint64_t finalizer_errors = 0;      // callbacks of every kind that threw
 };
 
 class TensorArena {
@@ -150,15 +167,22 @@ class TensorArena {
   /// observer installed (leak mode), it first measures how many handles to `impl` the function
   /// holds: see `CallbackState::tensor_handles`.
   std::shared_ptr<CallbackState> add_callback(TensorImpl& impl, CallbackState::Kind kind,
-                                              FinalizerFunction fn);
-  /// Runs the pending finalizers whose `atexit` is set, newest first (context shutdown).
+                                              FinalizerFunction fn, bool internal = false);
+  /// Runs the pending finalizers whose `atexit` is set, newest first (context shutdown), as
+  /// `weakref.finalize`'s exit handler does: a finalizer registered while they run (by one of
+  /// them) runs too, before the older ones still pending.
   std::size_t run_atexit_finalizers() noexcept;
 
   [[nodiscard]] ArenaStatistics statistics() const noexcept;
   /// Sends `message` to the configured error handler.
   void report(std::string_view message) const noexcept;
-  void count_finalizer(bool failed) noexcept {
-    (failed ? finalizer_errors_ : finalizers_run_).fetch_add(1, std::memory_order_relaxed);
+  /// Counts a callback that ran (`failed`: it threw).
+  void count_callback(const CallbackState& state, bool failed) noexcept {
+    if (!state.internal) {
+      (state.kind == CallbackState::Kind::finalizer ? finalizers_run_ : expiry_callbacks_run_)
+          .fetch_add(1, std::memory_order_relaxed);
+    }
+    if (failed) finalizer_errors_.fetch_add(1, std::memory_order_relaxed);
   }
 
   /// The description callbacks receive.
@@ -192,6 +216,7 @@ class TensorArena {
   std::atomic<std::size_t> live_bytes_{0};
   std::atomic<std::uint64_t> created_{0};
   std::atomic<std::uint64_t> finalizers_run_{0};
+  std::atomic<std::uint64_t> expiry_callbacks_run_{0};
   std::atomic<std::uint64_t> finalizer_errors_{0};
 
   std::mutex registry_mutex_;

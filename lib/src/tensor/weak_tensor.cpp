@@ -23,12 +23,19 @@ WeakTensor::WeakTensor(const DeviceTensor& tensor) noexcept
   if (impl_ != nullptr) detail::retain_weak(impl_);
 }
 
-WeakTensor::WeakTensor(const DeviceTensor& tensor, FinalizerFunction on_expire) {
+WeakTensor::WeakTensor(const DeviceTensor& tensor, FinalizerFunction on_expire)
+    : WeakTensor(tensor, std::move(on_expire), false) {}
+
+WeakTensor::WeakTensor(const DeviceTensor& tensor, FinalizerFunction on_expire,
+                       detail::InternalCallback)
+    : WeakTensor(tensor, std::move(on_expire), true) {}
+
+WeakTensor::WeakTensor(const DeviceTensor& tensor, FinalizerFunction on_expire, bool internal) {
   detail::TensorImpl* impl = detail::TensorAccess::impl(tensor);
   if (impl == nullptr) throw std::invalid_argument("tensor: empty DeviceTensor");
   if (!on_expire) throw std::invalid_argument("on_expire: empty function");
-  expiry_ = std::make_shared<ExpiryGuard>(
-      impl->arena->add_callback(*impl, detail::CallbackState::Kind::expiry, std::move(on_expire)));
+  expiry_ = std::make_shared<ExpiryGuard>(impl->arena->add_callback(
+      *impl, detail::CallbackState::Kind::expiry, std::move(on_expire), internal));
   impl_ = impl;
   detail::retain_weak(impl_);
 }

@@ -14,11 +14,13 @@ namespace gpulife {
 /// tensor paths pay one predictable branch per hook and nothing else.
 ///
 /// The environment turns on what the options leave off (unless `use_environment` is false):
-/// - `GPULIFE_DEBUG=leaks[,stacks][,timeline][,exit]`: a comma-separated list; `stacks` implies
-///   `leaks`; `exit` sets `exit_on_leak` (and implies `leaks`).
+/// - `GPULIFE_DEBUG=leaks[,stacks][,timeline][,exit][,oom_dump]`: a comma-separated list;
+///   `stacks` implies `leaks`; `exit` sets `exit_on_leak` (and implies `leaks`); `oom_dump`
+///   implies `leaks` and `timeline`.
 /// - `GPULIFE_LEAK_REPORT=path`: `report_path`, when the options leave it empty.
 /// - `GPULIFE_TIMELINE=path`: `timeline_path`, when the options leave it empty.
-/// The two paths say where output goes; they turn nothing on by themselves.
+/// - `GPULIFE_OOM_DUMP=dir`: `oom_dump_dir`, when the options leave it empty.
+/// The paths say where output goes; they turn nothing on by themselves.
 struct DebugOptions {
   /// Leak mode: every live tensor is known with its size, shape, dtype, tag, stream, creation
   /// time and allocation site; `Context::leak_report()` lists them, and the context prints the
@@ -45,20 +47,42 @@ struct DebugOptions {
   /// Leak mode: print the one-line report at destruction also when nothing leaked. Programs that
   /// make many contexts (benchmarks) turn it off; a leak is printed either way.
   bool report_when_clean = true;
-  /// Timeline: the Chrome trace is written to this file when the context is destroyed.
+  /// Leak mode: make the report when the context is destroyed (stderr, `report_path`,
+  /// `exit_on_leak`). A program that reports the live set itself before, and then destroys the
+  /// context with tensors alive on purpose (a soak's shutdown check), turns it off.
+  bool report_at_shutdown = true;
+  /// Timeline: the Chrome trace is written to this file when the context is destroyed; a name
+  /// ending in ".html" gets the offline view instead (`write_timeline_view`).
   std::string timeline_path{};
-  /// Let GPULIFE_DEBUG, GPULIFE_LEAK_REPORT and GPULIFE_TIMELINE turn things on.
+  /// Out-of-memory snapshot: when an `OutOfMemoryError` is about to be thrown (after the
+  /// memory-pressure chain), the context writes into a new directory under `oom_dump_dir` the
+  /// leak report of the live set (text and JSON: sites, and stacks with `stacks`), the memory
+  /// resource's and the tensor cache's statistics, and the timeline's newest events (Chrome
+  /// trace and offline HTML view), and prints one line on stderr naming the directory. At most
+  /// one snapshot per second and `oom_dump_limit` per context. Implies `leaks` and `timeline`.
+  bool oom_dump = false;
+  /// Where out-of-memory snapshots go, each in a directory of its own made there
+  /// (`gpulife-oom-<pid>-<n>-<time>`); empty: the current directory.
+  std::string oom_dump_dir{};
+  /// A snapshot lists at most this many live tensors, the largest (the others are counted).
+  std::size_t oom_dump_max_tensors = 1000;
+  /// A snapshot keeps at most this many of the newest timeline events.
+  std::size_t oom_dump_max_events = 4096;
+  /// Snapshots one context writes at most.
+  std::size_t oom_dump_limit = 16;
+  /// Let GPULIFE_DEBUG, GPULIFE_LEAK_REPORT, GPULIFE_TIMELINE and GPULIFE_OOM_DUMP turn things
+  /// on.
   bool use_environment = true;
 };
 
-/// @brief Applies a GPULIFE_DEBUG-style list ("leaks,stacks,timeline,exit") to `options`: each
-/// item turns its option on; spaces around items and empty items are ignored.
+/// @brief Applies a GPULIFE_DEBUG-style list ("leaks,stacks,timeline,exit,oom_dump") to `options`:
+/// each item turns its option on; spaces around items and empty items are ignored.
 /// @throws std::invalid_argument naming an unknown item
 void apply_debug_flags(std::string_view flags, DebugOptions& options);
 
 /// @brief `options` with what the environment asks for added (see `DebugOptions`); returns
 /// `options` unchanged when `options.use_environment` is false. Also makes `stacks` and
-/// `exit_on_leak` imply `leaks`.
+/// `exit_on_leak` imply `leaks`, and `oom_dump` imply `leaks` and `timeline`.
 /// @throws std::invalid_argument if GPULIFE_DEBUG holds an unknown item, or
 /// `leak_exit_code` is zero while `exit_on_leak` is set
 /// @par Thread safety

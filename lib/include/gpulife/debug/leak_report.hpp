@@ -107,6 +107,10 @@ struct LeakReport {
   bool blocks_known = false;
   /// Tensors leak mode could not record (out of host memory while tracking).
   std::uint64_t untracked = 0;
+  /// Leaked tensors that `keep_largest` left out of `tensors`, and the memory they own; the
+  /// totals (`leaked_tensors`, `leaked_bytes`) include them.
+  std::size_t omitted_tensors = 0;
+  std::size_t omitted_bytes = 0;  ///< see `omitted_tensors`
 
   /// @return the number of tensors with status `leaked` or `kept_by_callback`
   [[nodiscard]] std::size_t leaked_tensors() const noexcept;
@@ -119,8 +123,12 @@ struct LeakReport {
   /// unowned pool blocks.
   [[nodiscard]] std::string to_text() const;
   /// @brief The same for tools: one JSON object (`tracking`, `device`, `summary`, `sites`,
-  /// `tensors`, `pinned`, `unowned_blocks`).
+  /// `tensors`, `pinned`, `unowned_blocks`), valid JSON whatever a tag or name holds (invalid
+  /// UTF-8 becomes U+FFFD).
   [[nodiscard]] std::string to_json() const;
+  /// @brief Bounds the report's size: keeps the `count` largest tensors in `tensors` and
+  /// counts the leaked ones left out in `omitted_tensors` and `omitted_bytes`.
+  void keep_largest(std::size_t count);
 };
 
 }  // namespace gpulife

@@ -11,6 +11,14 @@
 
 namespace gpulife {
 
+namespace detail {
+/// Selects the `WeakTensor` constructor of gpulife's own containers (`WeakKeyMap`,
+/// `TensorCache`), whose expiry callbacks are bookkeeping rather than the program's.
+struct InternalCallback {
+  explicit InternalCallback() = default;
+};
+}  // namespace detail
+
 /// @brief A weak reference to a tensor.
 ///
 /// `lock()` returns a strong handle while the tensor lives and an empty one afterwards. A lock
@@ -30,6 +38,11 @@ class WeakTensor {
   /// @brief Refers to `tensor` and runs `on_expire` when it dies.
   /// @throws std::invalid_argument if `tensor` is empty or `on_expire` is empty
   WeakTensor(const DeviceTensor& tensor, FinalizerFunction on_expire);
+  /// @brief As the constructor above, for gpulife's own containers: the callback is bookkeeping,
+  /// neither counted in `ContextStatistics::expiry_callbacks_run` nor reported as a lifetime
+  /// event.
+  /// @throws std::invalid_argument if `tensor` is empty or `on_expire` is empty
+  WeakTensor(const DeviceTensor& tensor, FinalizerFunction on_expire, detail::InternalCallback);
   /// Refers to the same tensor as `other` and shares its expiry callback (still run once).
   WeakTensor(const WeakTensor& other) noexcept;
   /// Takes `other`'s reference; `other` becomes empty.
@@ -57,6 +70,7 @@ class WeakTensor {
 
  private:
   struct ExpiryGuard;
+  WeakTensor(const DeviceTensor& tensor, FinalizerFunction on_expire, bool internal);
   detail::TensorImpl* impl_ = nullptr;  // holds one weak reference
   std::shared_ptr<ExpiryGuard> expiry_;  // shared by copies; cancels the callback when last
 };

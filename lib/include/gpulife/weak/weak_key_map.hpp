@@ -53,9 +53,12 @@ class WeakKeyMap {
     }
     // The callback holds the map weakly: a map destroyed first is simply not there to erase from.
     std::weak_ptr<Shared> weak_shared = shared_;
-    WeakTensor watch(key, [weak_shared, id](const TensorInfo&) {
-      if (auto shared = weak_shared.lock()) shared->erase(id);
-    });
+    WeakTensor watch(
+        key,
+        [weak_shared, id](const TensorInfo&) {
+          if (auto shared = weak_shared.lock()) shared->erase(id);
+        },
+        detail::InternalCallback{});
     std::optional<Entry> displaced;  // an entry another thread made meanwhile; ours wins
     std::scoped_lock lock(shared_->mutex);
     if (auto it = shared_->entries.find(id); it != shared_->entries.end()) {

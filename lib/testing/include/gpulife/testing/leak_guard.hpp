@@ -7,8 +7,9 @@
 /// Part of the `gpulife::testing` CMake target (header-only, links GoogleTest); the gpulife
 /// library itself does not depend on GoogleTest.
 
-#include <optional>
+#include <cstddef>
 #include <gpulife/source_location.hpp>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -57,8 +58,10 @@ class LeakGuard {
     if (ctx_ == nullptr) return {};
     LeakReport report = std::exchange(ctx_, nullptr)->leak_report(since_);
     if (report.leaked_tensors() != 0) {
-      fail("LeakGuard: " + std::to_string(report.leaked_tensors()) +
-           " tensor(s) made in this scope are still alive\n" + report.to_text());
+      const std::size_t count = report.leaked_tensors();
+      fail("LeakGuard: " + std::to_string(count) +
+           (count == 1 ? " tensor made in this scope is" : " tensors made in this scope are") +
+           " still alive\n" + report.to_text());
     }
     return report;
   }
