@@ -146,6 +146,7 @@ TEST(WorkloadReuse, ARunAfterResetBehavesAsOnANewWorkload) {
                                       after.invalid_arguments - before.invalid_arguments,
                                       after.tensors_created - before.tensors_created,
                                       after.finalizers_run - before.finalizers_run,
+                                      after.expiry_callbacks_run - before.expiry_callbacks_run,
                                       after.cache_hits - before.cache_hits,
                                       after.cache_misses - before.cache_misses,
                                       after.cache_evictions - before.cache_evictions,
@@ -161,6 +162,25 @@ TEST(WorkloadReuse, ARunAfterResetBehavesAsOnANewWorkload) {
     EXPECT_GT(alone[1], 100U);           // scheduler steps
     EXPECT_GT(alone[2], 250U);           // operations
     EXPECT_GT(alone[4] + alone[5], 0U);  // faults
+  } catch (const workload::InvariantViolation& e) {
+    FAIL() << e.what();
+  }
+}
+
+// The fuzzer's other ending: `finish` shuts the context down and the next `restart` builds a
+// new one, whose statistics start from zero; the model's checks must hold on it as on the first.
+TEST(WorkloadReuse, ARestartAfterFinishChecksTheNewContext) {
+  workload::Config config;
+  config.actors = 1;
+  try {
+    workload::Workload w(config);
+    for (std::uint64_t seed = 21; seed < 24; ++seed) {
+      w.restart(seed, config.device_faults, config.pool_faults);
+      workload::RandomChoices choices(seed * 7919);
+      w.drive(choices, 300);
+      EXPECT_GT(w.counters().finalizers_run, 0U) << "seed " << seed;
+      w.finish();
+    }
   } catch (const workload::InvariantViolation& e) {
     FAIL() << e.what();
   }

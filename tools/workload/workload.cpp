@@ -1484,6 +1484,10 @@ void Workload::State::finish() {
 
 /// The resource stack and the context over `device`.
 void Workload::State::build() {
+  // A new context counts its callbacks from zero: so do the model's counters (new ones, so that
+  // a callback of the previous context that still runs counts where it belongs).
+  finalizers_run = std::make_shared<std::atomic<std::uint64_t>>(0);
+  expiry_callbacks_run = std::make_shared<std::atomic<std::uint64_t>>(0);
   async = std::make_shared<AsyncResource>(device);
   FaultOptions pool_options = config.pool_faults;
   pool_options.seed ^= config.seed;
@@ -1518,6 +1522,10 @@ void Workload::State::reset() {
   if (!ctx) return;  // finished: everything went with the context
   // Clean, proven: nothing held, the cache empty, every block back upstream, no device memory
   // in use. What the next run sees then depends on its seed and choices alone.
+  // No injected fault from here on (restart turns them back on): a failed unmap or free would
+  // leave memory that the next run inherits.
+  faults_wanted = false;
+  set_faults(false);
   {
     drop_all();
     ctx->cache().clear();
