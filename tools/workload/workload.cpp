@@ -1547,7 +1547,8 @@ void Workload::State::reset() {
     const MemoryInfo memory = device.memory_info();
     if (memory.free_bytes != memory.total_bytes) {
       fail("reset: " + std::to_string(memory.total_bytes - memory.free_bytes) +
-           " B of device memory are still in use with nothing alive");
+           " B of device memory are still in use with nothing alive; the pool:\n" +
+           pool->memory_summary());
     }
   }
   clean = true;
