@@ -40,15 +40,58 @@ struct Trace {
   [[nodiscard]] std::uint64_t peak_live_bytes() const;
 };
 
-/// Llama-2-7B serving on one stream: fp16 weights (291 tensors, 12.55 GiB), then `batches`
-/// batches of 1..64 sequences with prompts of 16..2048 tokens (capped so that a batch's KV cache
-/// stays within 24 GiB) and 16..192 decode steps; per layer the activations of a real forward
-/// pass (packed prefill, then one token per sequence per step); a paged KV cache of 16-token
-/// blocks allocated per layer (256 KiB each) as sequences grow, freed at the end of the batch.
+/// How the Llama-2-7B serving traces are made. Both engines load the fp16 weights (291 tensors,
+/// 12.55 GiB) and then serve `batches` batches on one stream: a batch of 1..64 sequences (as many
+/// as the scheduler's `budget` admits) with prompts of 16..2048 tokens and 16..192 decode steps,
+/// a prefill pass and one decode pass per step; every tensor of every pass is allocated and
+/// freed where PyTorch would.
+struct LlamaOptions {
+  /// The KV cache.
+  enum class Cache : std::uint8_t {
+    /// vLLM's paged cache: per layer one 16-token block of K and V (256 KiB) whenever a
+    /// sequence crosses a block boundary, freed when the batch ends.
+    paged,
+    /// HF `DynamicCache`: per layer K and V of [B, 32, len, 128], reallocated one token larger
+    /// every decode step (`torch.cat`).
+    growing,
+  };
+  /// The forward pass.
+  enum class Engine : std::uint8_t {
+    /// HF transformers' eager Llama: the batch padded to its longest prompt; RMSNorm through
+    /// float32 temporaries; separate q, k, v projections; rotary embeddings through
+    /// `rotate_half`; eager attention (scores [B, 32, len, past + len]: matmul, scaling, causal
+    /// mask, softmax in float32, back to float16); an unfused MLP; logits for every position of
+    /// the prefill (`all_logits`) upcast to float32; sampling with temperature and top-p.
+    /// Over a paged cache eager attention gathers K and V out of the blocks in decode.
+    hf_eager,
+    /// An engine of fused kernels (vLLM-like): packed prompts, fused RMSNorm, one QKV
+    /// projection, flash attention in prefill, paged attention's partition workspace in
+    /// decode, merged gate-up projection with fused SiLU, logits of the last tokens only.
+    fused,
+  };
+  Cache cache = Cache::paged;
+  Engine engine = Engine::hf_eager;
+  std::uint64_t seed = 1;
+  int batches = 24;
+  /// What one batch may take beyond the weights: its whole KV cache plus its prefill's largest
+  /// workspace (attention scores, logits, MLP). The default keeps the live peak of the paged
+  /// trace near the 38.5 GiB the issue measured.
+  std::uint64_t budget = std::uint64_t{26} << 30;
+  /// The eager engine's prefill computes logits for every position (HF before
+  /// `logits_to_keep`); false: only for each sequence's last token.
+  bool all_logits = true;
+};
+
+/// Llama-2-7B serving (see LlamaOptions).
+Trace llama(const LlamaOptions& options);
+/// `llama` with the paged cache and the HF eager engine ("llama-paged").
 Trace llama_paged(std::uint64_t seed = 1, int batches = 24);
-/// The same model and batches with a growing KV cache: per layer K and V of [B, 32, len, 128]
-/// fp16, reallocated one token larger every decode step (HF `DynamicCache` with `torch.cat`).
+/// `llama` with the growing cache and the HF eager engine ("llama-growing").
 Trace llama_growing(std::uint64_t seed = 1, int batches = 24);
+/// The first, lighter generators ("llama-paged-lite", "llama-growing-lite"): packed prefill,
+/// one tensor per projection and no attention scores, rotary, norm or sampling temporaries;
+/// batches capped so that their KV cache stays within 24 GiB.
+Trace llama_lite(bool paged, std::uint64_t seed = 1, int batches = 24);
 /// RMM's `random_allocations`: `count` allocations of uniform sizes in [1, max_bytes], each
 /// freed at a random later point, at most `max_live` live (RMM's benchmark frees one of the
 /// live ones at random with probability 1/2 per step).
@@ -63,7 +106,10 @@ Trace multi_stream(std::uint64_t seed = 1, int requests = 4000);
 /// The traces the report and `gpulife_replay --trace=all` replay, by name: llama-paged,
 /// llama-growing, random-1MiB, random-64MiB, random-4GiB, multi-stream.
 std::vector<std::string> standard_trace_names();
-/// @throws std::invalid_argument naming `name` if it is not a standard trace
+/// Further traces `standard_trace` knows: llama-paged-lite, llama-growing-lite,
+/// llama-paged-fused, llama-growing-fused.
+std::vector<std::string> extra_trace_names();
+/// @throws std::invalid_argument naming `name` if it is neither a standard nor an extra trace
 Trace standard_trace(const std::string& name);
 
 /// Writes `trace` as a LoggingAdaptor CSV log (header `thread,time,action,pointer,size,stream,

@@ -3,6 +3,7 @@
 // workload is; the comments here say how the shapes were chosen.
 
 #include "traces/trace.hpp"
+#include "traces/trace_builder.hpp"
 
 #include <algorithm>
 #include <cstdio>
@@ -17,214 +18,48 @@
 namespace gpulife::traces {
 namespace {
 
-constexpr std::uint64_t KiB = 1024;
-constexpr std::uint64_t MiB = KiB * KiB;
-constexpr std::uint64_t GiB = MiB * KiB;
+using detail::Builder;
+using detail::GiB;
+using detail::MiB;
+using detail::Random;
 
-/// splitmix64: the same trace on every platform (std:: distributions are not specified bit for
-/// bit).
-class Random {
- public:
-  explicit Random(std::uint64_t seed) : state_(seed) {}
-  std::uint64_t next() {
-    std::uint64_t z = (state_ += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-  }
-  /// Uniform in [lo, hi].
-  std::uint64_t uniform(std::uint64_t lo, std::uint64_t hi) { return lo + next() % (hi - lo + 1); }
-
- private:
-  std::uint64_t state_;
-};
-
-/// Builds a trace: allocate returns an id, free takes it.
-class Builder {
- public:
-  explicit Builder(Trace& trace) : trace_(trace) {}
-  std::uint64_t alloc(std::uint64_t bytes, std::uint32_t stream = 0) {
-    const std::uint64_t id = trace_.allocations++;
-    sizes_.push_back(bytes);
-    trace_.ops.push_back({TraceOp::Kind::allocate, stream, no_stream, id, bytes});
-    trace_.streams = std::max(trace_.streams, stream + 1);
-    return id;
-  }
-  void free(std::uint64_t id, std::uint32_t stream = 0, std::uint32_t after = no_stream) {
-    trace_.ops.push_back({TraceOp::Kind::free, stream, after, id, sizes_[id]});
-    trace_.streams = std::max(trace_.streams, stream + 1);
-    if (after != no_stream) trace_.streams = std::max(trace_.streams, after + 1);
-  }
-
- private:
-  Trace& trace_;
-  std::vector<std::uint64_t> sizes_;
-};
-
-// Llama-2-7B: 32 layers, hidden 4096, MLP 11008, vocabulary 32000, fp16 weights.
-constexpr std::uint64_t hidden = 4096;
-constexpr std::uint64_t mlp = 11008;
-constexpr std::uint64_t vocab = 32000;
-constexpr int layers = 32;
-constexpr std::uint64_t half = 2;
-constexpr std::uint64_t kv_block_tokens = 16;
-// K and V of one 16-token block of one layer: 2 x 16 x 4096 x 2 bytes.
-constexpr std::uint64_t kv_block_bytes = 2 * kv_block_tokens * hidden * half;
-constexpr std::uint64_t kv_budget = 24 * GiB;
-
-std::vector<std::uint64_t> load_weights(Builder& b) {
-  std::vector<std::uint64_t> w;
-  w.push_back(b.alloc(vocab * hidden * half));  // embedding
-  for (int l = 0; l < layers; ++l) {
-    w.push_back(b.alloc(hidden * half));  // input norm
-    for (int i = 0; i < 4; ++i) w.push_back(b.alloc(hidden * hidden * half));  // q k v o
-    w.push_back(b.alloc(hidden * half));  // post-attention norm
-    for (int i = 0; i < 3; ++i) w.push_back(b.alloc(mlp * hidden * half));  // gate up down
-  }
-  w.push_back(b.alloc(hidden * half));          // final norm
-  w.push_back(b.alloc(vocab * hidden * half));  // lm head
-  return w;
-}
-
-/// One decoder layer's activations for `tokens` tokens; `h` is the hidden state, replaced.
-void layer(Builder& b, std::uint64_t& h, std::uint64_t tokens) {
-  const std::uint64_t th = tokens * hidden * half;
-  const std::uint64_t tm = tokens * mlp * half;
-  const std::uint64_t n1 = b.alloc(th);
-  const std::uint64_t q = b.alloc(th);
-  const std::uint64_t k = b.alloc(th);
-  const std::uint64_t v = b.alloc(th);
-  b.free(n1);
-  const std::uint64_t attn = b.alloc(th);  // k and v were written into the KV cache
-  b.free(q);
-  b.free(k);
-  b.free(v);
-  const std::uint64_t o = b.alloc(th);
-  b.free(attn);
-  const std::uint64_t h2 = b.alloc(th);  // residual
-  b.free(o);
-  b.free(h);
-  const std::uint64_t n2 = b.alloc(th);
-  const std::uint64_t gate = b.alloc(tm);
-  const std::uint64_t up = b.alloc(tm);
-  b.free(n2);
-  const std::uint64_t act = b.alloc(tm);
-  b.free(gate);
-  b.free(up);
-  const std::uint64_t down = b.alloc(th);
-  b.free(act);
-  h = b.alloc(th);  // residual
-  b.free(down);
-  b.free(h2);
-}
-
-/// Embedding, the layers, then logits and sampling for `sequences` sequences.
-void forward(Builder& b, std::uint64_t tokens, std::uint64_t sequences,
-             const std::function<void(int)>& before_layer) {
-  std::uint64_t h = b.alloc(tokens * hidden * half);
-  for (int l = 0; l < layers; ++l) {
-    before_layer(l);
-    layer(b, h, tokens);
-  }
-  const std::uint64_t norm = b.alloc(tokens * hidden * half);
-  b.free(h);
-  const std::uint64_t last = b.alloc(sequences * hidden * half);
-  b.free(norm);
-  const std::uint64_t logits = b.alloc(sequences * vocab * 4);  // fp32
-  b.free(last);
-  const std::uint64_t sampled = b.alloc(sequences * 8);
-  b.free(logits);
-  b.free(sampled);
-}
-
-struct Batch {
-  std::vector<std::uint64_t> prompts;
-  std::uint64_t steps = 0;
-};
-
-Batch draw_batch(Random& random) {
-  Batch batch;
-  const std::uint64_t size = random.uniform(1, 64);
-  batch.steps = random.uniform(16, 192);
-  std::uint64_t kv = 0;
-  for (std::uint64_t i = 0; i < size; ++i) {
-    const std::uint64_t prompt = random.uniform(16, 2048);
-    const std::uint64_t need = (prompt + batch.steps + kv_block_tokens - 1) / kv_block_tokens *
-                               kv_block_bytes * layers;
-    if (!batch.prompts.empty() && kv + need > kv_budget) break;  // the scheduler's KV budget
-    kv += need;
-    batch.prompts.push_back(prompt);
-  }
-  return batch;
-}
-
-Trace llama(std::uint64_t seed, int batches, bool paged) {
-  Trace trace;
-  trace.name = paged ? "llama-paged" : "llama-growing";
-  Builder b(trace);
-  Random random(seed);
-  const std::vector<std::uint64_t> weights = load_weights(b);
-  for (int n = 0; n < batches; ++n) {
-    const Batch batch = draw_batch(random);
-    const std::uint64_t sequences = batch.prompts.size();
-    std::uint64_t tokens = 0;
-    std::uint64_t longest = 0;
-    for (std::uint64_t p : batch.prompts) {
-      tokens += p;
-      longest = std::max(longest, p);
-    }
-    if (paged) {
-      // vLLM-style: blocks per sequence per layer, allocated for the prompt, then one more
-      // whenever a sequence crosses a 16-token boundary.
-      std::vector<std::uint64_t> kv;
-      std::vector<std::uint64_t> length(batch.prompts.begin(), batch.prompts.end());
-      auto grow_to = [&](std::uint64_t from, std::uint64_t to) {
-        const std::uint64_t have = (from + kv_block_tokens - 1) / kv_block_tokens;
-        const std::uint64_t need = (to + kv_block_tokens - 1) / kv_block_tokens;
-        for (std::uint64_t block = have; block < need; ++block) {
-          for (int l = 0; l < layers; ++l) kv.push_back(b.alloc(kv_block_bytes));
-        }
-      };
-      for (std::uint64_t p : batch.prompts) grow_to(0, p);
-      forward(b, tokens, sequences, [](int) {});
-      for (std::uint64_t step = 0; step < batch.steps; ++step) {
-        for (std::uint64_t& len : length) {
-          grow_to(len, len + 1);
-          ++len;
-        }
-        forward(b, sequences, sequences, [](int) {});
+/// "llama/KEY[=VALUE]/...": paged, growing, eager, fused, all-logits, last-logits,
+/// budget=GIB, batches=N, seed=N.
+LlamaOptions parse_llama(const std::string& name) {
+  LlamaOptions o;
+  std::stringstream ss(name.substr(6));
+  std::string item;
+  while (std::getline(ss, item, '/')) {
+    const auto eq = item.find('=');
+    const std::string key = item.substr(0, eq);
+    const std::string value = eq == std::string::npos ? "" : item.substr(eq + 1);
+    try {
+      if (key == "paged") {
+        o.cache = LlamaOptions::Cache::paged;
+      } else if (key == "growing") {
+        o.cache = LlamaOptions::Cache::growing;
+      } else if (key == "eager") {
+        o.engine = LlamaOptions::Engine::hf_eager;
+      } else if (key == "fused") {
+        o.engine = LlamaOptions::Engine::fused;
+      } else if (key == "all-logits") {
+        o.all_logits = true;
+      } else if (key == "last-logits") {
+        o.all_logits = false;
+      } else if (key == "budget") {
+        o.budget = static_cast<std::uint64_t>(std::stod(value) * static_cast<double>(GiB));
+      } else if (key == "batches") {
+        o.batches = std::stoi(value);
+      } else if (key == "seed") {
+        o.seed = std::stoull(value);
+      } else {
+        throw std::invalid_argument(key);
       }
-      for (std::uint64_t id : kv) b.free(id);
-    } else {
-      // HF-style: per layer K and V for the padded batch, concatenated one token larger per step.
-      std::vector<std::uint64_t> k(layers);
-      std::vector<std::uint64_t> v(layers);
-      std::uint64_t len = longest;
-      auto bytes = [&](std::uint64_t l) { return sequences * l * hidden * half; };
-      forward(b, sequences * longest, sequences, [&](int l) {
-        k[static_cast<std::size_t>(l)] = b.alloc(bytes(len));
-        v[static_cast<std::size_t>(l)] = b.alloc(bytes(len));
-      });
-      for (std::uint64_t step = 0; step < batch.steps; ++step) {
-        forward(b, sequences, sequences, [&](int l) {
-          const auto i = static_cast<std::size_t>(l);
-          const std::uint64_t nk = b.alloc(bytes(len + 1));
-          b.free(k[i]);
-          k[i] = nk;
-          const std::uint64_t nv = b.alloc(bytes(len + 1));
-          b.free(v[i]);
-          v[i] = nv;
-        });
-        ++len;
-      }
-      for (int l = 0; l < layers; ++l) {
-        b.free(k[static_cast<std::size_t>(l)]);
-        b.free(v[static_cast<std::size_t>(l)]);
-      }
+    } catch (const std::exception&) {
+      throw std::invalid_argument("trace: '" + name + "': cannot read '" + item + "'");
     }
   }
-  for (std::uint64_t w : weights) b.free(w);
-  return trace;
+  return o;
 }
 
 }  // namespace
@@ -241,20 +76,6 @@ std::uint64_t Trace::peak_live_bytes() const {
     }
   }
   return peak;
-}
-
-Trace llama_paged(std::uint64_t seed, int batches) {
-  Trace trace = llama(seed, batches, true);
-  trace.description = "Llama-2-7B fp16 serving, " + std::to_string(batches) +
-                      " batches, paged KV cache (16-token blocks)";
-  return trace;
-}
-
-Trace llama_growing(std::uint64_t seed, int batches) {
-  Trace trace = llama(seed, batches, false);
-  trace.description = "Llama-2-7B fp16 serving, " + std::to_string(batches) +
-                      " batches, KV cache grown one token per step";
-  return trace;
 }
 
 Trace random_allocations(std::uint64_t max_bytes, std::uint64_t count, std::uint64_t seed,
@@ -365,12 +186,27 @@ std::vector<std::string> standard_trace_names() {
           "multi-stream"};
 }
 
+std::vector<std::string> extra_trace_names() {
+  return {"llama-paged-lite", "llama-growing-lite", "llama-paged-fused", "llama-growing-fused"};
+}
+
 Trace standard_trace(const std::string& name) {
   Trace trace;
   if (name == "llama-paged") {
     trace = llama_paged();
   } else if (name == "llama-growing") {
     trace = llama_growing();
+  } else if (name == "llama-paged-lite") {
+    trace = llama_lite(true);
+  } else if (name == "llama-growing-lite") {
+    trace = llama_lite(false);
+  } else if (name == "llama-paged-fused" || name == "llama-growing-fused") {
+    LlamaOptions o;
+    o.engine = LlamaOptions::Engine::fused;
+    if (name == "llama-growing-fused") o.cache = LlamaOptions::Cache::growing;
+    trace = llama(o);
+  } else if (name.rfind("llama/", 0) == 0) {
+    trace = llama(parse_llama(name));
   } else if (name == "random-1MiB") {
     trace = random_allocations(MiB, 100000);
   } else if (name == "random-64MiB") {

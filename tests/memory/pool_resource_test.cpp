@@ -178,7 +178,10 @@ TEST_F(PoolResourceTest, LargeBlocksAreNotSplitForRestsSmallerThanTheSmallLimit)
 }
 
 TEST_F(PoolResourceTest, BlocksAboveTheSplitThresholdAreNeitherSplitNorLentToSmallRequests) {
-  remake(PoolOptions{.max_split_size = 32 * MiB, .oversize_slack = 8 * MiB});
+  // (Growing past the high-water mark would give the free oversize segment back: kept here.)
+  remake(PoolOptions{.max_split_size = 32 * MiB,
+                     .oversize_slack = 8 * MiB,
+                     .give_back_before_growing = false});
   Stream stream(device_);
   void* huge = pool_->allocate(64 * MiB, stream);
   pool_->deallocate(huge, 64 * MiB, stream);
@@ -235,6 +238,35 @@ TEST_F(PoolResourceTest, DefaultPolicyWaitsOnTheDeviceRatherThanGrow) {
   gate.open();
   b.synchronize();
   pool_->deallocate(taken, 4096, b);
+  EXPECT_TRUE(take_violations().empty());
+}
+
+TEST_F(PoolResourceTest, AStreamAlreadyWaitingForAnotherStreamsFreesDoesNotWaitAgain) {
+  Stream a(device_);
+  Stream b(device_);
+  Gate gate;
+  gate.block(a);
+  // a uses the whole of one 20 MiB segment, then frees two blocks of it in one batch.
+  void* x = pool_->allocate(2 * MiB, a);
+  void* sep = pool_->allocate(2 * MiB, a);
+  void* y = pool_->allocate(16 * MiB, a);
+  EXPECT_EQ(upstream_->statistics().allocations, 1U);
+  pool_->deallocate(x, 2 * MiB, a);
+  pool_->deallocate(y, 16 * MiB, a);
+  void* first = pool_->allocate(2 * MiB, b);
+  void* second = pool_->allocate(2 * MiB, b);
+  EXPECT_EQ(upstream_->statistics().allocations, 1U) << "both came from a's freed blocks";
+  EXPECT_EQ(pool_->memory_stats().stream_waits, 1U)
+      << "b's queue already waits for a's batch: the second block needs no second wait";
+  // The second block is still ordered after a's work, through the first wait.
+  b.view().memset(second, 7, 4096);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_FALSE(b.view().query()) << "b did not wait for a's work";
+  gate.open();
+  b.synchronize();
+  pool_->deallocate(first, 2 * MiB, b);
+  pool_->deallocate(second, 2 * MiB, b);
+  pool_->deallocate(sep, 2 * MiB, a);
   EXPECT_TRUE(take_violations().empty());
 }
 
@@ -382,6 +414,7 @@ TEST_F(PoolResourceTest, TrimGivesWholeFreeSegmentsBack) {
 }
 
 TEST_F(PoolResourceTest, OutOfMemoryGivesBackFreeSegmentsBeforeSynchronising) {
+  remake(PoolOptions{.give_back_before_growing = false});  // the out-of-memory path alone
   Stream a(device_);
   Stream b(device_);
   std::vector<void*> blocks;
@@ -475,7 +508,8 @@ TEST_F(PoolResourceTest, ExpandableSegmentsMapChunksAsTheyGrowAndTheDeviceCounts
 
 TEST_F(PoolResourceTest, ExpandableSegmentsRunOutOfMemoryGently) {
   pool_.reset();
-  pool_ = std::make_unique<PoolResource>(upstream_);
+  pool_ = std::make_unique<PoolResource>(
+      upstream_, PoolOptions{.give_back_before_growing = false});  // the out-of-memory path
   Stream a(device_);
   Stream b(device_);
   // 200 MiB mapped on a, freed; b needs 240 MiB, more than that block, in its own range: a's
@@ -489,6 +523,94 @@ TEST_F(PoolResourceTest, ExpandableSegmentsRunOutOfMemoryGently) {
   EXPECT_GE(st.oom_retries, 1U);
   EXPECT_EQ(st.total.reserved_bytes, 240 * MiB);
   pool_->deallocate(other, 240 * MiB, b);
+  EXPECT_EQ(pool_->validate(), "");
+}
+
+TEST_F(PoolResourceTest, GrowingPastTheHighWaterMarkGivesBackOtherRangesFreeChunksFirst) {
+  pool_.reset();
+  pool_ = std::make_unique<PoolResource>(upstream_);
+  Stream stream(device_);
+  // 96 MiB of large blocks, freed: the large range keeps them mapped. Then small blocks (the
+  // small pool's own range) grow past the pool's high-water mark: the large range's free
+  // chunks go back first, so that the pool holds about what is in use, not the sum of both
+  // ranges' peaks.
+  std::vector<void*> large;
+  for (int i = 0; i < 3; ++i) large.push_back(pool_->allocate(32 * MiB, stream));
+  for (void* p : large) pool_->deallocate(p, 32 * MiB, stream);
+  stream.synchronize();
+  const std::size_t peak = pool_->memory_stats().total.peak_reserved_bytes;
+  EXPECT_EQ(peak, 96 * MiB);
+  std::vector<void*> small;
+  for (int i = 0; i < 160; ++i) small.push_back(pool_->allocate(512 * KiB, stream));  // 80 MiB
+  PoolStatistics st = pool_->memory_stats();
+  EXPECT_EQ(st.total.peak_reserved_bytes, peak) << "the pool grew past its high-water mark";
+  EXPECT_EQ(st.small.reserved_bytes, 80 * MiB);
+  EXPECT_EQ(st.large.reserved_bytes, 16 * MiB) << "the large range's free chunks went back";
+  EXPECT_EQ(st.oom_retries, 0U);
+  EXPECT_EQ(st.device_synchronizations, 0U);
+  EXPECT_EQ(pool_->validate(), "");
+  for (void* p : small) pool_->deallocate(p, 512 * KiB, stream);
+  // Without the option the two ranges' peaks add up.
+  pool_.reset();
+  pool_ = std::make_unique<PoolResource>(upstream_,
+                                         PoolOptions{.give_back_before_growing = false});
+  large.clear();
+  for (int i = 0; i < 3; ++i) large.push_back(pool_->allocate(32 * MiB, stream));
+  for (void* p : large) pool_->deallocate(p, 32 * MiB, stream);
+  stream.synchronize();
+  small.clear();
+  for (int i = 0; i < 160; ++i) small.push_back(pool_->allocate(512 * KiB, stream));
+  EXPECT_EQ(pool_->memory_stats().total.peak_reserved_bytes, 176 * MiB);
+  for (void* p : small) pool_->deallocate(p, 512 * KiB, stream);
+}
+
+TEST_F(PoolResourceTest, GrowingPastTheHighWaterMarkKeepsMemoryOtherStreamsMayStillUse) {
+  pool_.reset();
+  pool_ = std::make_unique<PoolResource>(
+      upstream_, PoolOptions{.cross_stream = CrossStreamReuse::completed});  // b cannot wait
+  Stream a(device_);
+  Stream b(device_);
+  Gate gate;
+  gate.block(a);
+  void* big = pool_->allocate(64 * MiB, a);
+  pool_->deallocate(big, 64 * MiB, a);  // a's queued work may still use it
+  void* other = pool_->allocate(8 * MiB, b);
+  // b grew its own range; a's chunks could not go back: their users have not finished.
+  PoolStatistics st = pool_->memory_stats();
+  EXPECT_EQ(st.unmap_calls, 0U);
+  EXPECT_EQ(st.total.reserved_bytes, 72 * MiB);
+  gate.open();
+  a.synchronize();
+  pool_->deallocate(other, 8 * MiB, b);
+  EXPECT_EQ(pool_->validate(), "");
+  EXPECT_TRUE(take_violations().empty());
+}
+
+TEST_F(PoolResourceTest, GrowingPastTheHighWaterMarkGivesBackWholeFreeSegments) {
+  remake(PoolOptions{});  // segments from upstream
+  Stream stream(device_);
+  std::vector<void*> blocks;
+  for (int i = 0; i < 4; ++i) blocks.push_back(pool_->allocate(32 * MiB, stream));
+  for (void* p : blocks) pool_->deallocate(p, 32 * MiB, stream);
+  stream.synchronize();
+  // 160 MiB fits no 32 MiB segment: growing by 160 MiB past the 128 MiB high-water mark, the
+  // pool first gives back what is free and done (all four), and peaks at 160 MiB, not 288.
+  void* big = pool_->allocate(160 * MiB, stream);
+  PoolStatistics st = pool_->memory_stats();
+  EXPECT_EQ(st.total.peak_reserved_bytes, 160 * MiB);
+  EXPECT_EQ(st.large.segments, 1U);
+  EXPECT_EQ(st.released_segments, 4U);
+  EXPECT_EQ(st.oom_retries, 0U);
+  pool_->deallocate(big, 160 * MiB, stream);
+  // 100 MiB splits the free 160 MiB segment; 64 MiB fits no free block, and nothing wholly
+  // free is left to give back: the pool grows past its mark.
+  void* a = pool_->allocate(100 * MiB, stream);
+  void* b = pool_->allocate(64 * MiB, stream);
+  st = pool_->memory_stats();
+  EXPECT_EQ(st.released_segments, 4U);
+  EXPECT_EQ(st.total.reserved_bytes, 224 * MiB);
+  pool_->deallocate(a, 100 * MiB, stream);
+  pool_->deallocate(b, 64 * MiB, stream);
   EXPECT_EQ(pool_->validate(), "");
 }
 

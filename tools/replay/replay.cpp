@@ -15,6 +15,7 @@
 #include <gpulife/memory/pool_resource.hpp>
 #include <gpulife/runtime/detail/backend.hpp>
 
+#include "peer_models.hpp"
 #include "v1_pool.hpp"
 
 namespace gpulife::replay {
@@ -255,7 +256,8 @@ void ModelDevice::set_now(std::uint64_t tick) noexcept { impl_->set_now(tick); }
 DeviceCounters ModelDevice::counters() const noexcept { return impl_->counters_; }
 
 std::vector<std::string> policy_names() {
-  return {"v2", "v2-segments", "v2-completed", "v1", "async", "pytorch", "pytorch-expandable"};
+  return {"v2",    "v2-segments", "v2-completed",       "v1",
+          "async", "pytorch",     "pytorch-expandable", "rmm"};
 }
 
 std::shared_ptr<DeviceMemoryResource> make_policy(const std::string& policy,
@@ -273,12 +275,9 @@ std::shared_ptr<DeviceMemoryResource> make_policy(const std::string& policy,
   }
   if (policy == "v1") return std::make_shared<V1PoolResource>(async);
   if (policy == "async") return async;
-  if (policy == "pytorch" || policy == "pytorch-expandable") {
-    o.cross_stream = CrossStreamReuse::own_stream;
-    o.release_after_allocations = 0;
-    o.expandable_segments = policy == "pytorch-expandable";
-    return std::make_shared<PoolResource>(async, o);
-  }
+  if (policy == "pytorch") return std::make_shared<PyTorchModel>(async, false);
+  if (policy == "pytorch-expandable") return std::make_shared<PyTorchModel>(async, true);
+  if (policy == "rmm") return std::make_shared<RmmPoolModel>(async);
   throw std::invalid_argument("policy: unknown policy '" + policy + "'");
 }
 

@@ -71,9 +71,9 @@ class ModelDevice {
 ///   v1                  the first PoolResource (size classes, no split), for comparison
 ///   async               AsyncResource alone (the model device's stream-ordered allocator,
 ///                       an ideal one: no fragmentation, memory reusable once its free executed)
-///   pytorch             PoolResource set up as PyTorch's default caching allocator: blocks stay
-///                       with their stream, segments from upstream, nothing given back
-///   pytorch-expandable  the same with expandable segments
+///   pytorch             a model of PyTorch's caching allocator, default settings (PyTorchModel)
+///   pytorch-expandable  the same with expandable_segments:True
+///   rmm                 a model of RMM's pool_memory_resource (RmmPoolModel)
 std::vector<std::string> policy_names();
 
 /// @throws std::invalid_argument naming `policy` if unknown

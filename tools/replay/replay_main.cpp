@@ -11,8 +11,10 @@
 //
 // Options: --trace=NAME[,NAME...]|all, --log=FILE, --policy=NAME[,NAME...]|all,
 // --lag=TICKS[,TICKS...] (trace operations the device runs behind the host), --capacity=GB
-// (default 80), --csv (machine-readable output), --write-csv=FILE, --list.
+// (default 80), --repeat=N (replay N times, report the lowest host time: the memory figures
+// are the same every time), --csv (machine-readable output), --write-csv=FILE, --list.
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -45,7 +47,7 @@ std::string gib(std::size_t bytes) {
 int usage(const char* message) {
   std::fprintf(stderr,
                "gpulife_replay: %s\nusage: gpulife_replay [--trace=NAME,...|all] [--log=FILE] "
-               "[--policy=NAME,...|all] [--lag=N,...] [--capacity=GB] [--csv] "
+               "[--policy=NAME,...|all] [--lag=N,...] [--capacity=GB] [--repeat=N] [--csv] "
                "[--write-csv=FILE] [--list]\n",
                message);
   return 2;
@@ -61,6 +63,7 @@ int main(int argc, char** argv) {
   std::vector<std::uint64_t> lags = {0};
   replay::DeviceModel model;
   bool csv = false;
+  int repeat = 1;
   std::string write_csv;
   try {
     for (int i = 1; i < argc; ++i) {
@@ -83,6 +86,8 @@ int main(int argc, char** argv) {
         for (const std::string& l : split(v)) lags.push_back(std::stoull(l));
       } else if (value("--capacity")) {
         model.capacity_bytes = static_cast<std::size_t>(std::stod(v) * 1e9);
+      } else if (value("--repeat")) {
+        repeat = std::max(1, std::stoi(v));
       } else if (value("--write-csv")) {
         write_csv = v;
       } else if (arg == "--csv") {
@@ -90,6 +95,10 @@ int main(int argc, char** argv) {
       } else if (arg == "--list") {
         std::printf("traces:");
         for (const auto& t : traces::standard_trace_names()) std::printf(" %s", t.c_str());
+        std::printf("\nmore traces:");
+        for (const auto& t : traces::extra_trace_names()) std::printf(" %s", t.c_str());
+        std::printf(" llama/KEY[=VALUE]/... (paged, growing, eager, fused, all-logits, "
+                    "last-logits, budget=GIB, batches=N, seed=N)");
         std::printf("\npolicies:");
         for (const auto& p : replay::policy_names()) std::printf(" %s", p.c_str());
         std::printf("\n");
@@ -126,7 +135,11 @@ int main(int argc, char** argv) {
       for (std::uint64_t lag : lags) {
         for (const std::string& policy : policies) {
           model.lag = lag;
-          const replay::ReplayResult r = replay::replay(trace, policy, model);
+          replay::ReplayResult r = replay::replay(trace, policy, model);
+          for (int i = 1; i < repeat; ++i) {
+            r.ns_per_operation =
+                std::min(r.ns_per_operation, replay::replay(trace, policy, model).ns_per_operation);
+          }
           if (csv) {
             std::printf("%s,%s,%llu,%llu,%zu,%zu,%.4f,%llu,%llu,%llu,%llu,%llu,%.1f\n",
                         r.trace.c_str(), r.policy.c_str(), static_cast<unsigned long long>(lag),

@@ -41,6 +41,9 @@ constexpr std::size_t block_rounding = 512;
 // Blocks of other streams probed per home before the pool looks elsewhere: the index is
 // ordered by size, not by age, so a few candidates are tried and a miss stays cheap.
 constexpr int cross_stream_probes = 4;
+// Pending record_stream groups a slow-path allocation queries besides those of the blocks that
+// would fit it: bounded, so that an allocation costs the same however many are pending.
+constexpr std::size_t sweep_group_budget = 4;
 // The release policy's idle scan runs once per this many allocations.
 constexpr std::uint64_t idle_scan_interval = 1024;
 
@@ -90,9 +93,11 @@ PoolResource::PoolResource(std::shared_ptr<DeviceMemoryResource> upstream, PoolO
     state_->granularity = upstream_->mapping_granularity();
     state_->expandable = state_->granularity != 0;
     if (state_->expandable) {
-      // Each range can grow to the whole device: address space is cheap, memory is not.
+      // Address space is cheap, memory is not: each range spans four times the device, so that a range whose middle was unmapped still has room to
+      // map a large block contiguously.
       const std::size_t total = device().memory_info().total_bytes;
-      state_->range_bytes = round_up(std::max(total, state_->granularity), state_->granularity);
+      state_->range_bytes =
+          round_up(std::max(total, state_->granularity), state_->granularity) * 4;
     }
   }
 }
@@ -141,6 +146,17 @@ PoolResource::State::Found PoolResource::State::find_block(PoolKind kind, std::s
   return best;
 }
 
+void PoolResource::State::candidate_groups(PoolKind kind, std::size_t size,
+                                           std::vector<std::shared_ptr<AfterGroup>>& out) {
+  auto& index = free[kind_index(kind)];
+  if (index.blocks_in(home_mixed) == 0) return;
+  int probes = 0;
+  for (Block* c = index.best_fit(home_mixed, size); c != nullptr && probes < cross_stream_probes;
+       c = index.next_in_home(c), ++probes) {
+    if (c->after != nullptr && acceptable(c, size)) out.push_back(after_groups.owner(c->after));
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Handing a block out
 
@@ -157,7 +173,9 @@ void PoolResource::State::hand_out(Block* block, std::size_t size, std::size_t r
   }
   if (block->indexed) unindex(block);
   if (block->after != nullptr) {
-    block->after->block = nullptr;  // the caller waits for the group's events
+    // The caller holds the group and waits for its events; it is no longer pending here.
+    block->after->block = nullptr;
+    (void)after_groups.remove(block->after);
     block->after = nullptr;
   }
   const bool cross = std::any_of(block->fences.begin(), block->fences.end(),
@@ -209,19 +227,31 @@ PoolResource::State::Release PoolResource::State::detach_segment(Segment* segmen
   return release;
 }
 
-void PoolResource::State::collect_releases(bool all, bool idle, std::vector<Release>& out) {
+void PoolResource::State::collect_releases(bool all, bool idle, std::vector<Release>& out,
+                                           std::size_t want) {
   std::vector<Segment*> candidates;
   for (const auto& segment : segments) {
-    if (!segment->expandable && segment->wholly_free()) candidates.push_back(segment.get());
+    if (segment->expandable || !segment->wholly_free()) continue;
+    // Making room to grow takes only segments whose users are known to be done: one still in
+    // use would be given back only to be needed again.
+    if (want != 0) {
+      streams.prune(segment->first->fences);
+      if (!segment->first->fences.empty()) continue;
+    }
+    candidates.push_back(segment.get());
   }
   if (candidates.empty()) return;
   std::sort(candidates.begin(), candidates.end(),
             [](const Segment* a, const Segment* b) { return a->freed_seq < b->freed_seq; });
   out.reserve(out.size() + candidates.size());
+  std::size_t released = 0;
   for (Segment* segment : candidates) {
     const bool idle_enough = idle && options.release_after_allocations != 0 &&
                              tick - segment->used_at >= options.release_after_allocations;
-    if (!all && !idle_enough && cached_bytes() <= options.max_cached_bytes) continue;
+    if (!all && !idle_enough && released >= want && cached_bytes() <= options.max_cached_bytes) {
+      continue;
+    }
+    released += segment->size;
     out.push_back(detach_segment(segment));
   }
 }
@@ -305,6 +335,7 @@ void* PoolResource::allocate_slow(std::size_t bytes, std::size_t size, bool larg
   //    (only streams that hold free blocks of this size pool) and query what was recorded.
   if (policy != CrossStreamReuse::own_stream) {
     std::vector<StreamIndex> close;
+    std::vector<std::shared_ptr<AfterGroup>> candidates;
     bool worth_it = false;
     {
       std::scoped_lock lock(s.mutex);
@@ -317,8 +348,11 @@ void* PoolResource::allocate_slow(std::size_t bytes, std::size_t size, bool larg
         if (other->open_frees > 0) close.push_back(other->index);
       }
       worth_it = worth_it || !s.after_groups.empty();
+      if (worth_it) s.candidate_groups(kind, size, candidates);
     }
-    if (worth_it && s.sweep(close)) {
+    // The groups of the blocks that would fit, and a few more in turn: an allocation never
+    // queries every pending group.
+    if (worth_it && s.sweep(close, sweep_group_budget, std::move(candidates))) {
       std::scoped_lock lock(s.mutex);
       StreamState& state = s.streams.of(impl);
       const State::Found found =
@@ -343,11 +377,7 @@ void* PoolResource::allocate_slow(std::size_t bytes, std::size_t size, bool larg
         for (const Fence& f : block->fences) {
           if (f.stream != state->index && !s.streams.complete(f)) fences.push_back(f);
         }
-        if (block->after != nullptr) {
-          for (const auto& group : s.after_groups) {
-            if (group.get() == block->after) groups.push_back(group);
-          }
-        }
+        if (block->after != nullptr) groups.push_back(s.after_groups.owner(block->after));
         s.hand_out(block, size, bytes, *state);
         ++s.hits;
       }
@@ -356,7 +386,7 @@ void* PoolResource::allocate_slow(std::size_t bytes, std::size_t size, bool larg
       std::size_t waits = 0;
       try {
         std::scoped_lock events(s.event_mutex);
-        waits = s.wait_for(impl, fences, groups);
+        waits = s.wait_for(*state, fences, groups);
       } catch (const std::exception& e) {
         // Neither a device-side nor a host wait worked: order everything on the host.
         report_error(std::string("PoolResource: waiting for another stream failed, "
@@ -383,6 +413,7 @@ void* PoolResource::allocate_slow(std::size_t bytes, std::size_t size, bool larg
     segment_bytes = size < options_.medium_limit ? options_.medium_segment
                                                  : round_up(size, options_.large_rounding);
   }
+  if (options_.give_back_before_growing) (void)give_back_for_growth(segment_bytes);
   void* base = allocate_segment(segment_bytes, bytes, stream);
   // Tools that check the pool's blocks (compute-sanitizer, through NVTX) learn the segment's
   // extent before any block in it is marked live.
@@ -418,6 +449,63 @@ void* PoolResource::allocate_slow(std::size_t bytes, std::size_t size, bool larg
     ++s.counters.failed_allocations;
     throw;
   }
+}
+
+std::size_t PoolResource::give_back_for_growth(std::size_t want,
+                                               const void* growing_range) noexcept {
+  State& s = *state_;
+  std::vector<StreamIndex> close;
+  {
+    std::scoped_lock lock(s.mutex);
+    // Below its high-water mark the pool grows freely (that memory was held before); beyond
+    // it, only by what it cannot find free.
+    const std::size_t reserved = s.kinds[0].reserved + s.kinds[1].reserved;
+    if (reserved + want <= s.peak_reserved) return 0;
+    want = reserved + want - s.peak_reserved;
+    // Nothing worth a sweep: less free memory than one chunk or one segment, or no free chunk
+    // outside the growing range among the oldest.
+    if (s.cached_bytes() < (s.expandable ? s.granularity : options_.small_segment)) return 0;
+    if (s.expandable) {
+      auto range = s.by_address.find(reinterpret_cast<std::uintptr_t>(growing_range));
+      const Segment* keep = range == s.by_address.end() ? nullptr : range->second;
+      int looked = 0;
+      bool any = false;
+      for (auto it = s.unmappable.begin(); it != s.unmappable.end() && looked < 64;
+           ++it, ++looked) {
+        if (it->segment != keep) {
+          any = true;
+          break;
+        }
+      }
+      if (!any) return 0;
+    }
+    try {
+      for (const auto& state : s.streams.all()) {
+        if (state->open_frees > 0) close.push_back(state->index);
+      }
+    } catch (...) {
+      return 0;
+    }
+  }
+  // own_stream never polls an event: it gives back only what is already known to be done.
+  if (options_.cross_stream != CrossStreamReuse::own_stream) {
+    (void)s.sweep(close, sweep_group_budget);
+  }
+  std::size_t bytes = 0;
+  if (!s.expandable) {
+    std::vector<State::Release> releases;
+    try {
+      std::scoped_lock lock(s.mutex);
+      s.drain_quick();
+      s.collect_releases(false, false, releases, want);
+    } catch (...) {
+      // no room for the list: what was detached is still given back below
+    }
+    for (const auto& r : releases) bytes += r.bytes;
+    s.give_back(*upstream_, releases);
+    return bytes;
+  }
+  return unmap_free(0, want, growing_range);
 }
 
 std::size_t PoolResource::release_for_retry(bool sync) noexcept {
@@ -548,7 +636,7 @@ void PoolResource::do_deallocate_after(void* ptr, std::size_t bytes, StreamView 
                 detail::format_bytes(block->requested);
       }
       StreamState& state = s.streams.of(*stream.impl());
-      if (group) s.after_groups.reserve(s.after_groups.size() + 1);
+      if (group) s.after_groups.reserve_one();
       // The mark goes first, so that whoever sees the block free also sees it dead.
       device().impl().mark_freed(ptr, block->size, *stream.impl(), pending);
       s.live.erase(addr);
@@ -574,7 +662,7 @@ void PoolResource::do_deallocate_after(void* ptr, std::size_t bytes, StreamView 
         group->events = std::move(after);
         group->block = block;
         block->after = group.get();
-        s.after_groups.push_back(std::move(group));  // capacity reserved above
+        s.after_groups.add(std::move(group));  // capacity reserved above
         s.index(block);
       } else if (options_.cross_stream == CrossStreamReuse::wait ||
                  segment.kind == PoolKind::large || !state.quick.push(block)) {
@@ -651,11 +739,7 @@ PoolResource::~PoolResource() {
           for (const Fence& f : b->fences) {
             if (!s.streams.complete(f)) users.push_back(s.streams.at(f.stream).impl);
           }
-          if (b->after != nullptr) {
-            for (const auto& group : s.after_groups) {
-              if (group.get() == b->after) release.groups.push_back(group);
-            }
-          }
+          if (b->after != nullptr) release.groups.push_back(s.after_groups.owner(b->after));
         }
       }
       std::sort(users.begin(), users.end());
@@ -664,7 +748,7 @@ PoolResource::~PoolResource() {
       if (!users.empty()) release.wait_on.assign(users.begin() + 1, users.end());
       releases.push_back(std::move(release));
     }
-    groups.swap(s.after_groups);
+    groups = s.after_groups.take_all();
   }
   if (live_blocks != 0) {
     report_error("PoolResource destroyed with " + std::to_string(live_blocks) + " blocks (" +

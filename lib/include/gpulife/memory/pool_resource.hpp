@@ -72,6 +72,13 @@ struct PoolOptions {
   /// returns, a busy one gives back what its current shapes no longer use.
   std::uint64_t release_after_allocations = 200000;
 
+  /// When the pool must take more memory (map more of a range, or a new segment), it first
+  /// gives back as much memory that is free and whose users are known to have finished (free
+  /// mapped chunks of any range, whole free segments), so that it holds about what is in use
+  /// rather than the sum of each size pool's and each stream's own peak. Costs upstream calls
+  /// when the shapes of a workload change; none in a steady state.
+  bool give_back_before_growing = true;
+
   /// How blocks move between streams (see `CrossStreamReuse`).
   CrossStreamReuse cross_stream = CrossStreamReuse::wait_before_growing;
 };
@@ -181,8 +188,16 @@ class PoolResource final : public DeviceMemoryResource {
   void* allocate_expandable(std::size_t bytes, std::size_t size, bool large, StreamView stream);
   /// Unmaps everything mapped and frees the expandable ranges (destruction).
   void release_ranges() noexcept;
-  /// Unmaps free chunks (see State::claim_unmaps); returns the bytes unmapped.
-  std::size_t unmap_free(std::uint64_t idle_after, std::size_t want) noexcept;
+  /// Unmaps free chunks (see State::claim_unmaps), none of the range at `keep_range` (its base
+  /// address; null: none kept); returns the bytes unmapped.
+  std::size_t unmap_free(std::uint64_t idle_after, std::size_t want,
+                         const void* keep_range = nullptr) noexcept;
+  /// Before growing by `want` bytes beyond the pool's high-water mark: learns which streams'
+  /// frees have executed and gives back up to that many bytes of free memory whose users are
+  /// done (`give_back_before_growing`): whole free segments, or free chunks of the expandable
+  /// ranges other than the growing one at `growing_range` (whose holes its own later requests
+  /// reuse: unmapping them would only move memory around).
+  std::size_t give_back_for_growth(std::size_t want, const void* growing_range = nullptr) noexcept;
   /// The out-of-memory path's steps: gives back what can go without synchronising (`sync`
   /// false) or after synchronising the device.
   std::size_t release_for_retry(bool sync) noexcept;

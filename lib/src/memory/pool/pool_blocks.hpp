@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include <boost/intrusive/list.hpp>
 #include <boost/intrusive/set.hpp>
 
 namespace gpulife::detail::pool {
@@ -56,6 +57,8 @@ constexpr StreamIndex home_mixed = 0xFFFFFFFFU;
 
 using IndexHook =
     boost::intrusive::set_member_hook<boost::intrusive::link_mode<boost::intrusive::normal_link>>;
+using ListHook =
+    boost::intrusive::list_member_hook<boost::intrusive::link_mode<boost::intrusive::normal_link>>;
 
 struct Block {
   std::uintptr_t addr = 0;
@@ -75,6 +78,8 @@ struct Block {
   FenceSet fences;              // free: work that may still use it
   std::uint64_t freed_at = 0;   // the pool's allocation count when it was last freed
   IndexHook hook;
+  bool unmappable = false;  // indexed, in an expandable range, holding a whole chunk
+  ListHook unmap_hook;      // its place in the pool's UnmapList
 
   [[nodiscard]] std::uintptr_t end() const noexcept { return addr + size; }
   [[nodiscard]] void* ptr() const noexcept { return reinterpret_cast<void*>(addr); }
@@ -133,6 +138,7 @@ class BlockPool {
     block->home = home_any;
     block->requested = 0;
     block->stream = 0;
+    block->unmappable = false;
     free_.push_back(block);  // capacity reserved in make(): cannot throw
   }
 
@@ -221,14 +227,51 @@ class FreeIndex {
   std::size_t mixed_ = 0;
 };
 
+/// The free blocks of expandable ranges that hold at least one whole chunk (what unmapping can
+/// give back), in the order they were indexed, oldest first: the release policy and growth walk
+/// them from the front instead of every free block.
+class UnmapList {
+  using List =
+      boost::intrusive::list<Block,
+                             boost::intrusive::member_hook<Block, ListHook, &Block::unmap_hook>,
+                             boost::intrusive::constant_time_size<true>>;
+
+ public:
+  UnmapList() = default;
+  UnmapList(const UnmapList&) = delete;
+  UnmapList& operator=(const UnmapList&) = delete;
+  ~UnmapList() { list_.clear(); }
+
+  void push(Block* block) noexcept {
+    list_.push_back(*block);
+    block->unmappable = true;
+  }
+  void erase(Block* block) noexcept {
+    if (!block->unmappable) return;
+    list_.erase(list_.iterator_to(*block));
+    block->unmappable = false;
+  }
+  [[nodiscard]] std::size_t size() const noexcept { return list_.size(); }
+  [[nodiscard]] List::iterator begin() noexcept { return list_.begin(); }
+  [[nodiscard]] List::iterator end() noexcept { return list_.end(); }
+
+ private:
+  List list_;
+};
+
 /// A stream's quick lists: blocks it freed, kept by exact size without merging or indexing, so
 /// that the steady state of a program that allocates the same sizes every step (inference)
 /// reuses a block in O(1) (dlmalloc's fast bins). The pool merges and indexes them (`drain`)
 /// before anything that needs the whole picture: a miss, growth, trimming, the release policy.
 class QuickLists {
  public:
-  /// Adds free `block`; false if there is no room (the caller merges and indexes it instead).
+  /// Adds free `block`; false if there is no room or the lists are paused (the caller merges
+  /// and indexes it instead).
   bool push(Block* block) noexcept {
+    if (paused_ > 0) {
+      --paused_;
+      return false;
+    }
     if (count_ >= max_blocks) return false;
     const std::size_t key = key_of(block);
     for (std::size_t probe = 0; probe < max_probes; ++probe) {
@@ -257,14 +300,19 @@ class QuickLists {
         block->next_binned = nullptr;
         block->binned = false;
         --count_;
+        ++taken_;
         return block;
       }
     }
     return nullptr;
   }
-  /// Empties the lists, calling `fn` on each block (which is no longer binned).
+  /// Empties the lists, calling `fn` on each block (which is no longer binned). When most blocks
+  /// listed since the last drain were never taken again (sizes that do not repeat: nothing to
+  /// gain, and unmerged blocks fragment the pool), the lists pause for a while.
   template <typename Fn>
   void drain(Fn&& fn) {
+    if (count_ > 2 * taken_ + min_useless) paused_ = pause_frees;
+    taken_ = 0;
     if (count_ == 0) return;
     for (Slot& slot : slots_) {
       while (slot.head != nullptr) {
@@ -284,6 +332,8 @@ class QuickLists {
   static constexpr std::size_t slots = 64;
   static constexpr std::size_t max_probes = 4;
   static constexpr std::size_t max_blocks = 256;
+  static constexpr std::size_t min_useless = 16;
+  static constexpr std::size_t pause_frees = 4096;
   struct Slot {
     std::size_t key = 0;
     Block* head = nullptr;
@@ -295,6 +345,8 @@ class QuickLists {
   }
   Slot slots_[slots];
   std::size_t count_ = 0;
+  std::size_t taken_ = 0;   // blocks taken since the last drain
+  std::size_t paused_ = 0;  // frees left before the lists take blocks again
 };
 
 /// Blocks handed out, by address: open addressing with linear probing and backward-shift

@@ -60,11 +60,12 @@ bool query(const Event& event) noexcept {
 
 }  // namespace
 
-bool PoolResource::State::sweep(const std::vector<StreamIndex>& close) noexcept {
+bool PoolResource::State::sweep(const std::vector<StreamIndex>& close, std::size_t group_budget,
+                                std::vector<std::shared_ptr<AfterGroup>> candidates) noexcept {
   std::scoped_lock events(event_mutex);
   std::vector<Claim> claims;
   std::vector<StreamState*> states;
-  std::vector<std::shared_ptr<AfterGroup>> groups;
+  std::vector<std::shared_ptr<AfterGroup>> groups = std::move(candidates);
   try {
     std::scoped_lock lock(mutex);
     for (StreamIndex index : close) {
@@ -72,7 +73,8 @@ bool PoolResource::State::sweep(const std::vector<StreamIndex>& close) noexcept 
       if (state.open_frees > 0) claims.push_back(claim(state));
     }
     for (const auto& state : streams.all()) states.push_back(state.get());
-    groups = after_groups;
+    // A group taken meanwhile (its block handed out) is no longer pending: skipped below.
+    after_groups.next(group_budget, groups);
   } catch (...) {
     return false;  // no memory for the lists: nothing learnt this time
   }
@@ -112,9 +114,8 @@ bool PoolResource::State::sweep(const std::vector<StreamIndex>& close) noexcept 
       }
     }
     for (std::size_t i = 0; i < groups.size(); ++i) {
-      if (!done[i]) continue;
       AfterGroup& group = *groups[i];
-      group.complete = true;
+      if (!done[i] || group.slot == AfterGroup::no_slot) continue;  // running, or taken
       progress = true;
       if (Block* block = group.block) {
         group.block = nullptr;
@@ -123,7 +124,7 @@ bool PoolResource::State::sweep(const std::vector<StreamIndex>& close) noexcept 
         merge(block);
         index(block);
       }
-      std::erase(after_groups, groups[i]);
+      (void)after_groups.remove(&group);  // `groups` still owns it: nothing is destroyed here
     }
   }
   // `groups` dies here, with the event mutex held and the block mutex not: the completed
@@ -132,8 +133,9 @@ bool PoolResource::State::sweep(const std::vector<StreamIndex>& close) noexcept 
 }
 
 std::size_t PoolResource::State::wait_for(
-    detail::StreamImpl& stream, const FenceSet& fences,
+    StreamState& waiter, const FenceSet& fences,
     const std::vector<std::shared_ptr<AfterGroup>>& groups) {
+  detail::StreamImpl& stream = *waiter.impl;
   std::size_t waits = 0;
   auto wait_on = [&](const Event& event) {
     try {
@@ -153,6 +155,10 @@ std::size_t PoolResource::State::wait_for(
       std::scoped_lock lock(mutex);
       state = &streams.at(fence.stream);
       if (state->completed_epoch >= fence.epoch) continue;
+      // Already ordered after that work by an earlier wait: stream order is transitive.
+      if (fence.stream < waiter.waited.size() && waiter.waited[fence.stream] >= fence.epoch) {
+        continue;
+      }
       if (state->recorded_epoch < fence.epoch) claims.push_back(claim(*state));
     }
     if (!claims.empty()) {
@@ -165,15 +171,18 @@ std::size_t PoolResource::State::wait_for(
       ++counters.events_recorded;
       state->recorded_epoch = std::max(state->recorded_epoch, claims.front().epoch);
     }
-    bool found = false;
-    for (const auto& [epoch, event] : state->recorded) {
-      if (epoch >= fence.epoch) {
-        wait_on(event);
-        found = true;
-        break;
-      }
+    // The first event that covers the fence: the queue is in epoch order.
+    const auto it = std::lower_bound(state->recorded.begin(), state->recorded.end(), fence.epoch,
+                                     [](const std::pair<std::uint64_t, Event>& e,
+                                        std::uint64_t epoch) { return e.first < epoch; });
+    if (it != state->recorded.end()) {
+      wait_on(it->second);
+      std::scoped_lock lock(mutex);
+      if (waiter.waited.size() <= fence.stream) waiter.waited.resize(fence.stream + 1, 0);
+      waiter.waited[fence.stream] = std::max(waiter.waited[fence.stream], it->first);
+    } else {
+      state->impl->synchronize();  // completed meanwhile, or never recorded
     }
-    if (!found) state->impl->synchronize();  // completed meanwhile, or never recorded
   }
   for (const auto& group : groups) {
     for (const Event& event : group->events) wait_on(event);

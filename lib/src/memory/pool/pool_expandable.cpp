@@ -160,26 +160,33 @@ void PoolResource::State::abandon_growth(const Growth& growth) noexcept {
 }
 
 void PoolResource::State::claim_unmaps(std::uint64_t idle_after, std::size_t want,
-                                       std::vector<Block*>& out) {
+                                       std::vector<Block*>& out, const Segment* keep) {
+  // Oldest indexed first. A growth (a finite `want`, no idle age) gives up after a few blocks
+  // whose users may still run: the older ones were tried first, the younger are likelier busy.
+  const bool bounded = idle_after == 0 && want != std::numeric_limits<std::size_t>::max();
+  constexpr int max_busy = 16;
+  int busy = 0;
   std::vector<Block*> candidates;
-  for (auto& index : free) {
-    index.for_each([&](Block& block) {
-      Block* b = &block;
-      if (!b->segment->expandable || b->after != nullptr) return;
-      if (idle_after != 0 && tick - b->freed_at < idle_after) return;
-      if (!streams.ready_for(b->fences, 0)) return;  // users may still run: not ordered
-      const std::uintptr_t lo = round_up(b->addr, granularity);
-      const std::uintptr_t hi = round_down(b->end(), granularity);
-      if (hi > lo) candidates.push_back(b);
-    });
+  std::size_t found = 0;
+  for (auto it = unmappable.begin(); it != unmappable.end() && found < want; ++it) {
+    Block* b = &*it;
+    if (b->segment == keep) continue;
+    if (idle_after != 0 && tick - b->freed_at < idle_after) continue;
+    if (!streams.ready_for(b->fences, 0)) {  // users may still run: not ordered
+      if (bounded && ++busy > max_busy) break;
+      continue;
+    }
+    candidates.push_back(b);
+    found += round_down(b->end(), granularity) - round_up(b->addr, granularity);
   }
-  std::sort(candidates.begin(), candidates.end(),
-            [](const Block* a, const Block* b) { return a->freed_at < b->freed_at; });
   std::size_t claimed = 0;
   for (Block* b : candidates) {
     if (claimed >= want) break;
-    const std::uintptr_t lo = round_up(b->addr, granularity);
     const std::uintptr_t hi = round_down(b->end(), granularity);
+    // As many whole chunks as still wanted, from the block's end: the rest stays mapped.
+    const std::uintptr_t lo = std::max<std::uintptr_t>(
+        round_up(b->addr, granularity),
+        want - claimed >= hi ? 0 : hi - round_up(want - claimed, granularity));
     // Split into a mapped head, the whole chunks, and a mapped tail.
     Block* middle = blocks.make();
     Block* tail = hi < b->end() ? blocks.make() : nullptr;
@@ -225,13 +232,19 @@ void PoolResource::State::finish_unmap(Block* block) noexcept {
 // ---------------------------------------------------------------------------------------------
 // PoolResource: growing and unmapping (the upstream calls happen here, outside the lock)
 
-std::size_t PoolResource::unmap_free(std::uint64_t idle_after, std::size_t want) noexcept {
+std::size_t PoolResource::unmap_free(std::uint64_t idle_after, std::size_t want,
+                                     const void* keep_range) noexcept {
   State& s = *state_;
   if (!s.expandable) return 0;
   std::vector<Block*> claimed;
   try {
     std::scoped_lock lock(s.mutex);
-    s.claim_unmaps(idle_after, want, claimed);
+    const Segment* keep = nullptr;
+    if (keep_range != nullptr) {
+      auto it = s.by_address.find(reinterpret_cast<std::uintptr_t>(keep_range));
+      if (it != s.by_address.end()) keep = it->second;
+    }
+    s.claim_unmaps(idle_after, want, claimed, keep);
   } catch (...) {
     // no room for the list or a split: what was claimed is unmapped below
   }
@@ -303,6 +316,10 @@ void* PoolResource::allocate_expandable(std::size_t bytes, std::size_t size, boo
                                  ": the stream's expandable segment of " +
                                  detail::format_bytes(s.range_bytes) + " is full",
                              bytes);
+    }
+    if (options_.give_back_before_growing && retries == 0) {
+      (void)give_back_for_growth(growth.map_bytes,
+                                 reinterpret_cast<const void*>(growth.range->base));
     }
     try {
       upstream_->map(growth.fresh->ptr(), growth.map_bytes);

@@ -158,10 +158,15 @@ void PoolResource::State::index(Block* block) noexcept {
     block->home = streams.home_of(block->fences);
   }
   free[kind_index(block->segment->kind)].insert(block);
+  if (block->segment->expandable && block->after == nullptr) {
+    const std::uintptr_t lo = (block->addr + granularity - 1) / granularity * granularity;
+    if (lo + granularity <= block->end()) unmappable.push(block);
+  }
 }
 
 void PoolResource::State::unindex(Block* block) noexcept {
   free[kind_index(block->segment->kind)].erase(block);
+  unmappable.erase(block);
 }
 
 void PoolResource::State::drain_quick() noexcept {

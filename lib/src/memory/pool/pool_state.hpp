@@ -71,11 +71,12 @@ struct PoolResource::State {
   detail::pool::BlockPool blocks;
   std::array<detail::pool::FreeIndex, 2> free;
   detail::pool::LiveMap live;
+  detail::pool::UnmapList unmappable;  // indexed free blocks that hold a whole chunk
   std::vector<std::unique_ptr<Segment>> segments;
   std::map<std::uintptr_t, Segment*> by_address;
   // Expandable ranges by (stream, kind): index stream * 2 + kind.
   std::vector<Segment*> ranges;
-  std::vector<std::shared_ptr<detail::pool::AfterGroup>> after_groups;
+  detail::pool::PendingGroups after_groups;
 
   std::array<KindCounters, 2> kinds{};
   std::size_t peak_reserved = 0;
@@ -127,8 +128,9 @@ struct PoolResource::State {
   void hand_out(Block* block, std::size_t size, std::size_t requested,
                 detail::pool::StreamState& state);
   /// Wholly free segments to give back: all of them with `all`; else the least recently used
-  /// while the cached bytes exceed `max_cached_bytes`, and with `idle` those idle too long.
-  void collect_releases(bool all, bool idle, std::vector<Release>& out);
+  /// while the cached bytes exceed `max_cached_bytes` or until `want` bytes, and with `idle`
+  /// those idle too long.
+  void collect_releases(bool all, bool idle, std::vector<Release>& out, std::size_t want = 0);
   [[nodiscard]] std::size_t cached_bytes() const noexcept {
     return kinds[0].reserved + kinds[1].reserved - kinds[0].allocated - kinds[1].allocated;
   }
@@ -156,8 +158,9 @@ struct PoolResource::State {
   void abandon_growth(const Growth& growth) noexcept;
   /// Claims the whole free chunks of free mapped blocks whose users are known to be done, for
   /// unmapping: with `idle_after` those freed that many allocations ago or earlier, else the
-  /// least recently freed until `want` bytes (all with `want` at its maximum).
-  void claim_unmaps(std::uint64_t idle_after, std::size_t want, std::vector<Block*>& out);
+  /// least recently freed until `want` bytes (all with `want` at its maximum); none of `keep`.
+  void claim_unmaps(std::uint64_t idle_after, std::size_t want, std::vector<Block*>& out,
+                    const Segment* keep = nullptr);
   /// The unmapping of claimed `block` is done.
   void finish_unmap(Block* block) noexcept;
   /// Merges free unmapped `block` with its free unmapped neighbours and records it.
@@ -165,14 +168,23 @@ struct PoolResource::State {
 
   // ---- the stream policy's events (pool_events.cpp); block mutex NOT held ----
 
-  /// Closes the open epochs of `close` with events, queries every recorded event and pending
-  /// record_stream group, and applies what completed. Takes the event mutex.
+  /// Closes the open epochs of `close` with events, queries the recorded events (each stream's
+  /// oldest first, until one has not completed), the record_stream groups in `candidates` and
+  /// up to `group_budget` more pending groups in turn (all of them with the maximum), and
+  /// applies what completed. Takes the event mutex.
   /// @return true if something new is known to have completed
-  bool sweep(const std::vector<StreamIndex>& close) noexcept;
-  /// Makes `stream` wait on the device for `fences` and `groups` (event mutex held by the
-  /// caller). Falls back to waiting on the host for an event it cannot make the stream wait for.
+  bool sweep(const std::vector<StreamIndex>& close,
+             std::size_t group_budget = ~std::size_t{0},
+             std::vector<std::shared_ptr<detail::pool::AfterGroup>> candidates = {}) noexcept;
+  /// The record_stream groups of the free blocks of `kind` that would best fit `size` if their
+  /// events had completed (those a sweep for this allocation should query first).
+  void candidate_groups(PoolKind kind, std::size_t size,
+                        std::vector<std::shared_ptr<detail::pool::AfterGroup>>& out);
+  /// Makes `waiter`'s stream wait on the device for `fences` (but for those an earlier wait
+  /// already covers) and `groups` (event mutex held by the caller). Falls back to waiting on the
+  /// host for an event it cannot make the stream wait for.
   /// @return the number of device-side waits
-  std::size_t wait_for(detail::StreamImpl& stream, const detail::pool::FenceSet& fences,
+  std::size_t wait_for(detail::pool::StreamState& waiter, const detail::pool::FenceSet& fences,
                        const std::vector<std::shared_ptr<detail::pool::AfterGroup>>& groups);
   /// Gives `releases` back to `upstream` in stream order (takes the event mutex for the events
   /// that order a release after other streams' work).

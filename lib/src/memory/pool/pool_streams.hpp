@@ -43,17 +43,79 @@ struct StreamState {
   std::uint64_t stream_waits = 0;
 
   QuickLists quick;  // (pool) blocks this stream freed, not yet merged
+  // (pool) per other stream's index: the latest of its epochs this stream's queue was made to
+  // wait for (later work here is ordered after it: no second wait needed)
+  std::vector<std::uint64_t> waited;
 
   // (events) events that close epochs, oldest first
   std::deque<std::pair<std::uint64_t, Event>> recorded;
 };
 
 /// record_stream events a free block waits for (`deallocate_after`). Owned by the pool's list
-/// of pending groups; `block` is reset when the block is handed out or given back first.
+/// of pending groups (`slot` is its place there) until its events complete or its block is
+/// handed out (then the allocation waits for the events and drops the group).
 struct AfterGroup {
-  std::vector<Event> events;  // (events)
-  Block* block = nullptr;     // (pool)
-  bool complete = false;      // (pool)
+  static constexpr std::size_t no_slot = ~std::size_t{0};
+  std::vector<Event> events;      // (events)
+  Block* block = nullptr;         // (pool)
+  std::size_t slot = no_slot;     // (pool) index in the pool's pending groups, or no_slot
+};
+
+/// The pending record_stream groups: insertion and removal in O(1) (each group knows its
+/// slot), and a cursor that lets every sweep query a bounded number of them in turn, so that no
+/// allocation pays for all of them.
+class PendingGroups {
+ public:
+  /// Adds `group` (capacity must have been reserved: see `reserve_one`).
+  void add(std::shared_ptr<AfterGroup> group) noexcept {
+    group->slot = groups_.size();
+    groups_.push_back(std::move(group));
+  }
+  /// Makes room for one more, so that `add` cannot throw.
+  void reserve_one() { groups_.reserve(groups_.size() + 1); }
+  /// Removes `group` if pending; returns the owning pointer (null if it was not pending).
+  std::shared_ptr<AfterGroup> remove(AfterGroup* group) noexcept {
+    const std::size_t i = group->slot;
+    if (i == AfterGroup::no_slot) return nullptr;
+    std::shared_ptr<AfterGroup> owned = std::move(groups_[i]);
+    if (i + 1 != groups_.size()) {
+      groups_[i] = std::move(groups_.back());
+      groups_[i]->slot = i;
+    }
+    groups_.pop_back();
+    group->slot = AfterGroup::no_slot;
+    if (cursor_ >= groups_.size()) cursor_ = 0;
+    return owned;
+  }
+  /// The owning pointer of pending `group`.
+  [[nodiscard]] const std::shared_ptr<AfterGroup>& owner(const AfterGroup* group) const noexcept {
+    return groups_[group->slot];
+  }
+  /// Appends up to `count` pending groups to `out`, going round from where the last call
+  /// stopped; all of them if `count` is at least their number.
+  void next(std::size_t count, std::vector<std::shared_ptr<AfterGroup>>& out) {
+    const std::size_t n = groups_.size();
+    if (count >= n) {
+      out.insert(out.end(), groups_.begin(), groups_.end());
+      return;
+    }
+    for (std::size_t k = 0; k < count; ++k) {
+      out.push_back(groups_[cursor_]);
+      cursor_ = cursor_ + 1 == n ? 0 : cursor_ + 1;
+    }
+  }
+  [[nodiscard]] bool empty() const noexcept { return groups_.empty(); }
+  [[nodiscard]] std::size_t size() const noexcept { return groups_.size(); }
+  /// Takes every pending group out (destruction).
+  std::vector<std::shared_ptr<AfterGroup>> take_all() noexcept {
+    for (const auto& g : groups_) g->slot = AfterGroup::no_slot;
+    cursor_ = 0;
+    return std::exchange(groups_, {});
+  }
+
+ private:
+  std::vector<std::shared_ptr<AfterGroup>> groups_;
+  std::size_t cursor_ = 0;
 };
 
 /// The streams a pool has served. States are never removed: streams come from the device's
