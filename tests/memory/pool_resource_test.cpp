@@ -526,6 +526,39 @@ TEST_F(PoolResourceTest, ExpandableSegmentsRunOutOfMemoryGently) {
   EXPECT_EQ(pool_->validate(), "");
 }
 
+// The fuzzer's pool-trim finding: the event that was to close a stream's batch of frees failed
+// to record (an injected fault) and the stream freed nothing more. The batch's blocks were then
+// of unknown state for good: trim() could never unmap them, and the memory was lost to the
+// device until the pool died. A later sweep must cover the batch with another event.
+TEST_F(PoolResourceTest, AFailedEventRecordLeavesNoMemoryTrimCannotGiveBack) {
+  pool_.reset();
+  pool_ = std::make_unique<PoolResource>(upstream_);  // expandable segments
+  ASSERT_TRUE(pool_->uses_expandable_segments());
+  Stream stream(device_);
+  auto used = [&] { return device_.memory_info().total_bytes - device_.memory_info().free_bytes; };
+  void* a = pool_->allocate(2 * MiB, stream);
+  pool_->deallocate(a, 2 * MiB, stream);
+  EXPECT_EQ(used(), 2 * MiB);
+  // Every event record fails: trim learns nothing and unmaps nothing.
+  device_.set_faults(SimFaults{.probability = 1.0,
+                               .copies = false,
+                               .memsets = false,
+                               .kernels = false,
+                               .stream_operations = true});
+  EXPECT_EQ(pool_->trim(), 0U);
+  EXPECT_GE(device_.injected_faults(), 1U);
+  const auto errors = take_errors();
+  ASSERT_FALSE(errors.empty());
+  EXPECT_NE(errors[0].find("recording an event failed"), std::string::npos) << errors[0];
+  device_.set_faults(SimFaults{});
+  stream.synchronize();
+  // The stream freed nothing since: the failed batch still gets its event, and goes back.
+  EXPECT_EQ(pool_->trim(), 2 * MiB);
+  EXPECT_EQ(used(), 0U);
+  EXPECT_EQ(pool_->memory_stats().total.reserved_bytes, 0U);
+  EXPECT_EQ(pool_->validate(), "");
+}
+
 TEST_F(PoolResourceTest, GrowingPastTheHighWaterMarkGivesBackOtherRangesFreeChunksFirst) {
   pool_.reset();
   pool_ = std::make_unique<PoolResource>(upstream_);
