@@ -333,6 +333,11 @@ struct Workload::State {
   std::atomic<bool> clean{false};  // reset() proved the state clean, no operation ran since
   std::uint64_t final_pool_faults = 0;
   PoolStatistics final_pool;
+  // What earlier pools' statistics counted before reset() returned the pool to a new one's state
+  // (its statistics with it): the counters stay totals of the whole workload.
+  std::uint64_t pool_segments_before = 0;
+  std::uint64_t pool_splits_before = 0;
+  std::uint64_t pool_merges_before = 0;
 
   // ---- helpers ----
 
@@ -1542,6 +1547,7 @@ void Workload::State::reset() {
       }
       keys.clear();
     }
+    // trim() alone must give every byte back (memory it cannot is a leak of the pool's)...
     pool->trim();
     device.synchronize();
     const MemoryInfo memory = device.memory_info();
@@ -1550,6 +1556,13 @@ void Workload::State::reset() {
            " B of device memory are still in use with nothing alive; the pool:\n" +
            pool->memory_summary());
     }
+    // ...and then the pool forgets its history (streams' batches of frees, quick lists, clocks,
+    // peaks), so that the next run behaves exactly as on a new workload.
+    const PoolStatistics stats = pool->memory_stats();
+    if (!pool->reset_if_unused()) fail("reset: the pool could not be reset with nothing alive");
+    pool_segments_before += stats.upstream_allocations + stats.map_calls;
+    pool_splits_before += stats.splits;
+    pool_merges_before += stats.merges;
   }
   clean = true;
 }
@@ -1720,9 +1733,9 @@ Counters Workload::counters() const {
   c.checks = s.checks;
   c.pressure_events = s.ballast ? s.ballast->notified.load() : 0;
   const PoolStatistics pool = s.pool ? s.pool->memory_stats() : s.final_pool;
-  c.pool_segments = pool.upstream_allocations + pool.map_calls;
-  c.pool_splits = pool.splits;
-  c.pool_merges = pool.merges;
+  c.pool_segments = s.pool_segments_before + pool.upstream_allocations + pool.map_calls;
+  c.pool_splits = s.pool_splits_before + pool.splits;
+  c.pool_merges = s.pool_merges_before + pool.merges;
   return c;
 }
 

@@ -162,7 +162,9 @@ class Workload {
   void finish();
 
   /// `release_all`, then empties the cache and trims the pool, and proves the state clean: no
-  /// tensor alive, no byte of device memory in use. Does nothing after `finish`.
+  /// tensor alive, no byte of device memory in use once trimmed. Then returns the pool to a new
+  /// pool's state (`PoolResource::reset_if_unused`), so that the next run behaves as on a new
+  /// workload. Does nothing after `finish`.
   /// @throws InvariantViolation if something is still alive or in use
   void reset();
   /// Starts another run on the same devices and streams, and the same context unless `finish`
