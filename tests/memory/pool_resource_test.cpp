@@ -618,9 +618,13 @@ TEST_F(PoolResourceTest, AResetPoolBehavesAsANewOne) {
     const PoolStatistics st = pool.memory_stats();
     for (void* p : small) pool.deallocate(p, 512 * KiB, stream);
     stream.synchronize();
-    return std::vector<std::uint64_t>{st.large.reserved_bytes, st.small.reserved_bytes,
-                                      st.total.peak_reserved_bytes, st.map_calls,
-                                      st.unmap_calls, st.events_recorded, st.allocations,
+    return std::vector<std::uint64_t>{st.large.reserved_bytes,
+                                      st.small.reserved_bytes,
+                                      st.total.peak_reserved_bytes,
+                                      st.map_calls,
+                                      st.unmap_calls,
+                                      st.events_recorded,
+                                      st.allocations,
                                       st.streams.size()};
   };
   std::vector<std::uint64_t> alone;
