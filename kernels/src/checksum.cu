@@ -12,6 +12,7 @@
 #include <gpulife/errors.hpp>
 #include <gpulife/runtime/detail/backend.hpp>
 #include <gpulife/runtime/device_guard.hpp>
+#include <gpulife/runtime/device_guard.hpp>
 
 #if GPULIFE_HAS_THRUST
 #include <thrust/execution_policy.h>
@@ -76,13 +77,14 @@ std::uint64_t reduce_on_host(const ChecksumBody& body) {
 /// `result` is device memory declared in `ranges`, or host memory the caller keeps until then.
 void launch_on_sim(StreamView stream, const ChecksumBody& body, std::span<const MemoryRange> ranges,
                    std::uint64_t* result) {
+  const DeviceGuard guard(stream);  // a launch needs the stream's device current
   stream.impl()->launch_host_kernel("checksum", ranges,
                                     [body, result] { *result = reduce_on_host(body); });
 }
 
 std::uint64_t checksum_on_sim(StreamView stream, const ChecksumBody& body) {
   std::uint64_t result = 0;  // stays 0 if the device refuses the kernel
-  const MemoryRange range{body.data, body.bytes};
+  const MemoryRange range{body.data, body.bytes, Access::read};
   launch_on_sim(stream, body, std::span<const MemoryRange>(&range, 1), &result);
   stream.synchronize();
   return result;
@@ -209,7 +211,8 @@ void checksum_async(StreamView stream, const void* data, std::size_t bytes, std:
   }
   const ChecksumBody body = make_body(data, bytes);
   if (stream.backend() == BackendKind::sim) {
-    const MemoryRange ranges[] = {{body.data, body.bytes}, {result, sizeof *result}};
+    const MemoryRange ranges[] = {{body.data, body.bytes, Access::read},
+                                  {result, sizeof *result, Access::write}};
     launch_on_sim(stream, body, ranges, result);
     return;
   }

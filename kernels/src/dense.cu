@@ -55,7 +55,10 @@ void dense(StreamView stream, DenseShape shape, const W* weights, const X* x, co
   for_each_index(
       stream, shape.batch * shape.out,
       DenseBody<W, X>{weights, x, bias, y, shape.in, shape.out, activation},
-      {{weights, weight_bytes}, {x, x_bytes}, {bias, shape.out * sizeof(W)}, {y, y_bytes}},
+      {{weights, weight_bytes, Access::read},
+       {x, x_bytes, Access::read},
+       {bias, shape.out * sizeof(W), Access::read},
+       {y, y_bytes, Access::write}},
       kernel_name<W, X>());
 }
 

@@ -11,7 +11,8 @@ template <class T>
 void fill(StreamView stream, T* data, std::size_t n, T value) {
   if (n == 0) return;
   if (data == nullptr) throw std::invalid_argument("data: null pointer for fill of n > 0");
-  for_each_index(stream, n, FillBody<T>{data, value}, {{data, n * sizeof(T)}}, "fill");
+  for_each_index(stream, n, FillBody<T>{data, value}, {{data, n * sizeof(T), Access::write}},
+                 "fill");
 }
 
 template void fill<float>(StreamView, float*, std::size_t, float);

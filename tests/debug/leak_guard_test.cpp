@@ -10,12 +10,12 @@
 #include <gpulife/context.hpp>
 #include <gpulife/testing/leak_guard.hpp>
 
-#include "support/context_test.hpp"
+#include "support/backend_test.hpp"
 
 namespace gpulife {
 namespace {
 
-using testing::ContextTest;
+using testing::BackendContextTest;
 
 ContextOptions leak_mode() {
   ContextOptions options;
@@ -24,12 +24,12 @@ ContextOptions leak_mode() {
   return options;
 }
 
-class LeakGuardTest : public ContextTest {
+class LeakGuardTest : public BackendContextTest {
  protected:
-  LeakGuardTest() : ContextTest({}, leak_mode()) {}
+  LeakGuardTest() : BackendContextTest({}, leak_mode()) {}
 };
 
-TEST_F(LeakGuardTest, PassesWhenTheScopeDropsWhatItMade) {
+TEST_P(LeakGuardTest, PassesWhenTheScopeDropsWhatItMade) {
   gpulife::testing::LeakGuard guard(ctx());
   DeviceTensor t = ctx().empty({16}, DType::f32, {}, "scratch");
   DeviceTensor v = t.view({4, 4});
@@ -40,7 +40,7 @@ TEST_F(LeakGuardTest, PassesWhenTheScopeDropsWhatItMade) {
   EXPECT_TRUE(report.tensors.empty());
 }
 
-TEST_F(LeakGuardTest, FailsNamingTheTensorThatSurvived) {
+TEST_P(LeakGuardTest, FailsNamingTheTensorThatSurvived) {
   DeviceTensor survivor;
   EXPECT_NONFATAL_FAILURE(
       {
@@ -58,7 +58,7 @@ TEST_F(LeakGuardTest, FailsNamingTheTensorThatSurvived) {
   survivor.reset();
 }
 
-TEST_F(LeakGuardTest, IgnoresTensorsMadeBeforeIt) {
+TEST_P(LeakGuardTest, IgnoresTensorsMadeBeforeIt) {
   DeviceTensor before = ctx().empty({16}, DType::u8, {}, "before");
   {
     gpulife::testing::LeakGuard guard(ctx());
@@ -67,7 +67,7 @@ TEST_F(LeakGuardTest, IgnoresTensorsMadeBeforeIt) {
   before.reset();
 }
 
-TEST_F(LeakGuardTest, IgnoresPinnedCacheEntries) {
+TEST_P(LeakGuardTest, IgnoresPinnedCacheEntries) {
   const std::vector<std::uint8_t> table(16, 7);
   {
     gpulife::testing::LeakGuard guard(ctx());
@@ -77,7 +77,7 @@ TEST_F(LeakGuardTest, IgnoresPinnedCacheEntries) {
   ctx().cache().clear();
 }
 
-TEST_F(LeakGuardTest, DismissStopsTheCheck) {
+TEST_P(LeakGuardTest, DismissStopsTheCheck) {
   DeviceTensor kept;
   {
     gpulife::testing::LeakGuard guard(ctx());
@@ -87,32 +87,55 @@ TEST_F(LeakGuardTest, DismissStopsTheCheck) {
   kept.reset();
 }
 
-class LeakGuardWithoutLeakMode : public ContextTest {
+class LeakGuardWithoutLeakMode : public BackendContextTest {
  protected:
-  LeakGuardWithoutLeakMode() : ContextTest({}, {.debug = {.use_environment = false}}) {}
+  LeakGuardWithoutLeakMode() : BackendContextTest({}, {.debug = {.use_environment = false}}) {}
 };
 
-TEST_F(LeakGuardWithoutLeakMode, FailsRatherThanPassWithoutLooking) {
+TEST_P(LeakGuardWithoutLeakMode, FailsRatherThanPassWithoutLooking) {
   EXPECT_NONFATAL_FAILURE({ gpulife::testing::LeakGuard guard(ctx()); },
                           "the context is not in leak mode");
 }
 
-class LeakCheckedFixture : public gpulife::testing::LeakCheckedTest {
+// LeakCheckedTest makes its context in its constructor, where a test cannot skip: without a CUDA
+// device the cuda variant makes it on a simulated device and skips in SetUp, saying why.
+class LeakCheckedFixture : public gpulife::testing::LeakCheckedTest,
+                           public ::testing::WithParamInterface<testing::Backend> {
  protected:
-  LeakCheckedFixture() : LeakCheckedTest({.device = Device::sim()}) {}
+  LeakCheckedFixture() : LeakCheckedTest({.device = device_for(GetParam())}) {}
+  static Device device_for(testing::Backend backend) {
+    if (backend == testing::Backend::cuda && Device::probe_cuda().available) return Device::cuda(0);
+    return Device::sim();
+  }
+  void SetUp() override {
+    if (GetParam() == testing::Backend::cuda) {
+      const CudaProbe probe = Device::probe_cuda();
+#if defined(GPULIFE_DEVICE_REQUIRED)
+      ASSERT_TRUE(probe.available) << "GPULIFE_DEVICE_REQUIRED: no CUDA device: " << probe.reason;
+#else
+      if (!probe.available) GTEST_SKIP() << "no CUDA device: " << probe.reason;
+#endif
+    }
+    LeakCheckedTest::SetUp();
+  }
 };
 
-TEST_F(LeakCheckedFixture, GivesAContextInLeakMode) {
+TEST_P(LeakCheckedFixture, GivesAContextInLeakMode) {
   EXPECT_TRUE(ctx().debug_options().leaks);
   DeviceTensor t = ctx().empty({4}, DType::u8);
   EXPECT_EQ(ctx().leak_report().tensors.size(), 1U);
 }
 
-TEST_F(LeakCheckedFixture, FailsAtTearDownWhenATensorSurvives) {
+TEST_P(LeakCheckedFixture, FailsAtTearDownWhenATensorSurvives) {
   DeviceTensor survivor = ctx().empty({4}, DType::u8, {}, "fixture-survivor");
   EXPECT_NONFATAL_FAILURE(TearDown(), "'fixture-survivor'");
   survivor.reset();  // the second TearDown, gtest's own, has nothing left to check
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, LeakGuardTest, testing::backends(), testing::backend_name);
+INSTANTIATE_TEST_SUITE_P(Backends, LeakGuardWithoutLeakMode, testing::backends(),
+                         testing::backend_name);
+INSTANTIATE_TEST_SUITE_P(Backends, LeakCheckedFixture, testing::backends(), testing::backend_name);
 
 }  // namespace
 }  // namespace gpulife

@@ -20,12 +20,12 @@
 #include <gpulife/memory/direct_resource.hpp>
 #include <gpulife/tensor/weak_tensor.hpp>
 
-#include "support/context_test.hpp"
+#include "support/backend_test.hpp"
 
 namespace gpulife {
 namespace {
 
-using testing::ContextTest;
+using testing::BackendContextTest;
 
 ContextOptions leak_mode(bool stacks = false) {
   ContextOptions options;
@@ -40,12 +40,12 @@ bool ends_with(const std::string& text, const std::string& suffix) {
          text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-class LeakReportTest : public ContextTest {
+class LeakReportTest : public BackendContextTest {
  protected:
-  LeakReportTest() : ContextTest({}, leak_mode()) {}
+  LeakReportTest() : BackendContextTest({}, leak_mode()) {}
 };
 
-TEST_F(LeakReportTest, ListsALiveTensorWithEverythingAboutIt) {
+TEST_P(LeakReportTest, ListsALiveTensorWithEverythingAboutIt) {
   Stream stream(device_);
   const auto before = std::chrono::system_clock::now();
   const std::uint32_t line = SourceLocation::current().line() + 1;
@@ -80,7 +80,7 @@ TEST_F(LeakReportTest, ListsALiveTensorWithEverythingAboutIt) {
   EXPECT_TRUE(report.has_leaks());
 }
 
-TEST_F(LeakReportTest, ForgetsTensorsThatDied) {
+TEST_P(LeakReportTest, ForgetsTensorsThatDied) {
   DeviceTensor a = ctx().empty({16}, DType::u8, {}, "a");
   DeviceTensor b = ctx().upload(std::span<const float>(std::vector<float>(4, 1.0F)), {4}, {}, "b");
   a.reset();
@@ -97,7 +97,7 @@ TEST_F(LeakReportTest, ForgetsTensorsThatDied) {
 
 DeviceTensor make_small(Context& ctx) { return ctx.empty({64}, DType::u8, {}, "small"); }
 
-TEST_F(LeakReportTest, TextGroupsBySiteLargestFirstWithTotals) {
+TEST_P(LeakReportTest, TextGroupsBySiteLargestFirstWithTotals) {
   std::vector<DeviceTensor> smalls;
   for (int i = 0; i < 3; ++i) smalls.push_back(make_small(ctx()));
   DeviceTensor big = ctx().empty({1 << 20}, DType::u8, {}, "big");
@@ -116,7 +116,7 @@ TEST_F(LeakReportTest, TextGroupsBySiteLargestFirstWithTotals) {
       << text;
 }
 
-TEST_F(LeakReportTest, JsonFormCarriesTheSameFacts) {
+TEST_P(LeakReportTest, JsonFormCarriesTheSameFacts) {
   DeviceTensor a = ctx().empty({2, 3}, DType::i32, {}, "tag \"quoted\"\n");
   DeviceTensor b = make_small(ctx());
   const LeakReport report = ctx().leak_report();
@@ -141,7 +141,7 @@ TEST_F(LeakReportTest, JsonFormCarriesTheSameFacts) {
   EXPECT_TRUE(json["unowned_blocks"].empty());
 }
 
-TEST_F(LeakReportTest, ViewsAreListedWithTheirRootAndCountedOnce) {
+TEST_P(LeakReportTest, ViewsAreListedWithTheirRootAndCountedOnce) {
   DeviceTensor root = ctx().empty({8, 16}, DType::f32, {}, "root");
   const std::uint64_t root_id = root.id();
   const std::uint32_t line = SourceLocation::current().line() + 1;
@@ -162,7 +162,7 @@ TEST_F(LeakReportTest, ViewsAreListedWithTheirRootAndCountedOnce) {
   EXPECT_NE(report.to_text().find("(view of #" + std::to_string(root_id) + ")"), std::string::npos);
 }
 
-TEST_F(LeakReportTest, NamesATensorKeptAliveOnlyByItsOwnFinalizer) {
+TEST_P(LeakReportTest, NamesATensorKeptAliveOnlyByItsOwnFinalizer) {
   std::uint64_t id = 0;
   {
     DeviceTensor t = ctx().empty({64}, DType::u8, {}, "cycle");
@@ -188,7 +188,7 @@ TEST_F(LeakReportTest, NamesATensorKeptAliveOnlyByItsOwnFinalizer) {
   // The context's shutdown runs the finalizer, which drops the captured handle and ends it.
 }
 
-TEST_F(LeakReportTest, NamesATensorKeptAliveOnlyByAnExpiryCallback) {
+TEST_P(LeakReportTest, NamesATensorKeptAliveOnlyByAnExpiryCallback) {
   DeviceTensor t = ctx().empty({32}, DType::u8, {}, "watched");
   const std::uint64_t id = t.id();
   WeakTensor watcher(t, [t](const TensorInfo&) { (void)t.bytes(); });
@@ -203,7 +203,7 @@ TEST_F(LeakReportTest, NamesATensorKeptAliveOnlyByAnExpiryCallback) {
   EXPECT_TRUE(report.tensors.empty());
 }
 
-TEST_F(LeakReportTest, ATensorAlsoHeldElsewhereIsNotBlamedOnItsFinalizer) {
+TEST_P(LeakReportTest, ATensorAlsoHeldElsewhereIsNotBlamedOnItsFinalizer) {
   DeviceTensor t = ctx().empty({32}, DType::u8, {}, "held");
   (void)t.on_release([t](const TensorInfo&) { (void)t.bytes(); });
   DeviceTensor plain = ctx().empty({16}, DType::u8, {}, "plain");
@@ -218,7 +218,7 @@ TEST_F(LeakReportTest, ATensorAlsoHeldElsewhereIsNotBlamedOnItsFinalizer) {
   EXPECT_EQ(report.tensors[1].status, LiveTensorStatus::leaked);
 }
 
-TEST_F(LeakReportTest, PinnedCacheEntriesAreReportedAsPinnedNotLeaked) {
+TEST_P(LeakReportTest, PinnedCacheEntriesAreReportedAsPinnedNotLeaked) {
   const std::vector<std::uint8_t> table(256, 3);
   (void)ctx().cache().upload(CacheKey::name("ab12"), std::as_bytes(std::span(table)), {256},
                              DType::u8, {}, {.retention = Retention::pinned, .tag = "embedding"});
@@ -239,7 +239,7 @@ TEST_F(LeakReportTest, PinnedCacheEntriesAreReportedAsPinnedNotLeaked) {
   EXPECT_EQ(report.leaked_bytes(), 16U);
 }
 
-TEST_F(LeakReportTest, PoolBlocksThatNoTensorOwnsAreReported) {
+TEST_P(LeakReportTest, PoolBlocksThatNoTensorOwnsAreReported) {
   Stream stream(device_);
   DeviceTensor t = ctx().empty({1024}, DType::u8, stream, "owned");
   void* raw = ctx().resource().allocate(4096, stream);
@@ -258,7 +258,7 @@ TEST_F(LeakReportTest, PoolBlocksThatNoTensorOwnsAreReported) {
   EXPECT_FALSE(ctx().leak_report().has_leaks());
 }
 
-TEST_F(LeakReportTest, CheckpointListsOnlyNewerTensors) {
+TEST_P(LeakReportTest, CheckpointListsOnlyNewerTensors) {
   DeviceTensor old = ctx().empty({8}, DType::u8, {}, "old");
   const LeakCheckpoint checkpoint = ctx().leak_checkpoint();
   DeviceTensor young = ctx().empty({8}, DType::u8, {}, "young");
@@ -268,7 +268,7 @@ TEST_F(LeakReportTest, CheckpointListsOnlyNewerTensors) {
   EXPECT_EQ(ctx().leak_report().tensors.size(), 2U);
 }
 
-TEST_F(LeakReportTest, ConcurrentTensorsAndReportsAgree) {
+TEST_P(LeakReportTest, ConcurrentTensorsAndReportsAgree) {
   std::atomic<bool> stop{false};
   std::vector<std::thread> workers;
   for (int w = 0; w < 2; ++w) {
@@ -296,7 +296,7 @@ TEST_F(LeakReportTest, ConcurrentTensorsAndReportsAgree) {
   EXPECT_TRUE(ctx().leak_report().tensors.empty());
 }
 
-TEST_F(LeakReportTest, DestructionPrintsTheReportAndWritesTheFile) {
+TEST_P(LeakReportTest, DestructionPrintsTheReportAndWritesTheFile) {
   const std::filesystem::path path =
       std::filesystem::temp_directory_path() /
       ("gpulife-leaks-" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) + "-" +
@@ -325,7 +325,7 @@ TEST_F(LeakReportTest, DestructionPrintsTheReportAndWritesTheFile) {
   EXPECT_NE(errors[0].find("1 tensor still alive ("), std::string::npos) << errors[0];
 }
 
-TEST_F(LeakReportTest, ACleanShutdownSaysSoInOneLine) {
+TEST_P(LeakReportTest, ACleanShutdownSaysSoInOneLine) {
   ContextOptions options = leak_mode();
   options.device = device_;
   auto local = std::make_unique<Context>(std::move(options));
@@ -339,7 +339,7 @@ TEST_F(LeakReportTest, ACleanShutdownSaysSoInOneLine) {
 
 // A program that made its own report turns the shutdown one off: tensors it keeps beyond the
 // context on purpose are then not announced as leaks, and exit_on_leak does not fire.
-TEST_F(LeakReportTest, TheShutdownReportCanBeTurnedOff) {
+TEST_P(LeakReportTest, TheShutdownReportCanBeTurnedOff) {
   const std::filesystem::path path =
       std::filesystem::temp_directory_path() / "gpulife-no-shutdown-report.txt";
   std::filesystem::remove(path);
@@ -358,7 +358,7 @@ TEST_F(LeakReportTest, TheShutdownReportCanBeTurnedOff) {
   (void)take_errors();  // "destroyed with 1 tensor still alive": the context's own message
 }
 
-TEST_F(LeakReportTest, ACleanShutdownCanBeSilentButALeakIsAlwaysPrinted) {
+TEST_P(LeakReportTest, ACleanShutdownCanBeSilentButALeakIsAlwaysPrinted) {
   for (const bool leak : {false, true}) {
     ContextOptions options = leak_mode();
     options.device = device_;
@@ -379,9 +379,9 @@ TEST_F(LeakReportTest, ACleanShutdownCanBeSilentButALeakIsAlwaysPrinted) {
   }
 }
 
-class StackTraceTest : public ContextTest {
+class StackTraceTest : public BackendContextTest {
  protected:
-  StackTraceTest() : ContextTest({}, leak_mode(/*stacks=*/true)) {}
+  StackTraceTest() : BackendContextTest({}, leak_mode(/*stacks=*/true)) {}
 };
 
 [[gnu::noinline]] DeviceTensor make_in_helper(Context& ctx) {
@@ -389,7 +389,7 @@ class StackTraceTest : public ContextTest {
   return t;
 }
 
-TEST_F(StackTraceTest, CapturesASymbolisedStackWithFileAndLine) {
+TEST_P(StackTraceTest, CapturesASymbolisedStackWithFileAndLine) {
   DeviceTensor t = make_in_helper(ctx());
   const LeakReport report = ctx().leak_report();
   ASSERT_EQ(report.tensors.size(), 1U);
@@ -407,13 +407,13 @@ TEST_F(StackTraceTest, CapturesASymbolisedStackWithFileAndLine) {
   EXPECT_NE(report.to_text().find("      at " + stack[0]), std::string::npos);
 }
 
-class WithoutLeakMode : public ContextTest {
+class WithoutLeakMode : public BackendContextTest {
  protected:
   // Not even through GPULIFE_DEBUG: the test is about the mode being off.
-  WithoutLeakMode() : ContextTest({}, {.debug = {.use_environment = false}}) {}
+  WithoutLeakMode() : BackendContextTest({}, {.debug = {.use_environment = false}}) {}
 };
 
-TEST_F(WithoutLeakMode, ReportSaysItKnowsNothing) {
+TEST_P(WithoutLeakMode, ReportSaysItKnowsNothing) {
   DeviceTensor t = ctx().empty({4}, DType::u8);
   const LeakReport report = ctx().leak_report();
   EXPECT_FALSE(report.tracking);
@@ -424,7 +424,7 @@ TEST_F(WithoutLeakMode, ReportSaysItKnowsNothing) {
   EXPECT_FALSE(nlohmann::json::parse(report.to_json())["tracking"].get<bool>());
 }
 
-class LeakReportOnDirect : public ContextTest {
+class LeakReportOnDirect : public BackendContextTest {
  protected:
   static ContextOptions direct_leak_mode(const Device& device) {
     ContextOptions options = leak_mode();
@@ -432,16 +432,21 @@ class LeakReportOnDirect : public ContextTest {
     options.resource = std::make_shared<DirectResource>(device);
     return options;
   }
-  LeakReportOnDirect() : ContextTest({}, {}) {}
+  LeakReportOnDirect() = default;
 };
 
-TEST_F(LeakReportOnDirect, BlocksAreUnknownWithoutAPool) {
+TEST_P(LeakReportOnDirect, BlocksAreUnknownWithoutAPool) {
   Context direct(direct_leak_mode(device_));
   DeviceTensor t = direct.empty({4}, DType::u8);
   const LeakReport report = direct.leak_report();
   EXPECT_FALSE(report.blocks_known);
   EXPECT_EQ(report.tensors.size(), 1U);
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, LeakReportTest, testing::backends(), testing::backend_name);
+INSTANTIATE_TEST_SUITE_P(Backends, StackTraceTest, testing::backends(), testing::backend_name);
+INSTANTIATE_TEST_SUITE_P(Backends, WithoutLeakMode, testing::backends(), testing::backend_name);
+INSTANTIATE_TEST_SUITE_P(Backends, LeakReportOnDirect, testing::backends(), testing::backend_name);
 
 }  // namespace
 }  // namespace gpulife

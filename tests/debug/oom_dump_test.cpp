@@ -43,6 +43,8 @@ std::vector<std::filesystem::path> snapshots(const std::filesystem::path& dir) {
   return found;
 }
 
+// Sim only: every test needs an allocation that certainly fails, and sizes and counts it can
+// predict; a 4 MiB simulated device gives both, a GPU's capacity (and what else holds it) neither.
 class OomDumpTest : public testing::SimTest {
  protected:
   static SimOptions small() {

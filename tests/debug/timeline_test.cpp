@@ -2,6 +2,7 @@
 // The timeline: events in a bounded ring, exported as a Chrome trace that Perfetto opens. The
 // exported file is read back with an independent JSON parser.
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -22,6 +23,7 @@
 #include <gpulife/errors.hpp>
 #include <gpulife/weak/weak_key_map.hpp>
 
+#include "support/backend_test.hpp"
 #include "support/context_test.hpp"
 #include "tensor/tensor_arena.hpp"
 
@@ -29,6 +31,7 @@ namespace gpulife {
 namespace {
 
 using nlohmann::json;
+using testing::BackendContextTest;
 using testing::ContextTest;
 
 ContextOptions timeline_mode(std::size_t capacity = std::size_t{1} << 16) {
@@ -41,8 +44,9 @@ ContextOptions timeline_mode(std::size_t capacity = std::size_t{1} << 16) {
 
 std::filesystem::path temp_file(const std::string& name) {
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  return std::filesystem::temp_directory_path() /
-         ("gpulife-" + std::string(info->name()) + "-" + name);
+  std::string test = info->name();  // "Name/sim" for a test run on each backend
+  std::replace(test.begin(), test.end(), '/', '-');
+  return std::filesystem::temp_directory_path() / ("gpulife-" + test + "-" + name);
 }
 
 json read_json(const std::filesystem::path& path) {
@@ -69,13 +73,13 @@ std::map<std::string, std::size_t> last_counters(const json& trace) {
   return last;
 }
 
-class TimelineTest : public ContextTest {
+class TimelineTest : public BackendContextTest {
  protected:
   explicit TimelineTest(std::size_t capacity = std::size_t{1} << 16)
-      : ContextTest({}, timeline_mode(capacity)) {}
+      : BackendContextTest({}, timeline_mode(capacity)) {}
 };
 
-TEST_F(TimelineTest, ExportsAChromeTraceWhoseCountersEndAtTheStatistics) {
+TEST_P(TimelineTest, ExportsAChromeTraceWhoseCountersEndAtTheStatistics) {
   constexpr std::size_t mib = std::size_t{1} << 20;
   DeviceTensor a = ctx().empty({static_cast<std::int64_t>(mib)}, DType::u8, {}, "a");
   const std::vector<float> host(1024, 2.0F);
@@ -166,7 +170,7 @@ class SmallTimelineTest : public TimelineTest {
   SmallTimelineTest() : TimelineTest(4) {}
 };
 
-TEST_F(SmallTimelineTest, TheRingKeepsTheNewestEvents) {
+TEST_P(SmallTimelineTest, TheRingKeepsTheNewestEvents) {
   std::uint64_t last_id = 0;
   for (int i = 0; i < 5; ++i) {
     DeviceTensor t = ctx().empty({16}, DType::u8, {}, "t" + std::to_string(i));
@@ -187,7 +191,7 @@ TEST_F(SmallTimelineTest, TheRingKeepsTheNewestEvents) {
   EXPECT_EQ(instants(trace).size(), 4U);
 }
 
-TEST_F(TimelineTest, CacheEventsAndTheCacheCounterComeFromTheCache) {
+TEST_P(TimelineTest, CacheEventsAndTheCacheCounterComeFromTheCache) {
   const std::vector<std::uint8_t> bytes(64, 1);
   {
     DeviceTensor t = ctx().cache().upload(std::span<const std::uint8_t>(bytes), {64}, {},
@@ -214,6 +218,7 @@ TEST_F(TimelineTest, CacheEventsAndTheCacheCounterComeFromTheCache) {
   EXPECT_EQ(cache_track, (std::vector<std::size_t>{0, 64, 0}));
 }
 
+// Sim only: a small simulated device makes running out of memory cheap and certain.
 class OutOfMemoryTimelineTest : public ContextTest {
  protected:
   static SimOptions small() {
@@ -233,7 +238,7 @@ TEST_F(OutOfMemoryTimelineTest, RecordsTheFailedRequest) {
   EXPECT_EQ(timeline.events[0].tensor_id, 0U);
 }
 
-TEST_F(TimelineTest, TagsAreEscaped) {
+TEST_P(TimelineTest, TagsAreEscaped) {
   DeviceTensor t = ctx().empty({1}, DType::u8, {}, "a \"tag\"\\\n\x01");
   const json trace = json::parse(ctx().timeline().to_chrome_trace());
   EXPECT_EQ(instants(trace).at(0)["args"]["tag"], "a \"tag\"\\\n\x01");
@@ -277,13 +282,16 @@ bool valid_utf8(const std::string& text) {
   return true;
 }
 
+// Tests that make their own contexts, on the test's device.
+class TimelineLifetimes : public testing::BackendTest {};
+
 // A tag is the program's bytes: whatever they are, the trace and the leak report stay valid
 // JSON (invalid UTF-8 becomes U+FFFD) that a strict parser reads back.
-TEST(TimelineJson, InvalidUtf8InATagLeavesBothFilesValid) {
+TEST_P(TimelineLifetimes, InvalidUtf8InATagLeavesBothFilesValid) {
   ContextOptions options = timeline_mode();
   options.debug.leaks = true;
   options.debug.report_when_clean = false;
-  options.device = Device::sim();
+  options.device = device_;
   Context ctx(std::move(options));
   const std::string bad =
       std::string("w\xff\xfe") + "\xc3" + "\xe2\x82" + "</script> \xf0\x9f\x98\x80";
@@ -304,11 +312,11 @@ TEST(TimelineJson, InvalidUtf8InATagLeavesBothFilesValid) {
 
 // Each tensor's life is a span from its allocation to its release, with what a reader needs to
 // find it: id, bytes, tag, dtype, shape, stream and the allocation site (and the stack).
-TEST(TimelineLifetimes, EachTensorIsASpanWithItsSiteAndStack) {
+TEST_P(TimelineLifetimes, EachTensorIsASpanWithItsSiteAndStack) {
   ContextOptions options = timeline_mode();
   options.debug.stacks = true;
   options.debug.report_when_clean = false;
-  options.device = Device::sim();
+  options.device = device_;
   Context ctx(std::move(options));
   const int line = __LINE__ + 1;
   DeviceTensor weights = ctx.empty({16, 4}, DType::f32, {}, "weights");
@@ -348,9 +356,9 @@ TEST(TimelineLifetimes, EachTensorIsASpanWithItsSiteAndStack) {
 
 // A cache hit is linked by a flow to the upload whose memory it hands out, from whichever
 // thread it came.
-TEST(TimelineLifetimes, CacheHitsAreLinkedToTheUploadTheyReuse) {
+TEST_P(TimelineLifetimes, CacheHitsAreLinkedToTheUploadTheyReuse) {
   ContextOptions options = timeline_mode();
-  options.device = Device::sim();
+  options.device = device_;
   Context ctx(std::move(options));
   const std::vector<float> host(64, 3.0F);
   DeviceTensor first = ctx.cache().upload(std::span<const float>(host), {64}, {}, {.tag = "w"});
@@ -390,9 +398,9 @@ TEST(TimelineLifetimes, CacheHitsAreLinkedToTheUploadTheyReuse) {
 }
 
 // pid is the process, tid the operating system's thread id, and each thread is named.
-TEST(TimelineLifetimes, ThreadsAreTheOperatingSystemsAndNamed) {
+TEST_P(TimelineLifetimes, ThreadsAreTheOperatingSystemsAndNamed) {
   ContextOptions options = timeline_mode();
-  options.device = Device::sim();
+  options.device = device_;
   Context ctx(std::move(options));
   DeviceTensor a = ctx.empty({4}, DType::u8, {}, "main");
   long worker_tid = 0;
@@ -422,9 +430,9 @@ TEST(TimelineLifetimes, ThreadsAreTheOperatingSystemsAndNamed) {
 
 // The program's expiry callbacks are recorded (as the documentation says); gpulife's own
 // (the cache's, WeakKeyMap's) are not, and finalizers are recorded as finalizers.
-TEST(TimelineLifetimes, RecordsTheProgramsCallbacksOnly) {
+TEST_P(TimelineLifetimes, RecordsTheProgramsCallbacksOnly) {
   ContextOptions options = timeline_mode();
-  options.device = Device::sim();
+  options.device = device_;
   Context ctx(std::move(options));
   WeakTensor watched;
   {
@@ -445,7 +453,7 @@ TEST(TimelineLifetimes, RecordsTheProgramsCallbacksOnly) {
   EXPECT_EQ(stats.expiry_callbacks_run, 1U);
 }
 
-TEST_F(TimelineTest, DestructionWritesTheTraceWhenAPathIsSet) {
+TEST_P(TimelineTest, DestructionWritesTheTraceWhenAPathIsSet) {
   const std::filesystem::path path = temp_file("shutdown.json");
   std::filesystem::remove(path);
   {
@@ -463,12 +471,12 @@ TEST_F(TimelineTest, DestructionWritesTheTraceWhenAPathIsSet) {
   EXPECT_EQ(ops[1]["name"], "free");
 }
 
-class TimelineOff : public ContextTest {
+class TimelineOff : public BackendContextTest {
  protected:
-  TimelineOff() : ContextTest({}, {.debug = {.use_environment = false}}) {}
+  TimelineOff() : BackendContextTest({}, {.debug = {.use_environment = false}}) {}
 };
 
-TEST_F(TimelineOff, RecordsNothingAndStillExportsAValidTrace) {
+TEST_P(TimelineOff, RecordsNothingAndStillExportsAValidTrace) {
   DeviceTensor t = ctx().empty({8}, DType::u8);
   const Timeline timeline = ctx().timeline();
   EXPECT_FALSE(timeline.recording);
@@ -477,6 +485,11 @@ TEST_F(TimelineOff, RecordsNothingAndStillExportsAValidTrace) {
   EXPECT_TRUE(instants(trace).empty());
   EXPECT_FALSE(trace["otherData"]["recording"].get<bool>());
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, TimelineTest, testing::backends(), testing::backend_name);
+INSTANTIATE_TEST_SUITE_P(Backends, SmallTimelineTest, testing::backends(), testing::backend_name);
+INSTANTIATE_TEST_SUITE_P(Backends, TimelineLifetimes, testing::backends(), testing::backend_name);
+INSTANTIATE_TEST_SUITE_P(Backends, TimelineOff, testing::backends(), testing::backend_name);
 
 }  // namespace
 }  // namespace gpulife

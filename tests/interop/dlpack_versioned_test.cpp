@@ -13,7 +13,7 @@
 
 #include <gtest/gtest.h>
 
-#include "support/context_test.hpp"
+#include "support/backend_test.hpp"
 
 namespace gpulife {
 namespace {
@@ -59,12 +59,17 @@ struct VersionedProducer {
   std::atomic<int> deleted{0};
 };
 
-class DLPackVersionedTest : public testing::ContextTest {
+class DLPackVersionedTest : public testing::BackendContextTest {
  protected:
-  VersionedProducer producer_{device_};
+  void SetUp() override {
+    BackendContextTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    producer_.device = device_;
+  }
+  VersionedProducer producer_;
 };
 
-TEST_F(DLPackVersionedTest, ExportCarriesTheVersionAndNoFlags) {
+TEST_P(DLPackVersionedTest, ExportCarriesTheVersionAndNoFlags) {
   const std::vector<float> host{1, 2, 3, 4, 5, 6};
   DeviceTensor t = ctx().upload(std::span<const float>(host), {2, 3});
   int released = 0;
@@ -84,7 +89,7 @@ TEST_F(DLPackVersionedTest, ExportCarriesTheVersionAndNoFlags) {
   EXPECT_EQ(ctx().statistics().live_tensors, 0U);
 }
 
-TEST_F(DLPackVersionedTest, ImportCallsTheVersionedDeleterExactlyOnce) {
+TEST_P(DLPackVersionedTest, ImportCallsTheVersionedDeleterExactlyOnce) {
   DeviceTensor t = from_dlpack(ctx(), producer_.lend({7, 8, 9}));
   EXPECT_EQ(t.to_host<float>(), (std::vector<float>{7, 8, 9}));
   DeviceTensor view = t.view({3});
@@ -94,7 +99,7 @@ TEST_F(DLPackVersionedTest, ImportCallsTheVersionedDeleterExactlyOnce) {
   EXPECT_EQ(producer_.deleted.load(), 1);
 }
 
-TEST_F(DLPackVersionedTest, ReadOnlyTensorsAndOtherMajorVersionsAreLeftWithTheCaller) {
+TEST_P(DLPackVersionedTest, ReadOnlyTensorsAndOtherMajorVersionsAreLeftWithTheCaller) {
   DLManagedTensorVersioned* read_only = producer_.lend({1});
   read_only->flags = DLPACK_FLAG_BITMASK_READ_ONLY;
   EXPECT_THROW((void)from_dlpack(ctx(), read_only), std::invalid_argument);
@@ -108,7 +113,7 @@ TEST_F(DLPackVersionedTest, ReadOnlyTensorsAndOtherMajorVersionsAreLeftWithTheCa
   EXPECT_EQ(producer_.deleted.load(), 2);
 }
 
-TEST_F(DLPackVersionedTest, ARoundTripReleasesOnce) {
+TEST_P(DLPackVersionedTest, ARoundTripReleasesOnce) {
   const std::vector<float> host{3, 1, 4};
   DeviceTensor t = ctx().upload(std::span<const float>(host), {3});
   int released = 0;
@@ -121,6 +126,8 @@ TEST_F(DLPackVersionedTest, ARoundTripReleasesOnce) {
   back.reset();
   EXPECT_EQ(released, 1);
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, DLPackVersionedTest, testing::backends(), testing::backend_name);
 
 }  // namespace
 }  // namespace gpulife

@@ -18,7 +18,7 @@ struct OdrBody {
 };
 
 using OdrLauncher = void (*)(StreamView, std::size_t, const OdrBody&,
-                             std::initializer_list<MemoryRange>, std::string_view);
+                             std::initializer_list<MemoryRange>, std::string_view, SourceLocation);
 
 /// `for_each_index<OdrBody>` as the host-compiled unit sees it.
 OdrLauncher launcher_of_host_unit();

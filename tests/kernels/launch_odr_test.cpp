@@ -28,7 +28,8 @@ TEST_F(LaunchOdrSimTest, BothLaunchersRunOnTheSimulatedDevice) {
   Stream stream(device_);
   for (auto launcher : {testing::launcher_of_host_unit(), testing::launcher_of_cuda_unit()}) {
     auto* out = static_cast<int*>(device_.impl().allocate(4 * sizeof(int)));
-    launcher(stream, 4, testing::OdrBody{out}, {{out, 4 * sizeof(int)}}, "odr");
+    launcher(stream, 4, testing::OdrBody{out}, {{out, 4 * sizeof(int)}}, "odr",
+             SourceLocation::current());
     std::vector<int> back(4);
     stream.view().copy(back.data(), out, 4 * sizeof(int), CopyKind::device_to_host);
     EXPECT_EQ(back, (std::vector<int>{1, 2, 3, 4}));
@@ -41,11 +42,13 @@ using LaunchOdrCudaTest = testing::CudaTest;
 TEST_F(LaunchOdrCudaTest, TheNvccUnitLaunchesAndTheHostUnitRefuses) {
   Stream stream(device_);
   auto* out = static_cast<int*>(device_.impl().allocate(4 * sizeof(int)));
-  testing::launcher_of_cuda_unit()(stream, 4, testing::OdrBody{out}, {}, "odr");
+  testing::launcher_of_cuda_unit()(stream, 4, testing::OdrBody{out}, {}, "odr",
+                                   SourceLocation::current());
   std::vector<int> back(4);
   stream.view().copy(back.data(), out, 4 * sizeof(int), CopyKind::device_to_host);
   EXPECT_EQ(back, (std::vector<int>{1, 2, 3, 4}));
-  EXPECT_THROW(testing::launcher_of_host_unit()(stream, 4, testing::OdrBody{out}, {}, "odr"),
+  EXPECT_THROW(testing::launcher_of_host_unit()(stream, 4, testing::OdrBody{out}, {}, "odr",
+                                                SourceLocation::current()),
                std::logic_error);
   device_.impl().deallocate(out, 4 * sizeof(int));
 }

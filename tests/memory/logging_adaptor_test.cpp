@@ -14,7 +14,7 @@
 #include <gpulife/memory/logging_adaptor.hpp>
 #include <gpulife/memory/pool_resource.hpp>
 
-#include "support/sim_test.hpp"
+#include "support/backend_test.hpp"
 
 namespace gpulife {
 namespace {
@@ -34,9 +34,9 @@ std::vector<std::vector<std::string>> lines_of(const std::string& text) {
   return out;
 }
 
-class LoggingAdaptorTest : public testing::SimTest {};
+class LoggingAdaptorTest : public testing::BackendTest {};
 
-TEST_F(LoggingAdaptorTest, LogsEveryCallAsOneCsvLine) {
+TEST_P(LoggingAdaptorTest, LogsEveryCallAsOneCsvLine) {
   std::ostringstream log;
   auto pool = std::make_shared<PoolResource>(std::make_shared<AsyncResource>(device_));
   LoggingAdaptor logged(pool, log);
@@ -64,7 +64,7 @@ TEST_F(LoggingAdaptorTest, LogsEveryCallAsOneCsvLine) {
   EXPECT_EQ(logged.name(), "logging(" + pool->name() + ")");
 }
 
-TEST_F(LoggingAdaptorTest, LogsFailuresAndRethrows) {
+TEST_P(LoggingAdaptorTest, LogsFailuresAndRethrows) {
   std::ostringstream log;
   auto faults = std::make_shared<FaultAdaptor>(std::make_shared<AsyncResource>(device_),
                                                FaultOptions{.every_nth = 1});
@@ -76,7 +76,7 @@ TEST_F(LoggingAdaptorTest, LogsFailuresAndRethrows) {
   EXPECT_EQ(lines[1][4], "4096");
 }
 
-TEST_F(LoggingAdaptorTest, RejectsBadArguments) {
+TEST_P(LoggingAdaptorTest, RejectsBadArguments) {
   EXPECT_THROW(LoggingAdaptor(nullptr, std::cerr), std::invalid_argument);
   try {
     LoggingAdaptor bad(std::make_shared<AsyncResource>(device_), "/nonexistent/dir/log.csv");
@@ -85,6 +85,8 @@ TEST_F(LoggingAdaptorTest, RejectsBadArguments) {
     EXPECT_EQ(std::string(e.what()).rfind("filename:", 0), 0U) << e.what();
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, LoggingAdaptorTest, testing::backends(), testing::backend_name);
 
 }  // namespace
 }  // namespace gpulife

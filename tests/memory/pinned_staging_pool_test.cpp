@@ -13,8 +13,7 @@
 #include <gpulife/memory/pinned_staging_pool.hpp>
 #include <gpulife/runtime/pinned_host_cache.hpp>
 
-#include "support/context_test.hpp"
-#include "support/sim_test.hpp"
+#include "support/backend_test.hpp"
 
 namespace gpulife {
 namespace {
@@ -27,12 +26,12 @@ std::vector<std::byte> bytes_of(std::size_t n, unsigned seed) {
   return v;
 }
 
-class PinnedStagingPoolTest : public testing::SimTest {
+class PinnedStagingPoolTest : public testing::BackendTest {
  protected:
-  PinnedStagingPoolTest() : SimTest(testing::delayed_options(5)) {}
+  PinnedStagingPoolTest() : BackendTest(testing::delayed_options(5)) {}
 };
 
-TEST_F(PinnedStagingPoolTest, UploadLargerThanTheRingArrivesIntact) {
+TEST_P(PinnedStagingPoolTest, UploadLargerThanTheRingArrivesIntact) {
   PinnedStagingPool staging(device_, {.buffer_bytes = 64 << 10, .buffers = 2});
   Stream stream(device_);
   const auto src = bytes_of((64 << 10) * 10 + 123, 1);
@@ -44,7 +43,7 @@ TEST_F(PinnedStagingPoolTest, UploadLargerThanTheRingArrivesIntact) {
   device_.impl().deallocate(dst, src.size());
 }
 
-TEST_F(PinnedStagingPoolTest, SourceMayBeReusedWhenUploadReturns) {
+TEST_P(PinnedStagingPoolTest, SourceMayBeReusedWhenUploadReturns) {
   PinnedStagingPool staging(device_, {.buffer_bytes = 1 << 20, .buffers = 2});
   Stream stream(device_);
   Gate gate;
@@ -61,7 +60,7 @@ TEST_F(PinnedStagingPoolTest, SourceMayBeReusedWhenUploadReturns) {
   device_.impl().deallocate(dst, src.size());
 }
 
-TEST_F(PinnedStagingPoolTest, AnUploaderDoesNotWaitForItsOwnPreviousCopyWhileABufferIsFree) {
+TEST_P(PinnedStagingPoolTest, AnUploaderDoesNotWaitForItsOwnPreviousCopyWhileABufferIsFree) {
   // The ring hands out the buffer released longest ago: an uploader whose previous chunk is
   // still in flight takes another buffer and copies into it while that DMA runs (a last-in
   // first-out pool would hand it the busy buffer again and wait).
@@ -98,7 +97,7 @@ TEST_F(PinnedStagingPoolTest, AnUploaderDoesNotWaitForItsOwnPreviousCopyWhileABu
   device_.impl().deallocate(dst, 3 * chunk);
 }
 
-TEST_F(PinnedStagingPoolTest, BuffersComeFromThePinnedHostCacheAndGoBackToIt) {
+TEST_P(PinnedStagingPoolTest, BuffersComeFromThePinnedHostCacheAndGoBackToIt) {
   const PinnedHostCacheStatistics before = device_.pinned_host_cache().statistics();
   {
     PinnedStagingPool staging(device_, {.buffer_bytes = 4096, .buffers = 3});
@@ -125,7 +124,7 @@ TEST_F(PinnedStagingPoolTest, BuffersComeFromThePinnedHostCacheAndGoBackToIt) {
   device_.impl().deallocate(dst, src.size());
 }
 
-TEST_F(PinnedStagingPoolTest, ConcurrentUploadsShareTheRing) {
+TEST_P(PinnedStagingPoolTest, ConcurrentUploadsShareTheRing) {
   PinnedStagingPool staging(device_, {.buffer_bytes = 16 << 10, .buffers = 3});
   std::atomic<int> wrong{0};
   auto worker = [&](unsigned seed) {
@@ -147,7 +146,7 @@ TEST_F(PinnedStagingPoolTest, ConcurrentUploadsShareTheRing) {
   EXPECT_EQ(wrong.load(), 0);
 }
 
-TEST_F(PinnedStagingPoolTest, BadArgumentsAreRejected) {
+TEST_P(PinnedStagingPoolTest, BadArgumentsAreRejected) {
   EXPECT_THROW(PinnedStagingPool(Device{}), std::invalid_argument);
   EXPECT_THROW(PinnedStagingPool(device_, {.buffer_bytes = 0}), std::invalid_argument);
   EXPECT_THROW(PinnedStagingPool(device_, {.buffers = 0}), std::invalid_argument);
@@ -161,15 +160,15 @@ TEST_F(PinnedStagingPoolTest, BadArgumentsAreRejected) {
                std::invalid_argument);
 }
 
-class StagedTensorUploadTest : public testing::ContextTest {
+class StagedTensorUploadTest : public testing::BackendContextTest {
  protected:
   StagedTensorUploadTest()
-      : ContextTest(testing::delayed_options(9),
-                    ContextOptions{.staging = {.buffer_bytes = 4096, .buffers = 2},
-                                   .staging_min_bytes = 1}) {}
+      : BackendContextTest(testing::delayed_options(9),
+                           ContextOptions{.staging = {.buffer_bytes = 4096, .buffers = 2},
+                                          .staging_min_bytes = 1}) {}
 };
 
-TEST_F(StagedTensorUploadTest, ContextAndCacheUploadsGoThroughStaging) {
+TEST_P(StagedTensorUploadTest, ContextAndCacheUploadsGoThroughStaging) {
   std::vector<float> host(10000);
   std::iota(host.begin(), host.end(), 0.0F);
   Stream stream(device_);
@@ -178,6 +177,11 @@ TEST_F(StagedTensorUploadTest, ContextAndCacheUploadsGoThroughStaging) {
   EXPECT_EQ(a.to_host<float>(), host);
   EXPECT_EQ(b.to_host<float>(), host);
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, PinnedStagingPoolTest, testing::backends(),
+                         testing::backend_name);
+INSTANTIATE_TEST_SUITE_P(Backends, StagedTensorUploadTest, testing::backends(),
+                         testing::backend_name);
 
 }  // namespace
 }  // namespace gpulife

@@ -13,8 +13,8 @@
 #include <gpulife/memory/fault_adaptor.hpp>
 #include <gpulife/memory/pool_resource.hpp>
 
+#include "support/backend_test.hpp"
 #include "support/cuda_test.hpp"
-#include "support/sim_test.hpp"
 
 namespace gpulife {
 namespace {
@@ -43,9 +43,9 @@ class SpyResource final : public DeviceMemoryResource {
   std::shared_ptr<DeviceMemoryResource> upstream_;
 };
 
-using ReleaseCachedTest = testing::SimTest;
+class ReleaseCachedTest : public testing::BackendTest {};
 
-TEST_F(ReleaseCachedTest, ThePoolGivesItsBlocksBackAndAsksItsUpstreamToo) {
+TEST_P(ReleaseCachedTest, ThePoolGivesItsBlocksBackAndAsksItsUpstreamToo) {
   auto spy = std::make_shared<SpyResource>(std::make_shared<AsyncResource>(device_));
   auto faults = std::make_shared<FaultAdaptor>(spy, FaultOptions{});
   PoolResource pool(faults);
@@ -63,7 +63,7 @@ TEST_F(ReleaseCachedTest, ThePoolGivesItsBlocksBackAndAsksItsUpstreamToo) {
   EXPECT_EQ(spy->release_calls, 1) << "the chain stopped at the pool (or at the fault adaptor)";
 }
 
-TEST_F(ReleaseCachedTest, AContextUnderPressureReleasesDownToTheDriver) {
+TEST_P(ReleaseCachedTest, AContextUnderPressureReleasesDownToTheDriver) {
   auto spy = std::make_shared<SpyResource>(std::make_shared<AsyncResource>(device_));
   {
     Context ctx({.device = device_, .resource = std::make_shared<PoolResource>(spy)});
@@ -73,6 +73,8 @@ TEST_F(ReleaseCachedTest, AContextUnderPressureReleasesDownToTheDriver) {
   }
   EXPECT_EQ(spy->release_calls, 1) << "the context's shutdown gives the cached memory back";
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, ReleaseCachedTest, testing::backends(), testing::backend_name);
 
 // ---- on a GPU: the driver's pool really shrinks ------------------------------------------------
 

@@ -136,7 +136,8 @@ std::vector<BadInput> table() {
     {"StreamView::memset", "dst", [](World& w) { w.device.default_stream().memset(nullptr, 0, 4); }},
     {"StreamView::host_callback", "fn", [](World& w) { w.device.default_stream().host_callback({}); }},
     {"StreamView::record", "event", [](World& w) { w.device.default_stream().record(Event()); }},
-    {"StreamView::wait", "event", [](World& w) { Event event(w.other_ctx.device()); w.device.default_stream().wait(event); }},
+    {"StreamView::record", "event", [](World& w) { Event event(w.other_ctx.device()); w.device.default_stream().record(event); }},
+    {"StreamView::wait", "event", [](World& w) { w.device.default_stream().wait(Event{}); }},
     {"StreamView::synchronize", "stream", [](World&) { StreamView().synchronize(); }},
     {"Event::query", "event", [](World&) { (void)Event().query(); }},
     {"StreamView::memset (moved-from Stream)", "stream", [](World& w) { Stream s(w.device); Stream t = std::move(s); s.view().memset(w.tensor.data(), 0, 4); }},  // NOLINT(bugprone-use-after-move)

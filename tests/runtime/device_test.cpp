@@ -11,6 +11,8 @@
 #include <gpulife/runtime/device.hpp>
 #include <gpulife/source_location.hpp>
 
+#include "support/backend_test.hpp"
+
 namespace gpulife {
 namespace {
 
@@ -89,30 +91,45 @@ TEST(DeviceSelection, WithoutADeviceTheDefaultIsTheSimulatedDevice) {
   EXPECT_NE(said.find("using the simulated device"), std::string::npos) << said;
 }
 
-TEST(DeviceHandles, CopiesShareTheDeviceAndEmptyHandlesAreRejected) {
-  const Device a = Device::sim();
+// Handles work alike on every backend. (The selection tests above are about choosing a backend,
+// and the probe and the environment decide that, so they are not parametrised.)
+class DeviceHandles : public testing::BackendTest {};
+
+TEST_P(DeviceHandles, CopiesShareTheDeviceAndEmptyHandlesAreRejected) {
+  const Device a = device_;
   const Device b = a;  // NOLINT(performance-unnecessary-copy-initialization): the point of the test
   EXPECT_EQ(a, b);
-  EXPECT_NE(a, Device::sim());
-  EXPECT_NE(a.ordinal(), Device::sim().ordinal());
+  EXPECT_EQ(a.kind(), on_sim() ? BackendKind::sim : BackendKind::cuda);
+  EXPECT_EQ(a.name(), b.name());
+  if (on_sim()) {
+    // Every simulated device is a device of its own.
+    EXPECT_NE(a, Device::sim());
+    EXPECT_NE(a.ordinal(), Device::sim().ordinal());
+  } else {
+    // A CUDA ordinal names one device object while any handle to it lives.
+    EXPECT_EQ(a, Device::cuda(0));
+    EXPECT_EQ(a.ordinal(), 0);
+    EXPECT_NE(a, Device::sim());
+  }
   const Device empty;
   EXPECT_THROW((void)empty.name(), std::invalid_argument);
   EXPECT_THROW((void)Device::sim(SimOptions{.capacity_bytes = 0}), std::invalid_argument);
 }
 
-TEST(DeviceHandles, StreamsAndEventsArePooled) {
-  const Device device = Device::sim();
+TEST_P(DeviceHandles, StreamsAndEventsArePooled) {
   std::uint64_t first_id = 0;
   {
-    Stream stream(device);
+    Stream stream(device_);
     first_id = stream.id();
   }
-  Stream again(device);
+  Stream again(device_);
   EXPECT_EQ(again.id(), first_id) << "a released stream's queue is reused";
   Stream moved = std::move(again);
   EXPECT_FALSE(again.valid());  // NOLINT(bugprone-use-after-move): checks the moved-from state
   EXPECT_TRUE(moved.valid());
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, DeviceHandles, testing::backends(), testing::backend_name);
 
 }  // namespace
 }  // namespace gpulife

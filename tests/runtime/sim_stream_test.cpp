@@ -3,16 +3,19 @@
 // CUDA's host-synchronisation rules for copies, host callbacks, kernels, faults.
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <numeric>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
 
 #include <gpulife/errors.hpp>
 #include <gpulife/runtime/device.hpp>
+#include <gpulife/runtime/device_guard.hpp>
 #include <gpulife/runtime/launch.hpp>
 
 #include "support/sim_test.hpp"
@@ -163,6 +166,13 @@ TEST_F(SimStreamTest, PinnedCopiesAreAsynchronous) {
   std::vector<unsigned char> back(n);
   stream.view().copy(back.data(), buffer, n, CopyKind::device_to_host);
   EXPECT_EQ(back, std::vector<unsigned char>(n, 6));
+  // ... and the sim reports the host's write as a race with the queued copy.
+  const auto violations = take_violations();
+  ASSERT_EQ(violations.size(), 1U);
+  EXPECT_EQ(violations[0].kind, SimViolation::Kind::race);
+  EXPECT_EQ(violations[0].operation, "host write to a pinned buffer");
+  EXPECT_EQ(violations[0].other_operation, "copy host_to_device (reads)");
+  EXPECT_EQ(violations[0].other_stream_id, stream.id());
   device_.deallocate_pinned(pinned);
   device_.impl().deallocate(buffer, n);
 }
@@ -218,8 +228,13 @@ TEST_F(SimStreamTest, AsyncAllocationIsLiveOnlyInStreamOrder) {
   b.synchronize();
   gate.open();
   const auto violations = take_violations();
-  ASSERT_EQ(violations.size(), 1U);
-  EXPECT_EQ(violations[0].kind, SimViolation::Kind::unallocated);
+  ASSERT_EQ(violations.size(), 2U);
+  // found when the memset was queued: nothing orders it after the allocation
+  const SimViolation* race = testing::find_violation(violations, SimViolation::Kind::race);
+  ASSERT_NE(race, nullptr);
+  EXPECT_EQ(race->other_operation, "cudaMallocAsync (allocates)");
+  // and when it ran: the allocation had not reached it
+  EXPECT_NE(testing::find_violation(violations, SimViolation::Kind::unallocated), nullptr);
   device_.impl().deallocate_async(buffer, n, *a.view().impl());
 }
 
@@ -289,12 +304,86 @@ TEST_F(SimStreamTest, EmptyStreamViewAndNullPointersAreRejected) {
   stream.view().copy(nullptr, nullptr, 0, CopyKind::host_to_device);  // zero bytes: nothing to do
 }
 
-TEST_F(SimStreamTest, EventOfAnotherDeviceIsRejected) {
+TEST_F(SimStreamTest, EventOfAnotherDeviceCanBeWaitedForButNotRecorded) {
+  // CUDA's programming guide: cudaEventRecord fails for an event and a stream of different
+  // devices; cudaStreamWaitEvent succeeds.
   Device other = Device::sim();
   Event foreign(other);
   Stream stream(device_);
   EXPECT_THROW(stream.view().record(foreign), std::invalid_argument);
-  EXPECT_THROW(stream.view().wait(foreign), std::invalid_argument);
+  Stream there(other);
+  Gate gate;
+  gate.block(there);
+  there.view().record(foreign);
+  stream.view().wait(foreign);
+  std::atomic<bool> ran{false};
+  stream.view().host_callback([&] { ran = true; });
+  EXPECT_FALSE(stream.view().query()) << "the wait holds the stream until the other device's work";
+  gate.open();
+  stream.synchronize();
+  EXPECT_TRUE(ran.load());
+}
+
+TEST_F(SimStreamTest, ALaunchNeedsTheStreamsDeviceCurrentAndForEachIndexMakesItSo) {
+  // CUDA's programming guide, "Stream and Event Behavior": a kernel launch fails on a stream of
+  // a device that is not current; a memory copy succeeds.
+  const Device other = Device::sim({.on_violation = [](const SimViolation&) {}});
+  Stream stream(device_);
+  auto* data = static_cast<int*>(device_.impl().allocate(64 * sizeof(int)));
+  {
+    const DeviceGuard elsewhere(other);
+    const MemoryRange range{data, 64 * sizeof(int), Access::write};
+    EXPECT_THROW(stream.view().impl()->launch_host_kernel("raw", std::span(&range, 1), [] {}),
+                 CudaError);
+    const auto violations = take_violations();
+    ASSERT_EQ(violations.size(), 1U);
+    EXPECT_EQ(violations[0].kind, SimViolation::Kind::api_misuse);
+    // for_each_index holds a DeviceGuard for its launch, as on CUDA, and restores `other`.
+    for_each_index(stream, 64, [data](std::size_t i) { data[i] = 1; },
+                   {{data, 64 * sizeof(int), Access::write}}, "guarded");
+    stream.view().memset(data, 0, 64 * sizeof(int));  // copies and memsets need no current device
+    EXPECT_THROW(stream.view().impl()->launch_host_kernel("raw", std::span(&range, 1), [] {}),
+                 CudaError)
+        << "the guard restored the other device";
+    EXPECT_EQ(take_violations().size(), 1U);
+  }
+  const MemoryRange range{data, 64 * sizeof(int), Access::write};
+  stream.view().impl()->launch_host_kernel("raw", std::span(&range, 1), [] {});  // none current
+  device_.impl().deallocate(data, 64 * sizeof(int));
+}
+
+TEST_F(SimStreamTest, ACudaCallInsideAHostFunctionIsAViolation) {
+  Stream stream(device_);
+  auto* data = device_.impl().allocate(256);
+  stream.view().host_callback([&] { stream.view().memset(data, 0, 256); });
+  stream.synchronize();
+  const auto violations = take_violations();
+  ASSERT_EQ(violations.size(), 1U);
+  EXPECT_EQ(violations[0].kind, SimViolation::Kind::api_misuse);
+  EXPECT_EQ(violations[0].operation, "cudaMemsetAsync");
+  device_.impl().deallocate(data, 256);
+}
+
+TEST_F(SimStreamTest, SerialisedHostFunctionsRunOneAtATime) {
+  const Device device = Device::sim({.serialize_host_functions = true});
+  Stream a(device);
+  Stream b(device);
+  std::atomic<int> running{0};
+  std::atomic<int> most{0};
+  auto fn = [&] {
+    const int now = ++running;
+    int seen = most.load();
+    while (now > seen && !most.compare_exchange_weak(seen, now)) {
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    --running;
+  };
+  for (int i = 0; i < 10; ++i) {
+    a.view().host_callback(fn);
+    b.view().host_callback(fn);
+  }
+  device.synchronize();
+  EXPECT_EQ(most.load(), 1);
 }
 
 class FaultySimStreamTest : public SimTest {

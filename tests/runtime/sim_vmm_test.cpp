@@ -9,6 +9,8 @@
 
 #include <gpulife/errors.hpp>
 #include <gpulife/runtime/device.hpp>
+#include <gpulife/runtime/launch.hpp>
+#include <gpulife/runtime/stream.hpp>
 
 #include "support/sim_test.hpp"
 
@@ -79,6 +81,57 @@ TEST_F(SimVmmTest, AccessesAreCheckedAgainstTheBlocksAPoolMarks) {
   EXPECT_EQ(violations[1].kind, SimViolation::Kind::use_after_free);
   impl.unmap_memory(base, 2 * MiB);
   impl.release_address_range(base, 4 * MiB);
+}
+
+TEST_F(SimVmmTest, MappedMemoryTakesPartInRaceDetectionAndHygiene) {
+  auto& impl = device_.impl();
+  auto* base = static_cast<unsigned char*>(impl.reserve_address_range(4 * MiB));
+  impl.map_memory(base, 2 * MiB);
+  // Fresh memory holds the fresh pattern, not the zeros of new host pages.
+  EXPECT_EQ(base[0], 0xCF);
+  EXPECT_EQ(base[2 * MiB - 1], 0xCF);
+  Stream s1(device_);
+  Stream s2(device_);
+  impl.mark_allocated(base, 4096, *s1.view().impl());
+  s1.view().memset(base, 1, 4096);
+  // A kernel on s2 that declares a read of the block, with no event between the streams: a
+  // race. (Its body touches nothing, so that the host sees no race of its own under TSan.)
+  for_each_index(s2, 1, [](std::size_t) {}, {{base, 4096, Access::read}}, "reader");
+  s1.synchronize();
+  s2.synchronize();
+  auto violations = take_violations();
+  ASSERT_EQ(violations.size(), 1U);
+  EXPECT_EQ(violations[0].kind, SimViolation::Kind::race);
+  // A copy whose host side is mapped device memory breaks CUDA's rules.
+  unsigned char host[16] = {};
+  s1.view().copy(base, host, sizeof host, CopyKind::device_to_host);
+  s1.synchronize();
+  violations = take_violations();
+  ASSERT_EQ(violations.size(), 1U);
+  EXPECT_EQ(violations[0].kind, SimViolation::Kind::api_misuse);
+  // A write nobody declared into a freed block is found when its chunk is unmapped.
+  impl.mark_freed(base, 4096, *s1.view().impl(), {});
+  s1.synchronize();
+  base[100] = 7;  // through a stale pointer
+  impl.unmap_memory(base, 2 * MiB);
+  violations = take_violations();
+  ASSERT_EQ(violations.size(), 1U);
+  EXPECT_EQ(violations[0].kind, SimViolation::Kind::freed_memory_written);
+  // A stale access to the unmapped block is a use after free, not a crash.
+  s1.view().memset(base, 0, 16);
+  s1.synchronize();
+  violations = take_violations();
+  ASSERT_EQ(violations.size(), 1U);
+  EXPECT_EQ(violations[0].kind, SimViolation::Kind::use_after_free);
+  // Mapped again: new memory, the old blocks forgotten, nothing reported on reuse.
+  impl.map_memory(base, 2 * MiB);
+  impl.mark_allocated(base, 8192, *s1.view().impl());
+  s1.view().memset(base, 0, 8192);
+  impl.mark_freed(base, 8192, *s1.view().impl(), {});
+  s1.synchronize();
+  impl.unmap_memory(base, 2 * MiB);
+  impl.release_address_range(base, 4 * MiB);
+  EXPECT_TRUE(take_violations().empty());
 }
 
 TEST_F(SimVmmTest, ADeviceWithoutGranularityHasNone) {

@@ -75,4 +75,14 @@ class SimTest : public ::testing::Test {
 /// @return a device with the delay option on, seeded per test
 SimOptions delayed_options(std::uint64_t seed = 7);
 
+/// @return the first violation of `kind` in `violations`, or null. Violations found when work
+/// is queued (races) and when it runs are reported by different threads, in either order.
+inline const SimViolation* find_violation(const std::vector<SimViolation>& violations,
+                                          SimViolation::Kind kind) {
+  for (const SimViolation& violation : violations) {
+    if (violation.kind == kind) return &violation;
+  }
+  return nullptr;
+}
+
 }  // namespace gpulife::testing

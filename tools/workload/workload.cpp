@@ -913,6 +913,13 @@ void Workload::State::operation(Actor& actor, Choices& choices) {
       const DeviceTensor& src = held[s].tensor;
       const DeviceTensor& dst = held[d].tensor;
       const std::size_t n = std::min(src.bytes(), dst.bytes());
+      {
+        // views of one tensor may overlap, and cudaMemcpyAsync does not support overlapping
+        // ranges (the simulated device reports such a copy)
+        const auto* a = static_cast<const std::byte*>(src.data());
+        const auto* b = static_cast<const std::byte*>(dst.data());
+        if (a < b + n && b < a + n) break;
+      }
       const StreamView other = pick_stream(choices);
       if (trace) {
         std::fprintf(stderr, "  from tensor #%llu to tensor #%llu on stream %llu\n",

@@ -16,6 +16,7 @@
 #include <gpulife/memory/device_memory_resource.hpp>
 #include <gpulife/memory/direct_resource.hpp>
 #include <gpulife/memory/fault_adaptor.hpp>
+#include <gpulife/memory/holdback_adaptor.hpp>
 #include <gpulife/memory/memory_pressure.hpp>
 #include <gpulife/memory/pool_resource.hpp>
 #include <gpulife/runtime/device.hpp>

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include <gpulife/cache/digest_workers.hpp>
+#include <gpulife/runtime/detail/enqueue_site.hpp>
 #include <gpulife/runtime/event.hpp>
 #include <gpulife/tensor/weak_tensor.hpp>
 
@@ -508,6 +509,7 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
   DeviceTensor upload(const CacheKey& key, std::span<const std::byte> host, const Shape& shape,
                       DType dtype, StreamView stream, const CacheUploadOptions& call,
                       const SourceLocation& where, const HostBuffer* pinned_source) {
+    const detail::EnqueueSite site(where);  // the caller's line in reports of the upload
     if (!key.is_name() && (key.dtype() != dtype || !(key.shape() == shape))) {
       throw std::invalid_argument("key: " + key.to_string() +
                                   " is for another dtype or shape than " +

@@ -10,6 +10,7 @@
 
 #include <gpulife/debug/timeline_view.hpp>
 #include <gpulife/memory/async_resource.hpp>
+#include <gpulife/runtime/detail/enqueue_site.hpp>
 
 #include "debug/debug_observer.hpp"
 #include "debug/exit_on_leak.hpp"
@@ -157,6 +158,7 @@ DeviceTensor Context::empty(const Shape& shape, DType dtype, StreamView stream,
 
 DeviceTensor Context::upload(std::span<const std::byte> host, const Shape& shape, DType dtype,
                              StreamView stream, std::string_view tag, SourceLocation where) {
+  const detail::EnqueueSite site(where);  // the caller's line in reports of the copy
   const auto expected = static_cast<std::size_t>(shape.numel()) * size_of(dtype);
   if (host.size() != expected) {
     throw std::invalid_argument("host: " + std::to_string(host.size()) + " bytes, but shape " +

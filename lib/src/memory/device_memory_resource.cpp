@@ -19,7 +19,11 @@ void* DeviceMemoryResource::allocate(std::size_t bytes, StreamView stream) {
                                 name() + " allocates on " + device_.name());
   }
   if (bytes == 0) return nullptr;
-  return do_allocate(bytes, resolve(stream));
+  const StreamView on = resolve(stream);
+  void* ptr = do_allocate(bytes, on);
+  // The sim checks accesses against what was asked for, not the resource's rounding.
+  device_.impl().mark_requested(ptr, bytes, *on.impl());
+  return ptr;
 }
 
 void DeviceMemoryResource::deallocate(void* ptr, std::size_t bytes, StreamView stream) noexcept {

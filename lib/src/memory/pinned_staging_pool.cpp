@@ -139,6 +139,7 @@ void PinnedStagingPool::upload(void* dst, std::span<const std::byte> src, Stream
     try {
       // The buffer's previous DMA must be done before it is overwritten.
       buffer.copied.synchronize();
+      state.device.impl().host_access(buffer.data, bytes, Access::write);
       std::memcpy(buffer.data, src.data() + offset, bytes);
       stream.copy(static_cast<std::byte*>(dst) + offset, buffer.data, bytes,
                   CopyKind::host_to_device);

@@ -7,13 +7,34 @@
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include <gpulife/errors.hpp>
+#include <gpulife/runtime/detail/enqueue_site.hpp>
 
 #include "runtime/backends.hpp"
 
 namespace gpulife {
+
+// ---- EnqueueSite -------------------------------------------------------------------------------
+
+namespace detail {
+namespace {
+thread_local const SourceLocation* outer_site = nullptr;
+}  // namespace
+
+EnqueueSite::EnqueueSite(const SourceLocation& where) noexcept : outermost_(outer_site == nullptr) {
+  if (outermost_) outer_site = &where;
+}
+
+EnqueueSite::~EnqueueSite() {
+  if (outermost_) outer_site = nullptr;
+}
+
+const SourceLocation* EnqueueSite::current() noexcept { return outer_site; }
+}  // namespace detail
+
 namespace {
 
 detail::StreamImpl& checked(detail::StreamImpl* impl) {
@@ -21,9 +42,10 @@ detail::StreamImpl& checked(detail::StreamImpl* impl) {
   return *impl;
 }
 
-void check_event_for(detail::StreamImpl& stream, const Event& event) {
+void check_event_for(detail::StreamImpl& stream, const Event& event, bool other_device_ok) {
   if (!event.valid()) throw std::invalid_argument("event: empty Event");
-  if (event.device_impl() != &stream.device()) {
+  if (other_device_ok ? event.device_impl()->kind() != stream.device().kind()
+                      : event.device_impl() != &stream.device()) {
     throw std::invalid_argument("event: belongs to " + event.device_impl()->name() +
                                 ", the stream to " + stream.device().name());
   }
@@ -77,7 +99,9 @@ detail::DeviceImpl& StreamView::device() const { return checked(impl_).device();
 
 void* StreamView::native_handle() const { return checked(impl_).native_handle(); }
 
-void StreamView::copy(void* dst, const void* src, std::size_t bytes, CopyKind kind) const {
+void StreamView::copy(void* dst, const void* src, std::size_t bytes, CopyKind kind,
+                      SourceLocation where) const {
+  const detail::EnqueueSite site(where);
   auto& stream = checked(impl_);
   if (bytes == 0) return;
   if (dst == nullptr) throw std::invalid_argument("dst: null pointer for a copy of " +
@@ -87,28 +111,32 @@ void StreamView::copy(void* dst, const void* src, std::size_t bytes, CopyKind ki
   stream.copy(dst, src, bytes, kind);
 }
 
-void StreamView::memset(void* dst, int value, std::size_t bytes) const {
+void StreamView::memset(void* dst, int value, std::size_t bytes, SourceLocation where) const {
+  const detail::EnqueueSite site(where);
   auto& stream = checked(impl_);
   if (bytes == 0) return;
   if (dst == nullptr) throw std::invalid_argument("dst: null pointer for a memset");
   stream.memset(dst, value, bytes);
 }
 
-void StreamView::host_callback(std::function<void()> fn) const {
+void StreamView::host_callback(std::function<void()> fn, SourceLocation where) const {
+  const detail::EnqueueSite site(where);
   auto& stream = checked(impl_);
   if (!fn) throw std::invalid_argument("fn: empty function");
   stream.host_callback(std::move(fn));
 }
 
-void StreamView::record(const Event& event) const {
+void StreamView::record(const Event& event, SourceLocation where) const {
+  const detail::EnqueueSite site(where);
   auto& stream = checked(impl_);
-  check_event_for(stream, event);
+  check_event_for(stream, event, false);
   stream.record(*event.impl());
 }
 
-void StreamView::wait(const Event& event) const {
+void StreamView::wait(const Event& event, SourceLocation where) const {
+  const detail::EnqueueSite site(where);
   auto& stream = checked(impl_);
-  check_event_for(stream, event);
+  check_event_for(stream, event, true);
   stream.wait(*event.impl());
 }
 
@@ -187,6 +215,15 @@ Device Device::sim(SimOptions options) {
       options.delay = true;
       options.delay_seed = std::strtoull(seed, nullptr, 10);
     }
+  }
+  // Race detection on or off for a program one does not rebuild (a cost measurement, say).
+  if (const char* races = std::getenv("GPULIFE_SIM_RACES"); races != nullptr && *races != '\0') {
+    options.races = std::string_view(races) != "0";
+  }
+  // Device memory the host cannot touch, for a whole test run (a program one does not rebuild).
+  if (const char* guard = std::getenv("GPULIFE_SIM_GUARD_DEVICE");
+      guard != nullptr && *guard != '\0') {
+    options.guard_device_memory = std::string_view(guard) != "0";
   }
   return Device{detail::make_sim_device(std::move(options))};
 }

@@ -8,14 +8,37 @@
 
 namespace gpulife {
 
+namespace {
+
+std::string queue_name(std::uint64_t stream_id) {
+  return stream_id == 0 ? std::string("the host") : "stream " + std::to_string(stream_id);
+}
+
+}  // namespace
+
 std::string SimViolation::message() const {
-  static constexpr const char* kinds[] = {"use after free", "access to unallocated memory",
-                                          "out-of-bounds access", "overlapping allocation",
-                                          "bad free"};
-  std::string text = std::string("sim violation: ") + kinds[static_cast<int>(kind)] + " by " +
-                     operation + " on stream " + std::to_string(stream_id) + ": [" +
-                     detail::format_pointer(ptr) + ", +" + std::to_string(bytes) + ")";
+  static constexpr const char* kinds[] = {"use after free",
+                                          "access to unallocated memory",
+                                          "out-of-bounds access",
+                                          "overlapping allocation",
+                                          "bad free",
+                                          "race",
+                                          "read of uninitialised memory",
+                                          "freed memory was written",
+                                          "CUDA API misuse"};
+  std::string text = std::string("sim violation: ") + kinds[static_cast<int>(kind)] + ": " +
+                     operation + " on " + queue_name(stream_id);
+  if (!site.empty()) text += " (queued at " + site + ")";
+  if (bytes != 0 || ptr != nullptr) {
+    text += ", [" + detail::format_pointer(ptr) + ", +" + std::to_string(bytes) + ")";
+  }
   if (!owner.empty()) text += " in " + owner;
+  if (kind == Kind::race) {
+    text += "; unordered with " + other_operation + " on " + queue_name(other_stream_id);
+    if (!other_site.empty()) text += " (queued at " + other_site + ")";
+    text += ": no event wait, record_stream or host synchronisation orders them";
+  }
+  if (!rule.empty()) text += ": " + rule;
   if (!replay_seed.empty()) text += " [sim seed: GPULIFE_SIM_SEED=" + replay_seed + " replays it]";
   return text;
 }
@@ -28,6 +51,25 @@ std::atomic<int> next_sim_ordinal{0};
 
 }  // namespace
 
+// ---- SimEvent ----------------------------------------------------------------------------------
+
+bool SimEvent::query() {
+  const auto node = latest();
+  if (!node) return true;
+  if (!query_node(*node)) return false;  // seeded mode: runs a few steps of the scheduler
+  // The host saw the record reached: it is ordered after the work the record captured.
+  if (node->clock) RaceDetector::Step(device_.races()).host_join(*node->clock);
+  return true;
+}
+
+void SimEvent::synchronize() {
+  const auto node = latest();
+  if (!node) return;
+  if (device_.called_from_host_function("cudaEventSynchronize")) return;  // it may deadlock
+  wait_node(*node);  // seeded mode: runs the scheduler until the record has executed
+  if (node->clock) RaceDetector::Step(device_.races()).host_join(*node->clock);
+}
+
 // ---- SimDevice ---------------------------------------------------------------------------------
 
 SimDevice::SimDevice(SimOptions options)
@@ -36,11 +78,32 @@ SimDevice::SimDevice(SimOptions options)
   if (options_.schedule == SimSchedule::seeded) {
     scheduler_ = std::make_unique<SimScheduler>(options_.seed, options_.policy);
   }
+  if (options_.races) {
+    races_ = std::make_unique<RaceDetector>(options_.uninitialized_reads, [this](SimViolation v) {
+      if (v.owner.empty()) v.owner = owner_of(v.ptr, v.bytes);
+      report(std::move(v));
+    });
+    if (options_.guard_pinned) {
+      guard_ = std::make_unique<PinnedGuard>();
+      races_->set_use_listener([guard = guard_.get()](const RangeUse& use, std::uint32_t agent,
+                                                      std::uint64_t tick,
+                                                      const std::shared_ptr<const OpRecord>& op) {
+        guard->on_use(use, agent, tick, op);
+      });
+      races_->set_host_listener(
+          [guard = guard_.get()](const VectorClock& host) { guard->on_host(host); });
+      races_->set_collector([guard = guard_.get()](std::vector<SimViolation>& found) {
+        if (!guard->has_recorded()) return;
+        for (SimViolation& v : guard->take_recorded()) found.push_back(std::move(v));
+      });
+    }
+  }
   default_stream_ = std::make_unique<SimStream>(*this, next_stream_id(), 0);
+  if (races_) default_stream_->race_agent = races_->add_agent();
 }
 
 SimDevice::~SimDevice() {
-  check_not_in_host_function("closing the device (cudaDeviceSynchronize, cudaStreamDestroy)");
+  called_from_host_function("closing the device (cudaDeviceSynchronize, cudaStreamDestroy)");
   // Drain every queue before the memory the queued work touches goes away.
   if (scheduler_) {
     try {
@@ -53,14 +116,23 @@ SimDevice::~SimDevice() {
   for (auto& stream : streams_) stream->stop();
   streams_.clear();
   default_stream_.reset();
-  for (auto& [base, alloc] : allocs_) std::free(alloc.host);
-  for (auto& [base, bytes] : pinned_) std::free(reinterpret_cast<void*>(base));
+  for (auto it = allocs_.begin(); it != allocs_.end();) {
+    auto next = std::next(it);
+    drop(it);
+    it = next;
+  }
+  for (auto& [base, bytes] : pinned_) {
+    void* ptr = reinterpret_cast<void*>(base);
+    if (!guard_ || !guard_->deallocate(ptr)) std::free(ptr);
+  }
 }
 
 void SimDevice::synchronize() {
-  check_not_in_host_function("cudaDeviceSynchronize");
+  if (called_from_host_function("cudaDeviceSynchronize")) return;  // it would deadlock
+  const VectorClock reached = RaceDetector::Step(races()).all_streams();
   if (scheduler_) {
     scheduler_->run_all();
+    RaceDetector::Step(races()).host_join(reached);
     return;
   }
   default_stream_->synchronize();
@@ -70,6 +142,7 @@ void SimDevice::synchronize() {
     for (auto& stream : streams_) all.push_back(stream.get());
   }
   for (SimStream* stream : all) stream->synchronize();
+  RaceDetector::Step(races()).host_join(reached);
 }
 
 StreamImpl& SimDevice::acquire_stream() {
@@ -79,7 +152,9 @@ StreamImpl& SimDevice::acquire_stream() {
     free_streams_.pop_back();
     return *stream;
   }
-  streams_.push_back(std::make_unique<SimStream>(*this, next_stream_id(), streams_.size() + 1));
+  auto stream = std::make_unique<SimStream>(*this, next_stream_id(), streams_.size() + 1);
+  if (races_) stream->race_agent = races_->add_agent();
+  streams_.push_back(std::move(stream));
   return *streams_.back();
 }
 
@@ -105,7 +180,7 @@ EventImpl& SimDevice::acquire_event() {
     free_events_.pop_back();
     return *event;
   }
-  events_.push_back(std::make_unique<SimEvent>());
+  events_.push_back(std::make_unique<SimEvent>(*this));
   return *events_.back();
 }
 
@@ -169,8 +244,20 @@ void SimDevice::report(SimViolation violation) noexcept {
 }
 
 std::vector<SimViolation> SimDevice::take_violations() {
+  if (guard_ && guard_->has_recorded()) RaceDetector::Step{races()};  // reports what it recorded
   std::scoped_lock lock(violation_mutex_);
   return std::exchange(violations_, {});
+}
+
+std::size_t SimDevice::violation_count() const noexcept {
+  if (guard_ && guard_->has_recorded()) {
+    try {
+      RaceDetector::Step{const_cast<SimDevice*>(this)->races()};
+    } catch (...) {
+      // counted at the next call
+    }
+  }
+  return violation_count_.load(std::memory_order_acquire);
 }
 
 void SimDevice::set_faults(const SimFaults& faults) {

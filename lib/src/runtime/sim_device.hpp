@@ -2,14 +2,35 @@
 #pragma once
 
 // The simulated device's classes, shared by the files that implement it, one concern each:
-//   sim_device.cpp  the device: lifecycle, stream and event pools, violations, injected faults
+//   sim_device.cpp     the device: lifecycle, stream and event pools, violations, injected faults
 //   sim_stream.cpp     the queues: each stream an in-order queue of operations; in threads mode
 //                      run by the stream's own worker thread
 //   sim_scheduler.cpp  seeded mode: one scheduler runs every stream's queue (sim_scheduler.hpp)
 //   sim_memory.cpp     the memory model: allocations, sub-allocated blocks, pinned memory, checks
+//   sim_races.cpp      the happens-before race detector (sim_races.hpp), run as work is queued
+//   sim_api_rules.cpp  CUDA's API rules: current device, host functions, copy directions
 // Device memory is host memory, and every queued access is checked against the allocation state
-// at the moment it executes. The sim is the only device the test suites see, so it follows
-// CUDA's stream semantics rather than what would be convenient.
+// at the moment it executes, and against the happens-before order when it is queued. The sim is
+// the only device the test suites see, so it follows CUDA's stream semantics rather than what
+// would be convenient.
+//
+// Host access to memory, for whoever runs queued work (the stream workers, or a scheduler that
+// runs it inline on a host thread): pinned buffers from `allocate_pinned` may be protected from
+// the host while a queued copy uses them (SimOptions::guard_pinned; mprotect, so the protection
+// holds for every thread of the process). Queued work therefore never touches a pinned buffer
+// through the address the user holds: it goes through `SimDevice::device_view(ptr)`, which
+// returns the same bytes at a second, always-accessible mapping. A thread that runs queued work
+// must also hold a `WorkerScope` while it does (the API rules use it to tell host threads from
+// the device: a fault on a guarded buffer in such a thread is not a host access, and a CUDA
+// call from a host function it runs is a violation). With SimOptions::guard_device_memory,
+// device memory itself is inaccessible to host threads (sim_device_guard.hpp): the sim's own
+// host-side work on it (fresh fill, poison and its verification) holds a DeviceAccessScope.
+//
+// Lock order for the race detector: its lock (RaceDetector::Step) is held while an operation is
+// checked and queued, so it comes before a stream's lock and the memory lock. Queued operations
+// may take it themselves (a host function joins the host's clock when it has run), so no queued
+// operation may run inline while a Step is open: only `enqueue_bookkeeping`'s operations, which
+// take the memory lock and event-node locks and never the detector's, may.
 
 #include <algorithm>
 #include <atomic>
@@ -36,11 +57,14 @@
 
 #include "detail/format.hpp"
 #include "runtime/backends.hpp"
+#include "runtime/sim_pinned_guard.hpp"
+#include "runtime/sim_races.hpp"
 #include "runtime/stream_ids.hpp"
 
 namespace gpulife::detail::sim {
 
 inline constexpr unsigned char poison_value = 0xDB;
+inline constexpr unsigned char fresh_value = 0xCF;
 inline constexpr std::size_t sim_alignment = 256;
 
 inline std::size_t round_up(std::size_t bytes) {
@@ -49,16 +73,22 @@ inline std::size_t round_up(std::size_t bytes) {
 
 inline std::uintptr_t address(const void* ptr) { return reinterpret_cast<std::uintptr_t>(ptr); }
 
+inline SimViolation make_violation(SimViolation::Kind kind, std::string_view operation,
+                                   const void* ptr, std::size_t bytes, std::uint64_t stream_id,
+                                   std::string owner = {}) {
+  SimViolation violation;
+  violation.kind = kind;
+  violation.operation = std::string(operation);
+  violation.ptr = ptr;
+  violation.bytes = bytes;
+  violation.stream_id = stream_id;
+  violation.owner = std::move(owner);
+  return violation;
+}
+
 class SimDevice;
 class SimScheduler;
 
-// CUDA's rule for host functions: a host function (cudaLaunchHostFunc) "must not make any CUDA
-// API calls" and must not wait for device work. The stream worker marks its thread while it runs
-// one (sim_stream.cpp), and the entry points that would be CUDA calls on a GPU (pinned memory,
-// synchronisation, closing the device) report a misuse through the error handler. The sim's
-// general checker of CUDA's API rules replaces this later.
-inline thread_local const char* running_host_function = nullptr;
-void check_not_in_host_function(const char* call) noexcept;
 
 // One record of an event. Streams that wait hold the node, so re-recording the event (or
 // returning it to the pool) never changes what an earlier wait waits for, as in CUDA.
@@ -104,6 +134,8 @@ class SimEventNode {
   /// The record's position on its lane; set by the scheduler, read under its mutex (0: the
   /// record is not queued yet).
   std::uint64_t ticket = 0;
+  /// The recording stream's clock (race detection on); set before the node is published.
+  std::shared_ptr<const ClockSnapshot> clock;
 
  private:
   SimScheduler* const scheduler_ = nullptr;
@@ -116,12 +148,16 @@ class SimEventNode {
 
 class SimEvent final : public EventImpl {
  public:
+  explicit SimEvent(SimDevice& device) : device_(device) {}
+
   std::shared_ptr<SimEventNode> latest() {
     std::scoped_lock lock(mutex_);
     return latest_;
   }
-  std::shared_ptr<SimEventNode> begin_record(SimScheduler* scheduler, std::size_t lane) {
+  std::shared_ptr<SimEventNode> begin_record(SimScheduler* scheduler, std::size_t lane,
+                                             std::shared_ptr<const ClockSnapshot> clock) {
     auto node = std::make_shared<SimEventNode>(scheduler, lane);
+    node->clock = std::move(clock);
     std::scoped_lock lock(mutex_);
     latest_ = node;
     return node;
@@ -136,6 +172,7 @@ class SimEvent final : public EventImpl {
   void* native_handle() noexcept override { return this; }
 
  private:
+  SimDevice& device_;
   std::mutex mutex_;
   std::shared_ptr<SimEventNode> latest_;
 };
@@ -165,6 +202,11 @@ struct SimOp {
 /// Runs `op.run` (not a wait), reporting what it throws through the error handler: a queued
 /// operation has no caller to throw to.
 void run_op(std::uint64_t stream_id, std::function<void()>& run) noexcept;
+/// Runs queued work as the device does on a stream worker, on whatever thread calls it (the
+/// seeded scheduler's host thread or host-function thread): under a WorkerScope, so that the
+/// pinned and device guards treat its accesses as the device's; releases what `run` captured,
+/// then closes the guarded device memory the operation opened.
+void run_as_device(std::uint64_t stream_id, std::function<void()>& run) noexcept;
 
 /// The staged sources of copies from pageable memory: chunks carved in order and recycled when
 /// every copy staged in them has executed, instead of a fresh allocation per copy. Thread-safe.
@@ -216,7 +258,11 @@ class SimStream final : public StreamImpl {
   void launch_host_kernel(std::string_view name, std::span<const MemoryRange> ranges,
                           std::function<void()> body) override;
 
-  /// Queues `op`; returns its ticket (1-based position in the stream).
+  /// Seeded mode: runs queued work until the stream's queue has room (the scheduler bounds it).
+  /// Call it before queueing, outside every lock that queued work may take (the race detector's
+  /// Step above all): it may run queued work on the calling thread. Nothing in threads mode.
+  void make_room();
+  /// Queues `op`; returns its ticket (1-based position in the stream). Call `make_room` first.
   std::uint64_t enqueue(SimOp op);
   /// Queues a device operation.
   std::uint64_t enqueue(std::function<void()> run) { return enqueue(SimOp{.run = std::move(run)}); }
@@ -232,9 +278,14 @@ class SimStream final : public StreamImpl {
   void stop();
 
   [[nodiscard]] std::size_t index() const noexcept { return index_; }
+  /// The race detector's number for this stream (set once by the device, before any use).
+  std::uint32_t race_agent = 0;
 
  private:
   void run();
+  /// Queues `op` after the race detector has checked `uses` (sim_races.hpp); returns its ticket.
+  std::uint64_t enqueue_checked(std::string operation, std::span<const RangeUse> uses,
+                                std::function<void()> op);
 
   SimDevice& device_;
   const std::uint64_t id_;
@@ -296,6 +347,7 @@ class SimDevice final : public DeviceImpl {
   void mark_freed(const void* ptr, std::size_t bytes, StreamImpl& stream,
                   std::span<EventImpl* const> after) noexcept override;
   void label(const void* ptr, std::string label, StreamImpl& stream) noexcept override;
+  void mark_requested(const void* ptr, std::size_t bytes, StreamImpl& stream) noexcept override;
   bool register_external(const void* ptr, std::size_t bytes) noexcept override;
   void unregister_external(const void* ptr) noexcept override;
   std::uint64_t add_owner_resolver(OwnerResolver resolver) override;
@@ -307,9 +359,7 @@ class SimDevice final : public DeviceImpl {
   void release_address_range(void* base, std::size_t bytes) noexcept override;
   void map_memory(void* ptr, std::size_t bytes) override;
   void unmap_memory(void* ptr, std::size_t bytes) noexcept override;
-  std::size_t violation_count() const noexcept override {
-    return violation_count_.load(std::memory_order_acquire);
-  }
+  std::size_t violation_count() const noexcept override;
 
   // ---- used by the streams ----
   const SimOptions& options() const noexcept { return options_; }
@@ -336,18 +386,58 @@ class SimDevice final : public DeviceImpl {
     return faults_injected_.load(std::memory_order_acquire);
   }
 
+  // ---- race detection (sim_races.cpp) and CUDA's API rules (sim_api_rules.cpp) ----
+  /// The race detector, or null when `SimOptions::races` is off.
+  RaceDetector* races() noexcept { return races_.get(); }
+  void host_access(const void* ptr, std::size_t bytes, Access mode) noexcept override;
+  /// Makes this device the calling thread's current one (cudaSetDevice).
+  void make_current() const override;
+  /// `DeviceGuard`: makes it current and returns what `restore_current` needs (-1: nothing).
+  int exchange_current() override;
+  void restore_current(int previous) noexcept override;
+  /// A device call made while a host function runs on this thread (or a destructor of its
+  /// captures) is a violation; reports it and returns true.
+  bool called_from_host_function(const char* call) noexcept;
+  /// A kernel launch needs the stream's device current on the calling thread: reports and
+  /// throws CudaError (cudaErrorInvalidResourceHandle) when another simulated device is.
+  void check_launch_device(std::string_view kernel, std::uint64_t stream_id);
+  /// Copies whose host side is device memory and overlapping device-to-device copies are
+  /// reported; returns false when the copy must not be performed.
+  bool check_copy(void* dst, const void* src, std::size_t bytes, CopyKind kind,
+                  std::uint64_t stream_id);
+  /// Runs a host function as CUDA does: marked as one on this thread while it and the
+  /// destructors of its captures run, and one at a time on the device when
+  /// `SimOptions::serialize_host_functions` is set.
+  void run_host_function(std::function<void()>& fn);
+  /// The address at which queued work reaches `ptr`: the second mapping of a guarded pinned
+  /// buffer (see the note at the top), `ptr` itself for any other memory.
+  void* device_view(const void* ptr) noexcept;
+  /// Reports a CUDA API rule broken by `call`.
+  void report_api_misuse(std::string call, std::string rule, const void* ptr = nullptr,
+                         std::size_t bytes = 0, std::uint64_t stream_id = 0) noexcept;
+  /// The label or resolver's name of the memory at `ptr` ("" if none).
+  std::string owner_of(const void* ptr, std::size_t bytes) noexcept;
+
  private:
   struct Block {
     std::size_t size = 0;
     bool live = true;
     std::string label;
+    std::size_t used = 0;  // what its owner asked for (mark_requested); 0: all of it
   };
   enum class AllocState { pending, live, freed };
   struct Alloc {
-    std::size_t size = 0;
+    std::size_t size = 0;       // what it holds: the request rounded up to the alignment
+    std::size_t requested = 0;  // what was asked for: accesses are checked against it
     unsigned char* host = nullptr;
     AllocState state = AllocState::live;
     bool free_queued = false;
+    std::uint64_t free_stream = 0;  // the stream of a queued free
+    std::uint32_t free_agent = 0;   // and its place there for the race detector (tick 0: none)
+    std::uint64_t free_tick = 0;
+    bool reused = false;            // a pending free whose bytes a later allocation took over
+    bool mapped = false;            // host memory from mmap: its addresses can stay reserved
+    bool reserved_only = false;     // freed, memory returned, addresses kept out of reuse
     bool sub = false;               // liveness is tracked per block handed out by a sub-allocator
     bool external = false;          // lent by another owner (register_external): never freed here
     std::size_t external_refs = 0;  // registrations of ranges inside it
@@ -358,8 +448,17 @@ class SimDevice final : public DeviceImpl {
   using AllocMap = std::map<std::uintptr_t, Alloc>;
 
   AllocMap::iterator find_alloc(std::uintptr_t addr);  // memory_mutex_ held
-  void* reserve(std::size_t bytes, AllocState state, const char* call);
-  void release(std::uintptr_t base) noexcept;  // memory_mutex_ held exclusively
+  /// An upstream allocation; `stream` (null for cudaMalloc) may reuse its pending frees.
+  void* reserve(std::size_t bytes, AllocState state, const char* call, SimStream* stream);
+  // memory_mutex_ held exclusively for these:
+  void reuse_pending_frees(std::size_t size, SimStream& stream, const VectorClock& reached);
+  void release(std::uintptr_t base) noexcept;
+  void retire(AllocMap::iterator it) noexcept;  // out of the byte quarantine
+  void drop(AllocMap::iterator it) noexcept;    // gone: memory and addresses back to the host
+  /// Records a violation if [begin, begin + bytes) is no longer all poison.
+  void verify_poison(std::uintptr_t begin, std::size_t bytes, const std::string& owner);
+  /// Reports what the memory model recorded under its lock; called without it.
+  void flush_deferred() noexcept;
   void poison_block(const void* ptr, std::size_t bytes) noexcept;
   void report(SimViolation violation) noexcept;
   SimStream& sim_stream(StreamImpl& stream) noexcept { return static_cast<SimStream&>(stream); }
@@ -372,6 +471,9 @@ class SimDevice final : public DeviceImpl {
   std::size_t used_ = 0;
   std::deque<std::uintptr_t> quarantine_;
   std::size_t quarantined_bytes_ = 0;
+  std::deque<std::uintptr_t> address_quarantine_;  // reserved_only records, oldest first
+  std::size_t reserved_bytes_ = 0;
+  std::vector<SimViolation> deferred_;  // found under memory_mutex_, reported after it
   std::map<std::uintptr_t, std::size_t> pinned_;
   // Reserved virtual ranges (sim_vmm.cpp): their host address space and mapped chunks.
   struct VmmRange {
@@ -404,6 +506,11 @@ class SimDevice final : public DeviceImpl {
   std::atomic<bool> faults_armed_{false};
   std::atomic<std::uint64_t> faults_injected_{0};
 
+  // Expires with the device: a thread whose current device is gone has none.
+  const std::shared_ptr<const void> alive_ = std::make_shared<int>(0);
+  std::unique_ptr<PinnedGuard> guard_;  // before races_: the detector's listeners use it
+  std::unique_ptr<RaceDetector> races_;
+  std::mutex host_function_mutex_;  // held while a host function runs, when they are serialised
   StagingArena staging_;
   // Constructed before the streams and destroyed after them: their lanes live in it.
   std::unique_ptr<SimScheduler> scheduler_;

@@ -347,8 +347,7 @@ void SimScheduler::execute(std::unique_lock<std::mutex>& lock, std::size_t lane,
   if (op.kind == SimOp::Kind::host_function) {
     try {
       host_threads_.run([this, lane, stream_id, run = std::move(op.run)]() mutable {
-        run_op(stream_id, run);
-        run = nullptr;  // release what the function captured before the stream counts it done
+        run_as_device(stream_id, run);  // as on a stream worker (releases what it captured)
         finish(lane);
       });
     } catch (const std::exception& e) {
@@ -370,8 +369,7 @@ void SimScheduler::execute(std::unique_lock<std::mutex>& lock, std::size_t lane,
     return;
   }
   lock.unlock();
-  run_op(stream_id, op.run);
-  op.run = nullptr;  // release what the operation captured before the stream counts it done
+  run_as_device(stream_id, op.run);  // releases what it captured before the stream counts it done
   lock.lock();
   lanes_[lane]->busy = false;
   ++lanes_[lane]->completed;

@@ -4,6 +4,8 @@
 // (sim_scheduler.cpp).
 
 #include "runtime/sim_device.hpp"
+#include "runtime/sim_device_guard.hpp"
+#include "runtime/sim_pinned_guard.hpp"
 
 #if defined(__linux__)
 #include <sys/prctl.h>
@@ -42,16 +44,13 @@ void run_op(std::uint64_t stream_id, std::function<void()>& run) noexcept {
   }
 }
 
-// ---- SimEvent ----------------------------------------------------------------------------------
-
-bool SimEvent::query() {
-  const auto node = latest();
-  return !node || query_node(*node);
-}
-
-void SimEvent::synchronize() {
-  check_not_in_host_function("cudaEventSynchronize");
-  if (const auto node = latest()) wait_node(*node);
+void run_as_device(std::uint64_t stream_id, std::function<void()>& run) noexcept {
+  {
+    const WorkerScope worker;  // the device's access: guarded memory opens to it
+    run_op(stream_id, run);
+    run = nullptr;  // release what the operation captured before the stream counts it done
+  }
+  device_guard::close_opened();  // guarded device memory it opened is closed to the host again
 }
 
 // ---- StagingArena ------------------------------------------------------------------------------
@@ -159,11 +158,12 @@ void SimStream::stop() {
 
 DeviceImpl& SimStream::device() noexcept { return device_; }
 
+void SimStream::make_room() {
+  if (scheduler_ != nullptr) scheduler_->make_room(index_);
+}
+
 std::uint64_t SimStream::enqueue(SimOp op) {
-  if (scheduler_ != nullptr) {
-    scheduler_->make_room(index_);  // before anything that queued work may need is held
-    return scheduler_->enqueue(index_, std::move(op));
-  }
+  if (scheduler_ != nullptr) return scheduler_->enqueue(index_, std::move(op));
   std::uint64_t ticket = 0;
   bool wake = false;
   {
@@ -197,6 +197,16 @@ void SimStream::enqueue_bookkeeping(std::function<void()> op, SimEventNode* comp
   enqueue(SimOp{.run = std::move(op), .completes = completes});
 }
 
+std::uint64_t SimStream::enqueue_checked(std::string operation, std::span<const RangeUse> uses,
+                                         std::function<void()> op) {
+  make_room();  // before the detector's lock: making room may run queued work
+  // The check and the queueing under one lock: the detector sees this stream's operations in
+  // the order its queue holds them.
+  RaceDetector::Step step(device_.races());
+  step.stream_op(race_agent, id_, std::move(operation), uses);
+  return enqueue(std::move(op));
+}
+
 void SimStream::wait_for(std::uint64_t ticket) {
   if (scheduler_ != nullptr) {
     scheduler_->run_until(index_, ticket);
@@ -213,6 +223,7 @@ void SimStream::run() {
   // Delays of a few microseconds must not become the default slack's ~55 µs.
   if (delay_) (void)prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
 #endif
+  const WorkerScope worker;  // this thread runs queued work: it keeps access to device memory
   std::unique_lock lock(mutex_);
   for (;;) {
     if (!stop_ && queue_.empty()) {
@@ -234,6 +245,7 @@ void SimStream::run() {
       run_op(id_, op.run);
     }
     op = SimOp{};  // release what the op captured before the stream counts it as done
+    device_guard::close_opened();  // guarded device memory it opened is closed to the host again
     lock.lock();
     ++completed_;
     if (waiters_ > 0) done_cv_.notify_all();
@@ -241,17 +253,21 @@ void SimStream::run() {
 }
 
 void SimStream::copy(void* dst, const void* src, std::size_t bytes, CopyKind kind) {
+  device_.called_from_host_function("cudaMemcpyAsync");
   device_.maybe_fail(FaultSite::copy, "cudaMemcpyAsync", "copying " + format_bytes(bytes));
+  if (!device_.check_copy(dst, src, bytes, kind, id_)) return;
   switch (kind) {
     case CopyKind::host_to_device: {
       if (device_.is_pinned(src, bytes)) {
-        enqueue([this, dst, src, bytes] {
+        const RangeUse uses[] = {{dst, bytes, Use::write}, {src, bytes, Use::read}};
+        enqueue_checked("copy host_to_device", uses, [this, dst, src, bytes] {
           if (device_.check(dst, bytes, "copy host_to_device (dst)", id_))
-            std::memcpy(dst, src, bytes);
+            std::memcpy(dst, device_.device_view(src), bytes);
         });
         return;
       }
       if (bytes == 0) {
+        make_room();
         enqueue([] {});
         return;
       }
@@ -260,8 +276,9 @@ void SimStream::copy(void* dst, const void* src, std::size_t bytes, CopyKind kin
       StagingArena& arena = device_.staging();
       const StagingArena::Lease staged = arena.acquire(bytes);
       std::memcpy(staged.data, src, bytes);
+      const RangeUse uses[] = {{dst, bytes, Use::write}};
       try {
-        enqueue([this, dst, staged, bytes] {
+        enqueue_checked("copy host_to_device", uses, [this, dst, staged, bytes] {
           if (device_.check(dst, bytes, "copy host_to_device (dst)", id_))
             std::memcpy(dst, staged.data, bytes);
           device_.staging().release(staged);
@@ -273,104 +290,146 @@ void SimStream::copy(void* dst, const void* src, std::size_t bytes, CopyKind kin
       return;
     }
     case CopyKind::device_to_host: {
-      const std::uint64_t ticket = enqueue([this, dst, src, bytes] {
-        if (device_.check(src, bytes, "copy device_to_host (src)", id_))
-          std::memcpy(dst, src, bytes);
-      });
-      // To pageable memory CUDA returns only once the copy has completed.
-      if (!device_.is_pinned(dst, bytes)) wait_for(ticket);
+      if (device_.is_pinned(dst, bytes)) {
+        const RangeUse uses[] = {{src, bytes, Use::read}, {dst, bytes, Use::write}};
+        enqueue_checked("copy device_to_host", uses, [this, dst, src, bytes] {
+          if (device_.check(src, bytes, "copy device_to_host (src)", id_))
+            std::memcpy(device_.device_view(dst), src, bytes);
+        });
+        return;
+      }
+      // To pageable memory CUDA returns only once the copy has completed: the host is then
+      // ordered after it and the stream's earlier work.
+      const RangeUse uses[] = {{src, bytes, Use::read}};
+      VectorClock reached;
+      std::uint64_t ticket = 0;
+      make_room();  // before the detector's lock: making room may run queued work
+      {
+        RaceDetector::Step step(device_.races());
+        step.stream_op(race_agent, id_, "copy device_to_host", uses);
+        reached = step.stream_clock(race_agent);
+        ticket = enqueue([this, dst, src, bytes] {
+          if (device_.check(src, bytes, "copy device_to_host (src)", id_))
+            std::memcpy(dst, src, bytes);
+        });
+      }
+      wait_for(ticket);
+      RaceDetector::Step(device_.races()).host_join(reached);
       return;
     }
-    case CopyKind::device_to_device:
-      enqueue([this, dst, src, bytes] {
+    case CopyKind::device_to_device: {
+      const RangeUse uses[] = {{src, bytes, Use::read}, {dst, bytes, Use::write}};
+      enqueue_checked("copy device_to_device", uses, [this, dst, src, bytes] {
         const bool src_ok = device_.check(src, bytes, "copy device_to_device (src)", id_);
         const bool dst_ok = device_.check(dst, bytes, "copy device_to_device (dst)", id_);
         if (src_ok && dst_ok) std::memmove(dst, src, bytes);
       });
       return;
+    }
   }
 }
 
 void SimStream::memset(void* dst, int value, std::size_t bytes) {
+  device_.called_from_host_function("cudaMemsetAsync");
   device_.maybe_fail(FaultSite::memset, "cudaMemsetAsync", "setting " + format_bytes(bytes));
-  enqueue([this, dst, value, bytes] {
+  const RangeUse uses[] = {{dst, bytes, Use::write}};
+  enqueue_checked("memset", uses, [this, dst, value, bytes] {
     if (device_.check(dst, bytes, "memset", id_)) std::memset(dst, value, bytes);
   });
 }
 
-void check_not_in_host_function(const char* call) noexcept {
-  if (running_host_function == nullptr) return;
-  try {
-    report_error(std::string("sim: ") + call + " called inside a host function queued with " +
-                 running_host_function +
-                 ": CUDA forbids CUDA calls there (did an object whose destructor calls CUDA "
-                 "die inside the host function?)");
-  } catch (...) {
-    report_error("sim: a CUDA call inside a host function");
-  }
-}
-
 void SimStream::host_callback(std::function<void()> fn) {
+  device_.called_from_host_function("cudaLaunchHostFunc");
   device_.maybe_fail(FaultSite::stream_operation, "cudaLaunchHostFunc", "queueing a host callback");
-  enqueue(SimOp{.kind = SimOp::Kind::host_function, .run = [fn = std::move(fn)]() mutable {
-                  running_host_function = "cudaLaunchHostFunc";
-                  struct Leave {
-                    Leave() = default;
-                    Leave(const Leave&) = delete;
-                    Leave& operator=(const Leave&) = delete;
-                    ~Leave() { running_host_function = nullptr; }
-                  } leave;
-                  fn();
-                  fn = nullptr;  // its captures die inside it, as on CUDA's callback thread
+  make_room();  // before the detector's lock: making room may run queued work
+  RaceDetector::Step step(device_.races());
+  step.stream_op(race_agent, id_, "host function", {});
+  // Programs use host functions to signal host threads: once one has run, the host counts as
+  // synchronised with the work queued before it (an order the detector sees only when it runs).
+  // Its captures die inside it, as on CUDA's callback thread (run_host_function).
+  enqueue(SimOp{.kind = SimOp::Kind::host_function,
+                .run = [this, reached = step.stream_clock(race_agent), fn = std::move(fn)]() mutable {
+                  device_.run_host_function(fn);
+                  RaceDetector::Step(device_.races()).host_join(reached);
                 }});
 }
 
 void SimStream::record(EventImpl& event) {
+  device_.called_from_host_function("cudaEventRecord");
   device_.maybe_fail(FaultSite::stream_operation, "cudaEventRecord", "recording an event");
-  auto node = static_cast<SimEvent&>(event).begin_record(scheduler_, index_);
+  RaceDetector::Step step(device_.races());
+  auto node =
+      static_cast<SimEvent&>(event).begin_record(scheduler_, index_, step.record(race_agent));
   SimEventNode* completes = node.get();
   enqueue_bookkeeping([node = std::move(node)] { node->complete(); }, completes);
 }
 
 void SimStream::wait(EventImpl& event) {
+  device_.called_from_host_function("cudaStreamWaitEvent");
   device_.maybe_fail(FaultSite::stream_operation, "cudaStreamWaitEvent", "waiting on an event");
+  make_room();  // before the detector's lock: making room may run queued work
+  RaceDetector::Step step(device_.races());
   auto node = static_cast<SimEvent&>(event).latest();
+  // The order counts even when the record has already been reached: the detector follows what
+  // the program asked for, not what the timing gave it.
+  if (node && node->clock) step.wait(race_agent, *node->clock);
   if (!node || node->done()) return;  // nothing recorded, or already reached: no dependency
   enqueue(SimOp{.kind = SimOp::Kind::wait, .after = std::move(node)});
 }
 
 void SimStream::synchronize() {
-  check_not_in_host_function("cudaStreamSynchronize");
+  if (device_.called_from_host_function("cudaStreamSynchronize")) return;  // it would deadlock
+  VectorClock reached = RaceDetector::Step(device_.races()).stream_clock(race_agent);
   if (scheduler_ != nullptr) {
     scheduler_->run_queued(index_);
-    return;
+  } else {
+    std::unique_lock lock(mutex_);
+    const std::uint64_t target = submitted_;
+    ++waiters_;
+    done_cv_.wait(lock, [&] { return completed_ >= target; });
+    --waiters_;
   }
-  std::unique_lock lock(mutex_);
-  const std::uint64_t target = submitted_;
-  ++waiters_;
-  done_cv_.wait(lock, [&] { return completed_ >= target; });
-  --waiters_;
+  RaceDetector::Step(device_.races()).host_join(reached);
 }
 
 bool SimStream::query() {
-  if (scheduler_ != nullptr) return scheduler_->query(index_);
-  std::scoped_lock lock(mutex_);
-  return completed_ == submitted_;
+  device_.called_from_host_function("cudaStreamQuery");
+  VectorClock reached = RaceDetector::Step(device_.races()).stream_clock(race_agent);
+  bool done = false;
+  if (scheduler_ != nullptr) {
+    done = scheduler_->query(index_);
+  } else {
+    std::scoped_lock lock(mutex_);
+    done = completed_ == submitted_;
+  }
+  if (done) RaceDetector::Step(device_.races()).host_join(reached);
+  return done;
 }
 
 void SimStream::launch_host_kernel(std::string_view name, std::span<const MemoryRange> ranges,
                                    std::function<void()> body) {
+  device_.called_from_host_function("cudaLaunchKernel");
+  device_.check_launch_device(name, id_);
   device_.maybe_fail(FaultSite::kernel, "cudaLaunchKernel",
                      "launching kernel " + std::string(name));
-  enqueue([this, operation = "kernel " + std::string(name),
-           checked = std::vector<MemoryRange>(ranges.begin(), ranges.end()),
-           body = std::move(body)] {
-    bool ok = true;
-    for (const MemoryRange& range : checked) {
-      ok = device_.check(range.ptr, range.bytes, operation, id_) && ok;
-    }
-    if (ok) body();
-  });
+  std::vector<RangeUse> uses;
+  uses.reserve(ranges.size());
+  for (const MemoryRange& range : ranges) {
+    uses.push_back({range.ptr, range.bytes,
+                    range.mode == Access::read    ? Use::read
+                    : range.mode == Access::write ? Use::write
+                                                  : Use::read_write});
+  }
+  enqueue_checked("kernel " + std::string(name), uses,
+                  [this, operation = "kernel " + std::string(name),
+                   checked = std::vector<MemoryRange>(ranges.begin(), ranges.end()),
+                   body = std::move(body)] {
+                    bool ok = true;
+                    for (const MemoryRange& range : checked) {
+                      ok = device_.check(range.ptr, range.bytes, operation, id_) && ok;
+                    }
+                    if (ok) body();
+                  });
 }
 
 }  // namespace gpulife::detail::sim

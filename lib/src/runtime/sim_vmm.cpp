@@ -10,14 +10,22 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
+#include <cstring>
+#include <utility>
+#include <vector>
 #include <optional>
 #include <stdexcept>
 
 #include "runtime/sim_device.hpp"
+#include "runtime/sim_device_guard.hpp"
 
 namespace gpulife::detail::sim {
 
-SimDevice::VmmRange::~VmmRange() { ::munmap(base, bytes); }
+SimDevice::VmmRange::~VmmRange() {
+  device_guard::remove(base);
+  ::munmap(base, bytes);
+}
 
 void* SimDevice::reserve_address_range(std::size_t bytes) {
   const std::size_t g = options_.vmm_granularity;
@@ -46,6 +54,7 @@ void* SimDevice::reserve_address_range(std::size_t bytes) {
     range->second.chunks.assign(bytes / g, 0);
     Alloc& alloc = allocs_[base];
     alloc.size = bytes;
+    alloc.requested = bytes;
     alloc.state = AllocState::live;
     alloc.sub = true;        // live only where a pool marked blocks
     alloc.external = true;   // cudaFree of it is a bad free; the device frees nothing of it
@@ -55,6 +64,8 @@ void* SimDevice::reserve_address_range(std::size_t bytes) {
     vmm_.erase(base);
     throw;
   }
+  // The whole range, mapped chunks or not, is device memory the host cannot touch.
+  if (options_.guard_device_memory) device_guard::add(reinterpret_cast<void*>(base), bytes);
   return reinterpret_cast<void*>(base);
 }
 
@@ -64,15 +75,31 @@ void SimDevice::release_address_range(void* base, std::size_t bytes) noexcept {
     std::unique_lock lock(memory_mutex_);
     auto range = vmm_.find(address(base));
     if (range == vmm_.end() || range->second.bytes != bytes) {
-      bad = SimViolation{SimViolation::Kind::bad_free, "cuMemAddressFree", base, bytes, 0, {}};
+      bad = make_violation(SimViolation::Kind::bad_free, "cuMemAddressFree", base, bytes, 0);
     } else {
       std::size_t still_mapped = 0;
       for (std::uint8_t c : range->second.chunks) still_mapped += c;
+      // The poison of freed blocks in chunks still mapped is verified as at an unmap.
+      const std::size_t g = options_.vmm_granularity;
+      const Alloc& alloc = allocs_.at(address(base));
+      for (const auto& [at, block] : alloc.blocks) {
+        if (block.live) continue;
+        for (std::uintptr_t p = at; p < at + block.size;) {
+          const std::uintptr_t chunk_end = (p - address(base)) / g * g + g + address(base);
+          const std::uintptr_t to = std::min(chunk_end, at + block.size);
+          if (range->second.chunks[(p - address(base)) / g] != 0) {
+            verify_poison(p, to - p, block.label);
+          }
+          p = to;
+        }
+      }
       used_ -= still_mapped * options_.vmm_granularity;  // cuMemAddressFree of a mapped range
       allocs_.erase(address(base));
       vmm_.erase(range);
+      if (races_) races_->forget(address(base), address(base) + bytes);
     }
   }
+  flush_deferred();
   if (bad) report(std::move(*bad));
 }
 
@@ -106,6 +133,22 @@ void SimDevice::map_memory(void* ptr, std::size_t bytes) {
   }
   used_ += bytes;
   for (std::size_t c = offset / g; c < (offset + bytes) / g; ++c) r.chunks[c] = 1;
+  // Freed blocks there lost their poison with the unmapped pages: forget them, so that reusing
+  // the addresses does not count the new memory's contents as a stray write.
+  std::erase_if(allocs_.at(range->first).blocks, [&](const auto& entry) {
+    return !entry.second.live && entry.first < address(ptr) + bytes &&
+           entry.first + entry.second.size > address(ptr);
+  });
+  lock.unlock();
+  // New physical memory holds garbage on a GPU, not the zeros of fresh host pages.
+  if (options_.fill_fresh) {
+    const DeviceAccessScope device_access;  // guarded device memory: the sim's own write
+    std::memset(ptr, fresh_value, bytes);
+  }
+  // New physical memory: what happened at these addresses before is history the driver has
+  // ordered (the race detector forgets it).
+  const RangeUse use{ptr, bytes, Use::fresh};
+  RaceDetector::Step(races()).host_op("cuMemMap", std::span(&use, 1));
 }
 
 void SimDevice::unmap_memory(void* ptr, std::size_t bytes) noexcept {
@@ -129,24 +172,53 @@ void SimDevice::unmap_memory(void* ptr, std::size_t bytes) noexcept {
           --block;
           if (block->first + block->second.size <= address(ptr)) break;
           if (block->second.live) {
-            bad = SimViolation{SimViolation::Kind::bad_free, "cuMemUnmap of a live block", ptr,
-                               bytes, 0,
-                               "the live block at " + format_pointer(reinterpret_cast<void*>(
-                                                          block->first)) +
-                                   " (+" + std::to_string(block->second.size) + ")" +
-                                   (block->second.label.empty() ? "" : ", " + block->second.label)};
+            bad = make_violation(
+                SimViolation::Kind::bad_free, "cuMemUnmap of a live block", ptr, bytes, 0,
+                "the live block at " + format_pointer(reinterpret_cast<void*>(block->first)) +
+                    " (+" + std::to_string(block->second.size) + ")" +
+                    (block->second.label.empty() ? "" : ", " + block->second.label));
             break;
           }
         }
         for (std::size_t c = offset / g; c < (offset + bytes) / g; ++c) r.chunks[c] = 0;
         used_ -= bytes;
-        ::madvise(ptr, bytes, MADV_DONTNEED);  // the host pages go back; reads see zeros
+        // The freed blocks there: their poison is verified now (a write through a stale
+        // pointer that nobody declared), and they stay known, cut at the unmapped range's ends,
+        // so that a stale access to the unmapped memory is a use after free; mapping forgets
+        // them. Then the host pages go back; reads see zeros.
+        Alloc& owner = allocs_.at(range->first);
+        const std::uintptr_t lo = address(ptr);
+        const std::uintptr_t hi = lo + bytes;
+        std::vector<std::pair<std::uintptr_t, Block>> pieces;
+        for (auto it = owner.blocks.begin(); it != owner.blocks.end();) {
+          const std::uintptr_t b = it->first;
+          const std::uintptr_t e = b + it->second.size;
+          if (it->second.live || e <= lo || b >= hi) {
+            ++it;
+            continue;
+          }
+          const std::uintptr_t in_b = std::max(b, lo);
+          const std::uintptr_t in_e = std::min(e, hi);
+          verify_poison(in_b, in_e - in_b, it->second.label);
+          for (auto [from, to] : {std::pair{b, in_b}, {in_b, in_e}, {in_e, e}}) {
+            if (to <= from) continue;
+            Block piece;
+            piece.size = to - from;
+            piece.live = false;
+            piece.label = it->second.label;
+            pieces.emplace_back(from, std::move(piece));
+          }
+          it = owner.blocks.erase(it);
+        }
+        for (auto& [at, piece] : pieces) owner.blocks.emplace(at, std::move(piece));
+        ::madvise(ptr, bytes, MADV_DONTNEED);
       }
     }
     if (!ok && !bad) {
-      bad = SimViolation{SimViolation::Kind::bad_free, "cuMemUnmap", ptr, bytes, 0, {}};
+      bad = make_violation(SimViolation::Kind::bad_free, "cuMemUnmap", ptr, bytes, 0);
     }
   }
+  flush_deferred();
   if (bad) report(std::move(*bad));
 }
 

@@ -5,6 +5,8 @@
 #include <stdexcept>
 #include <string>
 
+#include <gpulife/runtime/detail/enqueue_site.hpp>
+
 #include "tensor/tensor_arena.hpp"
 
 namespace gpulife {
@@ -122,7 +124,9 @@ Finalizer DeviceTensor::on_release(FinalizerFunction fn) const {
       root.arena->add_callback(root, detail::CallbackState::Kind::finalizer, std::move(fn)));
 }
 
-void DeviceTensor::download(std::span<std::byte> host, StreamView stream) const {
+void DeviceTensor::download(std::span<std::byte> host, StreamView stream,
+                            SourceLocation where) const {
+  const detail::EnqueueSite site(where);
   const detail::TensorImpl& impl = checked();
   if (host.size() != impl.bytes) {
     throw std::invalid_argument("host: " + std::to_string(host.size()) + " bytes, " +
@@ -140,7 +144,9 @@ void DeviceTensor::download(std::span<std::byte> host, StreamView stream) const 
   on.copy(host.data(), impl.data, impl.bytes, CopyKind::device_to_host);
 }
 
-void DeviceTensor::upload(std::span<const std::byte> host, StreamView stream) const {
+void DeviceTensor::upload(std::span<const std::byte> host, StreamView stream,
+                          SourceLocation where) const {
+  const detail::EnqueueSite site(where);
   const detail::TensorImpl& impl = checked();
   if (host.size() != impl.bytes) {
     throw std::invalid_argument("host: " + std::to_string(host.size()) + " bytes, " +

@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include <gpulife/errors.hpp>
+#include <gpulife/runtime/detail/enqueue_site.hpp>
 #include <gpulife/runtime/pinned_host_cache.hpp>
 
 #include "detail/format.hpp"
@@ -185,6 +186,7 @@ void TensorArena::copy_to_device(void* dst, std::span<const std::byte> src, Stre
 
 TensorImpl* TensorArena::create(const Shape& shape, DType dtype, StreamImpl& stream,
                                 std::string_view tag, const SourceLocation& where) {
+  const EnqueueSite site(where);  // the caller's line in reports of the allocation
   const auto numel = static_cast<std::uint64_t>(shape.numel());
   if (numel > std::numeric_limits<std::size_t>::max() / size_of(dtype)) {
     throw std::invalid_argument("shape: " + shape.to_string() + " of " +

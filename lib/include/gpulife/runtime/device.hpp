@@ -45,6 +45,9 @@ class Device {
   /// If GPULIFE_SIM_SEED holds `<seed>` or `<policy>:<seed>` (policy `mixed`, `uniform` or
   /// `pct`), the device runs in seeded mode with that seed (and policy), whatever `options` say:
   /// that replays the run a violation's `replay_seed` came from.
+  /// GPULIFE_SIM_RACES=0 (or 1) turns race detection (`SimOptions::races`) off (or on) for
+  /// every simulated device, whatever the options say; GPULIFE_SIM_GUARD_DEVICE=1 (or 0) does
+  /// the same for `SimOptions::guard_device_memory`.
   /// @throws std::invalid_argument if `options.capacity_bytes` is zero,
   ///         `options.faults.probability` is outside [0, 1], or GPULIFE_SIM_SEED is malformed
   [[nodiscard]] static Device sim(SimOptions options = {});

@@ -29,7 +29,9 @@ namespace gpulife {
 /// device is already current, and a `cudaSetDevice` otherwise; the destructor restores the
 /// previous device only if it changed it (and, as PyTorch does, not when that device has no
 /// primary context yet, so that a restore never creates a context on a GPU the thread never
-/// used). The simulated device has no current device today: the guard does nothing there.
+/// used). The simulated device keeps a current device per thread too, and fails a kernel launch
+/// on a stream of another device (`launch_host_kernel`, its `<<<>>>`) as CUDA does; the guard
+/// makes and restores it there the same way.
 ///
 /// @par Thread safety
 /// A guard belongs to the thread that made it and must be destroyed on that thread, in reverse

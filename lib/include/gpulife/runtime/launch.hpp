@@ -19,6 +19,7 @@
 
 #include <gpulife/errors.hpp>
 #include <gpulife/runtime/detail/backend.hpp>
+#include <gpulife/runtime/detail/enqueue_site.hpp>
 #include <gpulife/runtime/device_guard.hpp>
 #include <gpulife/runtime/host_device.hpp>
 #include <gpulife/runtime/stream_view.hpp>
@@ -45,6 +46,7 @@ __global__ void for_each_index_kernel(std::size_t n, Body body) {
 template <class Body>
 void for_each_index_on_sim(StreamView stream, std::size_t n, const Body& body,
                            std::initializer_list<MemoryRange> ranges, std::string_view name) {
+  const DeviceGuard guard(stream);  // as on CUDA: the launch needs the stream's device current
   stream.impl()->launch_host_kernel(
       name, std::span<const MemoryRange>(ranges.begin(), ranges.size()), [body, n] {
         for (std::size_t i = 0; i < n; ++i) body(i);
@@ -72,16 +74,21 @@ inline namespace host_launcher {
 /// @param stream the stream; the kernel is ordered after the work queued on it
 /// @param n      number of indices
 /// @param body   a copyable `GPULIFE_HOST_DEVICE` functor taking `std::size_t`
-/// @param ranges the device ranges the body reads or writes; the simulated device checks, when
-///               the kernel runs, that each lies in live memory
+/// @param ranges the device ranges the body reads or writes, each with its `Access` mode; the
+///               simulated device checks, when the kernel runs, that each lies in live memory,
+///               and when it is queued, that no unordered operation of another stream touches
+///               the same bytes (declare inputs `Access::read`: the default counts as a write)
 /// @param name   the kernel's name in error messages and violation reports
+/// @param where  the call site the simulated device names in its reports; leave it defaulted
 /// @throws std::invalid_argument for an empty stream
 /// @throws std::logic_error on a CUDA stream from a translation unit not compiled by nvcc
 /// @throws CudaError if the launch fails
 template <class Body>
 void for_each_index(StreamView stream, std::size_t n, const Body& body,
-                    std::initializer_list<MemoryRange> ranges, std::string_view name = "kernel") {
+                    std::initializer_list<MemoryRange> ranges, std::string_view name = "kernel",
+                    SourceLocation where = SourceLocation::current()) {
   if (!stream.valid()) throw std::invalid_argument("stream: empty StreamView");
+  const detail::EnqueueSite site(where);
   if (stream.backend() == BackendKind::sim) {
     detail::for_each_index_on_sim(stream, n, body, ranges, name);
     return;

@@ -11,22 +11,39 @@
 
 namespace gpulife {
 
-/// @brief A misuse of device memory seen by the simulated device when a queued operation ran.
+/// @brief A misuse of device memory or of CUDA's API seen by the simulated device.
+///
+/// Range violations (`use_after_free` to `bad_free`) are found when the queued operation
+/// executes; races, API rules and uninitialised reads when the operation is queued, in the
+/// order the program queued its work, so that they do not depend on timing.
 struct SimViolation {
-  /// What was wrong with the range.
+  /// What was wrong.
   enum class Kind : std::uint8_t {
     use_after_free,  ///< the range lies in memory that was freed (or returned to a sub-allocator)
     unallocated,     ///< the range lies in no allocation, or in part of a pool chunk never handed out
-    out_of_bounds,   ///< the range starts in a live block and runs past its end
+    out_of_bounds,   ///< the range starts in a live block and runs past its requested end
     overlap,         ///< a sub-allocator handed out a block that overlaps a live one
     bad_free,        ///< a free of memory that is not live (double free, foreign pointer)
+    race,            ///< two accesses to the same bytes, at least one a write, with no
+                     ///< happens-before order between them (`other_*` names the earlier one)
+    uninitialized_read,    ///< a read of bytes never written since their allocation
+                           ///< (`SimOptions::uninitialized_reads`)
+    freed_memory_written,  ///< the poison of freed memory changed before the memory was reused
+                           ///< or returned: a write that no operation declared
+    api_misuse,            ///< a CUDA API rule was broken; `operation` names the call and `rule`
+                           ///< the rule
   };
   Kind kind = Kind::unallocated;  ///< what went wrong
   std::string operation;     ///< e.g. "copy device_to_host", "memset", "kernel fill"
   const void* ptr = nullptr; ///< start of the offending range
   std::size_t bytes = 0;     ///< its length
-  std::uint64_t stream_id = 0;  ///< the stream the operation was queued on (0: none)
+  std::uint64_t stream_id = 0;  ///< the stream the operation was queued on (0: the host)
   std::string owner;  ///< label of the block the range fell in (a tensor's id and tag in leak mode)
+  std::string site;   ///< where the operation was queued, "file:line" ("" when not known)
+  std::string other_operation;      ///< race: the earlier operation of the pair
+  std::uint64_t other_stream_id = 0;  ///< race: its stream (0: the host)
+  std::string other_site;           ///< race: where it was queued
+  std::string rule;                 ///< api_misuse: the rule, in words
   /// On a device in seeded mode (`SimSchedule::seeded`): the value of GPULIFE_SIM_SEED that
   /// replays the run, e.g. "1234" or "pct:1234"; empty in threads mode.
   std::string replay_seed{};
@@ -96,10 +113,44 @@ struct SimOptions {
   std::uint32_t max_delay_us = 200;     ///< upper bound of one sleep
   /// Fill freed memory with a poison pattern (0xDB bytes).
   bool poison = true;
+  /// Fill fresh allocations with a pattern (0xCF bytes) instead of what the host left there, so
+  /// that code which reads memory it never wrote sees garbage, as on a GPU, and not zeros.
+  bool fill_fresh = true;
   /// Freed upstream allocations up to this many bytes in all are kept (poisoned) before their
   /// host memory is returned, so that stale pointers keep pointing at poison rather than at
-  /// unrelated new allocations.
+  /// unrelated new allocations. The poison is verified when memory leaves the quarantine.
   std::size_t quarantine_bytes = std::size_t{64} << 20;
+  /// Allocations larger than the quarantine, and those leaving it, keep their addresses out of
+  /// reuse (reserved, inaccessible, holding no memory) until this many bytes of addresses are
+  /// held, so that a stale pointer into a freed large allocation faults rather than reaching
+  /// new data.
+  std::size_t address_quarantine_bytes = std::size_t{64} << 30;
+  /// Happens-before race detection: every queued copy, memset and kernel (through its
+  /// declared ranges), every allocation and free, and gpulife's own host accesses are checked
+  /// when they are queued against the order the program established (stream order, event
+  /// record and wait, host synchronisation), so that a missing event, wait or `record_stream`
+  /// is reported on every run whatever the timing. See the README for what it covers.
+  bool races = true;
+  /// With `races`: pinned buffers from `allocate_pinned` become read-only (a queued copy reads
+  /// them) or inaccessible (a queued copy writes them) to the host until the host has
+  /// synchronised with that copy, so that host code that touches them too early is reported.
+  /// The stream workers keep access.
+  bool guard_pinned = true;
+  /// With `races`: report reads (copy sources, kernel ranges declared `Access::read`) of bytes
+  /// never written since they were allocated, as compute-sanitizer's initcheck does.
+  bool uninitialized_reads = false;
+  /// Make device memory inaccessible to host threads, as on a GPU: every device allocation (and
+  /// every reserved virtual range) gets pages of its own, kept inaccessible except to the stream
+  /// workers while queued work runs, so host code that dereferences a device pointer crashes
+  /// (SIGSEGV) after one line on stderr naming the address and the allocation. Costs a page per
+  /// allocation and a fault plus two `mprotect` calls per allocation a queued operation touches.
+  /// The environment variable GPULIFE_SIM_GUARD_DEVICE=1 (or 0) turns it on (or off) for every
+  /// simulated device. Not caught: a host access while a queued operation has the allocation
+  /// open, and accesses by host functions (they run on the stream workers).
+  bool guard_device_memory = false;
+  /// Run at most one host function (`host_callback`) at a time on the device, as CUDA may: a
+  /// host function that waits for another stream's host function then deadlocks in tests too.
+  bool serialize_host_functions = false;
   /// Granularity of the simulated virtual memory management (cuMemMap and friends, which pools
   /// with expandable segments use); its mapped chunks count against `capacity_bytes`. 0: the
   /// device has none, as a GPU without VMM support.

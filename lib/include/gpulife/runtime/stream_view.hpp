@@ -10,6 +10,7 @@
 
 #include <gpulife/runtime/backend_kind.hpp>
 #include <gpulife/runtime/memory_range.hpp>
+#include <gpulife/source_location.hpp>
 
 namespace gpulife {
 
@@ -30,6 +31,9 @@ class DeviceImpl;
 /// a copy to device from pageable host memory consumes the host bytes before it returns; a copy
 /// to pageable host memory returns only once it has completed; copies to or from pinned memory
 /// (`Device::allocate_pinned`) are fully asynchronous.
+///
+/// Each operation takes a defaulted `where` (leave it): the simulated device names that call
+/// site when it reports the operation.
 ///
 /// @par Thread safety
 /// Any number of threads may enqueue on the same stream; the order between their calls is the
@@ -59,24 +63,29 @@ class StreamView {
   /// @brief Copies `bytes` bytes (cudaMemcpyAsync).
   /// @throws std::invalid_argument if a pointer is null while `bytes` is non-zero
   /// @throws CudaError if the backend rejects the copy
-  void copy(void* dst, const void* src, std::size_t bytes, CopyKind kind) const;
+  void copy(void* dst, const void* src, std::size_t bytes, CopyKind kind,
+            SourceLocation where = SourceLocation::current()) const;
   /// @brief Sets `bytes` bytes to `value` (cudaMemsetAsync).
   /// @throws std::invalid_argument if `dst` is null while `bytes` is non-zero
   /// @throws CudaError on backend failure
-  void memset(void* dst, int value, std::size_t bytes) const;
+  void memset(void* dst, int value, std::size_t bytes,
+              SourceLocation where = SourceLocation::current()) const;
   /// @brief Runs `fn` on a host thread after the work queued so far (cudaLaunchHostFunc).
   ///
   /// `fn` must not wait for device work (CUDA forbids it). An exception from `fn` is reported
   /// through the error handler.
   /// @throws CudaError on backend failure
-  void host_callback(std::function<void()> fn) const;
+  void host_callback(std::function<void()> fn,
+                     SourceLocation where = SourceLocation::current()) const;
   /// @brief Records `event` at the current end of the stream (cudaEventRecord).
-  /// @throws std::invalid_argument if the event is empty or belongs to another device
-  void record(const Event& event) const;
+  /// @throws std::invalid_argument if the event is empty or belongs to another device (CUDA
+  ///         fails such a record too)
+  void record(const Event& event, SourceLocation where = SourceLocation::current()) const;
   /// @brief Makes later work on this stream wait, on the device, for the event's latest record
   /// (cudaStreamWaitEvent). The host does not block. Waiting on a never-recorded event is a no-op.
-  /// @throws std::invalid_argument if the event is empty or belongs to another device
-  void wait(const Event& event) const;
+  /// As in CUDA, the event may belong to another device of the same backend.
+  /// @throws std::invalid_argument if the event is empty or belongs to another backend
+  void wait(const Event& event, SourceLocation where = SourceLocation::current()) const;
   /// @brief Blocks the host until all work queued so far has executed.
   void synchronize() const;
   /// @return true when all work queued so far has executed

@@ -153,21 +153,26 @@ class DeviceTensor {
   /// As in CUDA, a copy to pageable memory has completed when this returns; a copy to pinned
   /// memory completes in stream order. Work on another stream is not waited for: record an
   /// event, or pass that stream.
+  /// `where` is the call site the simulated device names in its reports; leave it defaulted.
   /// @throws std::invalid_argument if `host.size() != bytes()` or the tensor is not contiguous
-  void download(std::span<std::byte> host, StreamView stream = {}) const;
+  void download(std::span<std::byte> host, StreamView stream = {},
+                SourceLocation where = SourceLocation::current()) const;
   /// @brief Synchronous download into a new vector.
   /// @throws std::invalid_argument if `T` is not the storage type of `dtype()`
   template <TensorElement T>
-  [[nodiscard]] std::vector<T> to_host(StreamView stream = {}) const {
+  [[nodiscard]] std::vector<T> to_host(StreamView stream = {},
+                                       SourceLocation where = SourceLocation::current()) const {
     check_dtype(dtype_of_v<T>);
     std::vector<T> host(static_cast<std::size_t>(numel()));
-    download(std::as_writable_bytes(std::span(host)), stream);
+    download(std::as_writable_bytes(std::span(host)), stream, where);
     (stream.valid() ? stream : this->stream()).synchronize();
     return host;
   }
   /// @brief Copies `host` into the tensor, ordered on `stream` (default: the tensor's).
+  /// `where` is the call site the simulated device names in its reports; leave it defaulted.
   /// @throws std::invalid_argument if `host.size() != bytes()` or the tensor is not contiguous
-  void upload(std::span<const std::byte> host, StreamView stream = {}) const;
+  void upload(std::span<const std::byte> host, StreamView stream = {},
+              SourceLocation where = SourceLocation::current()) const;
 
   /// @return true if both handles refer to the same tensor (a view is a tensor of its own)
   friend bool operator==(const DeviceTensor& a, const DeviceTensor& b) noexcept {

@@ -150,6 +150,12 @@ class DeviceImpl {
   virtual std::size_t async_pool_reserved_bytes() { return 0; }
   /// True if `[ptr, ptr + bytes)` is page-locked host memory (a copy from it is a true DMA).
   virtual bool is_pinned(const void* ptr, std::size_t bytes) = 0;
+  /// gpulife's own host code is about to access `[ptr, ptr + bytes)` of a pinned buffer (a
+  /// staging buffer it fills, say): the sim checks the access against the queued copies that
+  /// use the buffer, as it checks queued work. No-op on CUDA.
+  virtual void host_access(const void* ptr, std::size_t bytes, Access mode) noexcept {
+    (void)ptr, (void)bytes, (void)mode;
+  }
 
   /// Virtual memory management (the CUDA driver's cuMemAddressReserve, cuMemCreate, cuMemMap,
   /// cuMemSetAccess, cuMemUnmap, cuMemRelease), for pools that grow one address range in place.
@@ -182,6 +188,12 @@ class DeviceImpl {
   virtual void mark_freed(const void* ptr, std::size_t bytes, StreamImpl& stream,
                           std::span<EventImpl* const> after) noexcept {
     (void)ptr, (void)bytes, (void)stream, (void)after;
+  }
+  /// The owner of the block or allocation that starts at `ptr` uses only its first `bytes` (a
+  /// pool rounds requests up to its size classes): from `stream`'s current position on, the sim
+  /// checks accesses against them rather than against the rounded size.
+  virtual void mark_requested(const void* ptr, std::size_t bytes, StreamImpl& stream) noexcept {
+    (void)ptr, (void)bytes, (void)stream;
   }
   /// A sub-allocator (the pool) took `[ptr, ptr + bytes)` from its upstream to carve blocks out
   /// of: until `unregister_pool_segment(ptr)`, only the blocks marked with `mark_allocated` (and
