@@ -4,6 +4,8 @@
 
 #include "runtime/sim_device.hpp"
 
+#include <array>
+
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -28,13 +30,19 @@ constexpr std::size_t mapped_from = std::size_t{1} << 20;
 constexpr std::size_t max_reserved_ranges = 4096;
 
 /// Offset of the first byte in [ptr, ptr + bytes) that is not the poison, or `bytes`.
+/// Compared a page at a time with memcmp (the C library's vector code): every freed block is
+/// verified when it is reused or unmapped, and a byte loop over them was a third of a fuzz run.
 std::size_t first_unpoisoned(const unsigned char* ptr, std::size_t bytes) noexcept {
-  constexpr std::uint64_t word = 0x0101010101010101ULL * poison_value;
+  static const auto poison_page = [] {
+    std::array<unsigned char, 4096> page{};
+    page.fill(poison_value);
+    return page;
+  }();
   std::size_t i = 0;
-  for (; i + 8 <= bytes; i += 8) {
-    std::uint64_t v;
-    std::memcpy(&v, ptr + i, 8);
-    if (v != word) break;
+  while (i < bytes) {
+    const std::size_t n = std::min(poison_page.size(), bytes - i);
+    if (std::memcmp(ptr + i, poison_page.data(), n) != 0) break;
+    i += n;
   }
   for (; i < bytes; ++i) {
     if (ptr[i] != poison_value) return i;
