@@ -4,6 +4,8 @@
 
 #include "runtime/sim_device.hpp"
 
+#include "runtime/sim_scheduler.hpp"
+
 namespace gpulife {
 
 namespace {
@@ -37,6 +39,7 @@ std::string SimViolation::message() const {
     text += ": no event wait, record_stream or host synchronisation orders them";
   }
   if (!rule.empty()) text += ": " + rule;
+  if (!replay_seed.empty()) text += " [sim seed: GPULIFE_SIM_SEED=" + replay_seed + " replays it]";
   return text;
 }
 
@@ -55,7 +58,7 @@ bool SimEvent::query() {
   if (vt.clock()) vt.clock()->charge_us(vt.clock()->profile().event_us);
   const auto node = latest();
   if (!node) return true;
-  if (!node->done()) return false;
+  if (!query_node(*node)) return false;  // seeded mode: runs a few steps of the scheduler
   // Done only once the host's virtual clock has passed the record too: what the program decides
   // on a query then follows the profile's GPU, not how fast the simulator ran.
   if (vt.clock() && vt.clock()->now() < node->vtime) return false;
@@ -69,7 +72,7 @@ void SimEvent::synchronize() {
   if (!node) return;
   if (device_.called_from_host_function("cudaEventSynchronize")) return;  // it may deadlock
   const SimClock::Call vt(device_.clock());
-  node->wait();
+  wait_node(*node);  // seeded mode: runs the scheduler until the record has executed
   if (vt.clock()) vt.clock()->host_join(node->vtime, vt.clock()->sync_ns());
   if (node->clock) RaceDetector::Step(device_.races()).host_join(*node->clock);
 }
@@ -84,6 +87,9 @@ SimDevice::SimDevice(SimOptions options)
                  : std::make_unique<SimClock>(DeviceProfile::select(options_.profile),
                                               options_.count_host_time)) {
   set_faults(options_.faults);
+  if (options_.schedule == SimSchedule::seeded) {
+    scheduler_ = std::make_unique<SimScheduler>(options_.seed, options_.policy);
+  }
   if (options_.races) {
     races_ = std::make_unique<RaceDetector>(options_.uninitialized_reads, [this](SimViolation v) {
       if (v.owner.empty()) v.owner = owner_of(v.ptr, v.bytes);
@@ -104,13 +110,20 @@ SimDevice::SimDevice(SimOptions options)
       });
     }
   }
-  default_stream_ = std::make_unique<SimStream>(*this, next_stream_id());
+  default_stream_ = std::make_unique<SimStream>(*this, next_stream_id(), 0);
   if (races_) default_stream_->race_agent = races_->add_agent();
 }
 
 SimDevice::~SimDevice() {
   called_from_host_function("closing the device (cudaDeviceSynchronize, cudaStreamDestroy)");
   // Drain every queue before the memory the queued work touches goes away.
+  if (scheduler_) {
+    try {
+      scheduler_->run_all();
+    } catch (const std::exception& e) {
+      report_error(std::string("sim: draining the queues at destruction failed: ") + e.what());
+    }
+  }
   default_stream_->stop();
   for (auto& stream : streams_) stream->stop();
   streams_.clear();
@@ -132,6 +145,11 @@ void SimDevice::synchronize() {
   // The virtual join needs no real wait: the timelines were computed as the work was queued.
   if (clock_) clock_->host_join(clock_->device_ready(), clock_->sync_ns());
   const VectorClock reached = RaceDetector::Step(races()).all_streams();
+  if (scheduler_) {
+    scheduler_->run_all();
+    RaceDetector::Step(races()).host_join(reached);
+    return;
+  }
   default_stream_->synchronize();
   std::vector<SimStream*> all;
   {
@@ -150,10 +168,20 @@ StreamImpl& SimDevice::acquire_stream() {
     free_streams_.pop_back();
     return *stream;
   }
-  auto stream = std::make_unique<SimStream>(*this, next_stream_id());
+  auto stream = std::make_unique<SimStream>(*this, next_stream_id(), streams_.size() + 1);
   if (races_) stream->race_agent = races_->add_agent();
   streams_.push_back(std::move(stream));
   return *streams_.back();
+}
+
+std::string SimDevice::replay_seed() const {
+  return scheduler_ ? scheduler_->replay_seed() : std::string();
+}
+
+void SimDevice::reseed(std::uint64_t seed) {
+  if (!scheduler_) return;
+  synchronize();
+  scheduler_->reseed(seed);
 }
 
 void SimDevice::release_stream(StreamImpl& stream) noexcept {
@@ -208,6 +236,7 @@ void SimDevice::remove_owner_resolver(std::uint64_t token) noexcept {
 
 void SimDevice::report(SimViolation violation) noexcept {
   try {
+    if (scheduler_) violation.replay_seed = scheduler_->replay_seed();
     if (violation.owner.empty()) {
       std::shared_lock lock(resolver_mutex_);
       for (const auto& [token, resolve] : resolvers_) {
