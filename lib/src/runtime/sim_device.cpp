@@ -53,6 +53,7 @@ std::atomic<int> next_sim_ordinal{0};
 bool SimEvent::query() {
   const auto node = latest();
   if (!node) return true;
+  if (node->capture) return device_.captures().event_host_call(*node, "cudaEventQuery"), true;
   if (!node->done()) return false;
   // The host saw the record reached: it is ordered after the work the record captured.
   if (node->clock) RaceDetector::Step(device_.races()).host_join(*node->clock);
@@ -63,6 +64,7 @@ void SimEvent::synchronize() {
   const auto node = latest();
   if (!node) return;
   if (device_.called_from_host_function("cudaEventSynchronize")) return;  // it may deadlock
+  if (node->capture) return device_.captures().event_host_call(*node, "cudaEventSynchronize");
   node->wait();
   if (node->clock) RaceDetector::Step(device_.races()).host_join(*node->clock);
 }
@@ -116,6 +118,7 @@ SimDevice::~SimDevice() {
 
 void SimDevice::synchronize() {
   if (called_from_host_function("cudaDeviceSynchronize")) return;  // it would deadlock
+  captures_.device_sync("cudaDeviceSynchronize");
   const VectorClock reached = RaceDetector::Step(races()).all_streams();
   default_stream_->synchronize();
   std::vector<SimStream*> all;

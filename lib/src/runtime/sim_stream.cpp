@@ -114,6 +114,11 @@ void SimStream::run() {
 
 void SimStream::copy(void* dst, const void* src, std::size_t bytes, CopyKind kind) {
   device_.called_from_host_function("cudaMemcpyAsync");
+  if (auto cap = capture.get()) {  // captured, not queued (sim_graph.cpp)
+    return device_.captures().capture_op(*cap, *this, "cudaMemcpyAsync", [=](SimStream& s) {
+      s.copy(dst, src, bytes, kind);
+    });
+  }
   device_.maybe_fail(FaultSite::copy, "cudaMemcpyAsync", "copying " + format_bytes(bytes));
   if (!device_.check_copy(dst, src, bytes, kind, id_)) return;
   switch (kind) {
@@ -178,6 +183,11 @@ void SimStream::copy(void* dst, const void* src, std::size_t bytes, CopyKind kin
 
 void SimStream::memset(void* dst, int value, std::size_t bytes) {
   device_.called_from_host_function("cudaMemsetAsync");
+  if (auto cap = capture.get()) {
+    return device_.captures().capture_op(*cap, *this, "cudaMemsetAsync", [=](SimStream& s) {
+      s.memset(dst, value, bytes);
+    });
+  }
   device_.maybe_fail(FaultSite::memset, "cudaMemsetAsync", "setting " + format_bytes(bytes));
   const RangeUse uses[] = {{dst, bytes, Use::write}};
   enqueue_checked("memset", uses, [this, dst, value, bytes] {
@@ -187,6 +197,11 @@ void SimStream::memset(void* dst, int value, std::size_t bytes) {
 
 void SimStream::host_callback(std::function<void()> fn) {
   device_.called_from_host_function("cudaLaunchHostFunc");
+  if (auto cap = capture.get()) {
+    return device_.captures().capture_op(
+        *cap, *this, "cudaLaunchHostFunc",
+        [fn = std::move(fn)](SimStream& s) { s.host_callback(fn); });
+  }
   device_.maybe_fail(FaultSite::stream_operation, "cudaLaunchHostFunc", "queueing a host callback");
   RaceDetector::Step step(device_.races());
   step.stream_op(race_agent, id_, "host function", {});
@@ -200,6 +215,9 @@ void SimStream::host_callback(std::function<void()> fn) {
 
 void SimStream::record(EventImpl& event) {
   device_.called_from_host_function("cudaEventRecord");
+  if (auto cap = capture.get()) {
+    return device_.captures().capture_record(cap, *this, static_cast<SimEvent&>(event));
+  }
   device_.maybe_fail(FaultSite::stream_operation, "cudaEventRecord", "recording an event");
   RaceDetector::Step step(device_.races());
   auto node = static_cast<SimEvent&>(event).begin_record(step.record(race_agent));
@@ -208,6 +226,7 @@ void SimStream::record(EventImpl& event) {
 
 void SimStream::wait(EventImpl& event) {
   device_.called_from_host_function("cudaStreamWaitEvent");
+  if (device_.captures().capture_wait(*this, static_cast<SimEvent&>(event))) return;
   device_.maybe_fail(FaultSite::stream_operation, "cudaStreamWaitEvent", "waiting on an event");
   RaceDetector::Step step(device_.races());
   auto node = static_cast<SimEvent&>(event).latest();
@@ -220,6 +239,7 @@ void SimStream::wait(EventImpl& event) {
 
 void SimStream::synchronize() {
   if (device_.called_from_host_function("cudaStreamSynchronize")) return;  // it would deadlock
+  if (capture.active()) device_.captures().stream_sync(*this, "cudaStreamSynchronize");
   VectorClock reached = RaceDetector::Step(device_.races()).stream_clock(race_agent);
   {
     std::unique_lock lock(mutex_);
@@ -233,6 +253,7 @@ void SimStream::synchronize() {
 
 bool SimStream::query() {
   device_.called_from_host_function("cudaStreamQuery");
+  if (capture.active()) device_.captures().stream_sync(*this, "cudaStreamQuery");
   VectorClock reached = RaceDetector::Step(device_.races()).stream_clock(race_agent);
   bool done = false;
   {
@@ -246,6 +267,12 @@ bool SimStream::query() {
 void SimStream::launch_host_kernel(std::string_view name, std::span<const MemoryRange> ranges,
                                    std::function<void()> body) {
   device_.called_from_host_function("cudaLaunchKernel");
+  if (auto cap = capture.get()) {
+    return device_.captures().capture_op(
+        *cap, *this, "cudaLaunchKernel",
+        [name = std::string(name), checked = std::vector<MemoryRange>(ranges.begin(), ranges.end()),
+         body = std::move(body)](SimStream& s) { s.launch_host_kernel(name, checked, body); });
+  }
   device_.check_launch_device(name, id_);
   device_.maybe_fail(FaultSite::kernel, "cudaLaunchKernel",
                      "launching kernel " + std::string(name));
