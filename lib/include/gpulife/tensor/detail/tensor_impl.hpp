@@ -50,6 +50,7 @@ struct TensorImpl {
   DType dtype = DType::byte;
   bool external = false;         // memory owned by someone else (e.g. a DLPack producer)
   bool anchor = false;           // views made from this view hold it, not only the memory's owner
+  bool graph_block = false;      // roots: memory from a GraphPool (tensor/graph_pool.hpp)
   TensorArena* arena = nullptr;  // where the block and the memory come from
   TensorImpl* base = nullptr;    // views: the root that owns the memory, or an anchor view
   void* data = nullptr;          // first element
