@@ -286,6 +286,34 @@ TEST_P(GraphCaptureTest, ABadPoolOrStreamIsRefused) {
   EXPECT_EQ(stream_->view().capture_info().status, CaptureStatus::none);
 }
 
+TEST_P(GraphCaptureTest, ALeakReportNamesTheTensorsAGraphPoolKeeps) {
+  Context traced(ContextOptions{.device = device_,
+                                .debug = {.leaks = true, .report_at_shutdown = false}});
+  Stream stream(device_);
+  GraphPool pool = traced.graph_pool();
+  std::uint64_t id = 0;
+  Graph graph;
+  {
+    CaptureScope scope = traced.capture(stream, pool);
+    DeviceTensor temp = traced.empty({hidden}, DType::f32, stream, "graph temp");
+    kernels::fill<float>(stream, temp.data<float>(), hidden, 1.0F);
+    id = temp.id();
+    temp.reset();
+    graph = scope.end();
+  }
+  LeakReport report = traced.leak_report();
+  ASSERT_EQ(report.tensors.size(), 1U);
+  EXPECT_EQ(report.tensors[0].id, id);
+  EXPECT_EQ(report.tensors[0].tag, "graph temp");
+  EXPECT_EQ(report.tensors[0].status, LiveTensorStatus::kept_by_graph_pool);
+  EXPECT_FALSE(report.has_leaks());  // kept on purpose while the pool lives
+  EXPECT_NE(report.to_text().find("kept by a GraphPool"), std::string::npos);
+  graph = Graph();
+  pool = GraphPool();
+  EXPECT_TRUE(traced.leak_report().tensors.empty());
+  stream.synchronize();
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, GraphCaptureTest, testing::backends(), testing::backend_name);
 
 }  // namespace

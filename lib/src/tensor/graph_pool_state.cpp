@@ -38,6 +38,11 @@ GraphPoolState::~GraphPoolState() {
   // newest first, as a tensor's own callbacks run
   for (auto it = deferred_callbacks_.rbegin(); it != deferred_callbacks_.rend(); ++it) (*it)->run();
   deferred_callbacks_.clear();
+  for (TensorImpl* impl : observed_) {
+    impl->kept_by_graph_pool.store(false, std::memory_order_release);
+    if (TensorObserver* observer = arena_.observer()) observer->on_release(*impl);
+    drop_weak(impl);
+  }
   arena_.unref();
 }
 
@@ -124,6 +129,17 @@ void GraphPoolState::defer(std::vector<std::shared_ptr<CallbackState>> callbacks
     ++deferred_tensors_;
   } catch (...) {
     arena_.report("GraphPool: out of host memory keeping finalizers; they run at shutdown");
+  }
+}
+
+void GraphPoolState::defer_observed(TensorImpl* impl) noexcept {
+  std::scoped_lock lock(mutex_);
+  try {
+    observed_.push_back(impl);
+  } catch (...) {
+    impl->kept_by_graph_pool.store(false, std::memory_order_release);
+    if (TensorObserver* observer = arena_.observer()) observer->on_release(*impl);
+    drop_weak(impl);
   }
 }
 

@@ -53,6 +53,8 @@ class GraphPoolState {
   /// Keeps a release (of memory from elsewhere) or a tensor's callbacks until the pool dies.
   void defer(std::function<void()> release) noexcept;
   void defer(std::vector<std::shared_ptr<CallbackState>> callbacks) noexcept;
+  /// Leak mode: `impl` (one weak reference given) is told released when the pool dies.
+  void defer_observed(TensorImpl* impl) noexcept;
 
   [[nodiscard]] GraphPoolStatistics statistics() const;
 
@@ -73,6 +75,7 @@ class GraphPoolState {
   std::size_t reserved_bytes_ = 0;
   std::vector<std::function<void()>> deferred_releases_;
   std::vector<std::shared_ptr<CallbackState>> deferred_callbacks_;
+  std::vector<TensorImpl*> observed_;  // weak references
   std::size_t deferred_tensors_ = 0;
 };
 

@@ -426,10 +426,26 @@ void TensorArena::release(TensorImpl* impl) noexcept {
     live_bytes_.fetch_sub(impl->external ? 0 : impl->alloc_bytes, std::memory_order_relaxed);
   }
   live_tensors_.fetch_sub(1, std::memory_order_relaxed);
+  if (keeper && observer_ != nullptr) {
+    // Leak mode: the tensor stays listed (kept by the pool) until the pool gives it back; the
+    // control block stays valid for the tracker until then.
+    retain_weak(impl);
+    {
+      std::scoped_lock lock(impl->lock);  // the tracker reads the callbacks under it
+      impl->kept_by_graph_pool.store(true, std::memory_order_release);
+      auto callbacks = std::unique_ptr<std::vector<std::shared_ptr<CallbackState>>>(impl->callbacks);
+      impl->callbacks = nullptr;
+      keeper->defer(callbacks ? std::move(*callbacks) : std::vector<std::shared_ptr<CallbackState>>{});
+    }
+    keeper->defer_observed(impl);
+    keeper.reset();
+  }
   // After the memory went back, so that the timeline's counters include this free; before the
   // callbacks are taken, so that a leak report that still sees the tensor registered (under the
   // tracker's lock) may read them.
-  if (observer_ != nullptr) observer_->on_release(*impl);
+  if (observer_ != nullptr && !impl->kept_by_graph_pool.load(std::memory_order_relaxed)) {
+    observer_->on_release(*impl);
+  }
 
   // No other thread can reach the callbacks now: no strong handle is left, and registering
   // needs one.
