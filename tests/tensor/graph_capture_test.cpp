@@ -286,6 +286,26 @@ TEST_P(GraphCaptureTest, ABadPoolOrStreamIsRefused) {
   EXPECT_EQ(stream_->view().capture_info().status, CaptureStatus::none);
 }
 
+TEST_P(GraphCaptureTest, ALargeUploadInTheCaptureIsACopyReplayedFromTheHostBuffer) {
+  // At least staging_min_bytes: outside a capture it would go through the staging ring, whose
+  // events a capture cannot query.
+  constexpr std::int64_t count = std::int64_t{1} << 18;
+  std::vector<float> host(static_cast<std::size_t>(count), 1.5F);
+  GraphPool pool = ctx().graph_pool();
+  DeviceTensor t;
+  Graph graph;
+  {
+    CaptureScope scope = ctx().capture(*stream_, pool);
+    t = ctx().upload(std::span<const float>(host), {count}, *stream_, "uploaded");
+    graph = scope.end();
+  }
+  host[7] = 2.5F;  // the replay reads the buffer as it is then
+  graph.launch(*stream_);
+  const std::vector<float> back = t.to_host<float>(*stream_);
+  EXPECT_EQ(back[0], 1.5F);
+  EXPECT_EQ(back[7], 2.5F);
+}
+
 TEST_P(GraphCaptureTest, ALeakReportNamesTheTensorsAGraphPoolKeeps) {
   Context traced(ContextOptions{.device = device_,
                                 .debug = {.leaks = true, .report_at_shutdown = false}});

@@ -168,7 +168,10 @@ void* TensorArena::allocate(std::size_t bytes, StreamView stream) {
 }
 
 void TensorArena::copy_to_device(void* dst, std::span<const std::byte> src, StreamView stream) {
-  if (src.size() >= config_.staging_min_bytes &&
+  // In a capture the staging ring's events would be captured and queried: copy directly (the
+  // graph's copy node reads the host buffer at every replay).
+  const bool captured = capturing() && stream.capture_info().status != CaptureStatus::none;
+  if (!captured && src.size() >= config_.staging_min_bytes &&
       !config_.device.impl().is_pinned(src.data(), src.size())) {
     staging_.upload(dst, src, stream);
     return;
@@ -176,7 +179,8 @@ void TensorArena::copy_to_device(void* dst, std::span<const std::byte> src, Stre
   stream.copy(dst, src.data(), src.size(), CopyKind::host_to_device);
   // A block of the pinned host cache (a pinned HostBuffer's) is read when the copy executes:
   // the cache must not hand it out again before then, even if its owner drops it at once.
-  if (!src.empty()) {
+  // (In a capture the graph reads the buffer at every replay: its owner keeps it alive.)
+  if (!src.empty() && !captured) {
     try {
       (void)config_.device.pinned_host_cache().record_use(src.data(), stream);
     } catch (...) {
