@@ -334,6 +334,34 @@ TEST_P(GraphCaptureTest, ALeakReportNamesTheTensorsAGraphPoolKeeps) {
   stream.synchronize();
 }
 
+TEST_P(GraphCaptureTest, TheTimelineRecordsCapturesAndLaunches) {
+  Context traced(ContextOptions{.device = device_, .debug = {.timeline = true}});
+  Stream stream(device_);
+  GraphPool pool = traced.graph_pool();
+  DeviceTensor out;
+  Graph graph;
+  {
+    CaptureScope scope = traced.capture(stream, pool);
+    out = traced.empty({hidden}, DType::f32, stream, "out");
+    kernels::fill<float>(stream, out.data<float>(), hidden, 1.0F);
+    graph = scope.end();
+  }
+  graph.launch(stream);
+  graph.launch(stream);
+  stream.synchronize();
+  std::size_t captures = 0, launches = 0;
+  for (const TimelineEvent& event : traced.timeline().events) {
+    if (event.kind == LifetimeEvent::graph_capture) {
+      ++captures;
+      EXPECT_EQ(event.bytes, pool.statistics().reserved_bytes);
+    }
+    if (event.kind == LifetimeEvent::graph_launch) ++launches;
+  }
+  EXPECT_EQ(captures, 1U);
+  EXPECT_EQ(launches, 2U);
+  EXPECT_NE(traced.timeline().to_chrome_trace().find("graph_launch"), std::string::npos);
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, GraphCaptureTest, testing::backends(), testing::backend_name);
 
 }  // namespace

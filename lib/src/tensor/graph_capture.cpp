@@ -4,6 +4,7 @@
 #include <gpulife/tensor/graph_capture.hpp>
 
 #include <mutex>
+#include <string>
 #include <stdexcept>
 #include <utility>
 
@@ -28,6 +29,7 @@ struct Graph::State {
   std::size_t nodes = 0;
   std::mutex mutex;
   std::uint64_t launches = 0;
+  std::string name;  // "capture <id>", in timeline events
 };
 
 Graph::Graph() noexcept = default;
@@ -60,6 +62,9 @@ void Graph::launch(StreamView stream, SourceLocation where) const {
   state_->exec.launch(stream, where);
   stream.record(state_->done, where);
   ++state_->launches;
+  if (detail::TensorObserver* observer = state_->pool->arena().observer()) {
+    observer->on_event(LifetimeEvent::graph_launch, 0, 0, state_->name, 0);
+  }
 }
 
 std::size_t Graph::node_count() const noexcept { return state_ ? state_->nodes : 0; }
@@ -149,6 +154,11 @@ Graph CaptureScope::end() {
   state->nodes = captured.node_count();
   state->exec = captured.instantiate();
   state->done = Event(device);
+  state->name = "capture " + std::to_string(id_);
+  if (detail::TensorObserver* observer = state->pool->arena().observer()) {
+    observer->on_event(LifetimeEvent::graph_capture, 0, state->pool->statistics().reserved_bytes,
+                       state->name, 0);
+  }
   return Graph(std::move(state));
 }
 
