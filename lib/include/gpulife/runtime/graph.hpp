@@ -49,10 +49,15 @@ class GraphExec;
 /// destroys the graph (not the executables instantiated from it).
 class CapturedGraph {
  public:
+  /// An empty graph.
   CapturedGraph() noexcept;
+  /// Internal: wraps a backend's graph.
   explicit CapturedGraph(std::unique_ptr<detail::GraphImpl> impl) noexcept;
-  CapturedGraph(CapturedGraph&&) noexcept;
-  CapturedGraph& operator=(CapturedGraph&&) noexcept;
+  /// Takes the graph; `other` is left empty.
+  CapturedGraph(CapturedGraph&& other) noexcept;
+  /// Destroys the graph held, then takes `other`'s.
+  CapturedGraph& operator=(CapturedGraph&& other) noexcept;
+  /// Destroys the graph (cudaGraphDestroy).
   ~CapturedGraph();
 
   /// @return true unless empty (default-constructed or moved from)
@@ -77,10 +82,14 @@ class CapturedGraph {
 /// threads at once are serialised.
 class GraphExec {
  public:
+  /// An empty executable.
   GraphExec() noexcept;
+  /// Internal: wraps a backend's executable.
   explicit GraphExec(std::unique_ptr<detail::GraphExecImpl> impl) noexcept;
-  GraphExec(GraphExec&&) noexcept;
-  GraphExec& operator=(GraphExec&&) noexcept;
+  /// Takes the executable; `other` is left empty.
+  GraphExec(GraphExec&& other) noexcept;
+  /// Destroys the executable held, then takes `other`'s.
+  GraphExec& operator=(GraphExec&& other) noexcept;
   /// Destroys the executable (cudaGraphExecDestroy); launches already queued still run.
   ~GraphExec();
 

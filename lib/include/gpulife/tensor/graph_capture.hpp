@@ -37,9 +37,14 @@ class TensorArena;
 /// `launch` may be called from several threads; the launches are serialised.
 class Graph {
  public:
+  /// An empty graph.
   Graph() noexcept;
+  /// Takes the graph; `other` is left empty.
   Graph(Graph&& other) noexcept;
+  /// Lets go of the graph held (as the destructor does), then takes `other`'s.
   Graph& operator=(Graph&& other) noexcept;
+  /// Waits on the host for the last launch, then lets go of the executable, the kept tensors
+  /// and the pool; a failure is reported, never thrown.
   ~Graph();
 
   /// @return true unless empty
@@ -77,6 +82,7 @@ class Graph {
 /// the thread that began it).
 class CaptureScope {
  public:
+  /// Takes the open capture; `other` is left closed.
   CaptureScope(CaptureScope&& other) noexcept;
   CaptureScope& operator=(CaptureScope&&) = delete;
   CaptureScope(const CaptureScope&) = delete;
