@@ -16,6 +16,7 @@
 #include <gpulife/errors.hpp>
 #include <gpulife/kernels/dense.hpp>
 #include <gpulife/kernels/fill.hpp>
+#include <gpulife/runtime/graph.hpp>
 
 #include "support/backend_test.hpp"
 
@@ -304,6 +305,49 @@ TEST_P(GraphCaptureTest, ALargeUploadInTheCaptureIsACopyReplayedFromTheHostBuffe
   const std::vector<float> back = t.to_host<float>(*stream_);
   EXPECT_EQ(back[0], 1.5F);
   EXPECT_EQ(back[7], 2.5F);
+}
+
+TEST_P(GraphCaptureTest, AJoinedStreamAllocatesFromThePoolAndRecordStreamBecomesAnEdge) {
+  Stream side(device_);
+  GraphPool pool = ctx().graph_pool();
+  DeviceTensor out, b;
+  Graph graph;
+  {
+    CaptureScope scope = ctx().capture(*stream_, pool);
+    DeviceTensor a = ctx().empty({hidden}, DType::f32, *stream_, "a");
+    kernels::fill<float>(*stream_, a.data<float>(), hidden, 2.0F);
+    Event fork(device_), join(device_);
+    stream_->view().record(fork);
+    side.view().wait(fork);  // `side` joins the capture
+    b = ctx().empty({hidden}, DType::f32, side, "b");  // from the pool too
+    EXPECT_EQ(pool.statistics().live_blocks, 2U);
+    side.view().copy(b.data(), a.data(), hidden * 4, CopyKind::device_to_device);
+    a.record_stream(side);  // `side` reads `a`: its release waits for that, as a graph edge
+    a.reset();
+    // `a`'s block is reused on its own stream, after the edge from `side`'s read: without the
+    // edge this fill would race with that read at every replay.
+    out = ctx().empty({hidden}, DType::f32, *stream_, "out");
+    EXPECT_EQ(pool.statistics().blocks, 2U);
+    kernels::fill<float>(*stream_, out.data<float>(), hidden, 5.0F);
+    side.view().record(join);
+    stream_->view().wait(join);
+    graph = scope.end();
+  }
+  graph.launch(*stream_);
+  graph.launch(*stream_);
+  EXPECT_EQ(out.to_host<float>(*stream_)[hidden - 1], 5.0F);
+  EXPECT_EQ(b.to_host<float>(*stream_)[0], 2.0F);
+  EXPECT_TRUE(take_violations().empty());  // no race in the replays (the sim checks them)
+}
+
+TEST_P(GraphCaptureTest, AllocatingOnAStreamCapturedOutsideEveryScopeIsRefused) {
+  Stream raw(device_);
+  GraphPool pool = ctx().graph_pool();
+  CaptureScope scope = ctx().capture(*stream_, pool);
+  raw.view().begin_capture(CaptureMode::relaxed);
+  EXPECT_THROW((void)ctx().empty({hidden}, DType::f32, raw, "t"), std::logic_error);
+  (void)raw.view().end_capture();
+  (void)scope.end();
 }
 
 TEST_P(GraphCaptureTest, ALeakReportNamesTheTensorsAGraphPoolKeeps) {

@@ -614,6 +614,9 @@ std::shared_ptr<GraphPoolState> TensorArena::capture_of(StreamImpl& stream, std:
 }
 
 void TensorArena::record_stream_hook(TensorImpl& root, StreamImpl& stream) {
+  // A GraphPool block is protected by the pool's own rules (reused only as replays allow); other
+  // memory would go back to its owner when dropped after the capture, while replays still use it.
+  if (root.graph_block) return;
   const CaptureInfo info = stream.capture_info();
   if (info.status == CaptureStatus::none) return;
   std::scoped_lock lock(capture_mutex_);

@@ -24,7 +24,7 @@ class TensorArena;
 
 /// @brief An instantiated graph captured through `Context::capture`, with what it needs at
 /// every replay: its `GraphPool` (the memory of the tensors made during the capture) and the
-/// tensors `record_stream`ed onto the capture.
+/// tensors from elsewhere that were `record_stream`ed onto the capture.
 ///
 /// @par Stream order and lifetime
 /// `launch(stream)` queues one replay on `stream` (cudaGraphLaunch), ordered after the work
