@@ -181,7 +181,7 @@ TEST_F(SimGraphTest, QueryingAnEventRecordedInTheCaptureInvalidatesIt) {
   Event event(device_);
   stream.view().begin_capture();
   stream.view().record(event);
-  expect_cuda_error(907, "cudaErrorStreamCaptureCapturedEvent", [&] { (void)event.query(); });
+  expect_cuda_error(907, "cudaErrorCapturedEvent", [&] { (void)event.query(); });
   expect_cuda_error(901, "cudaErrorStreamCaptureInvalidated",
                     [&] { (void)stream.view().end_capture(); });
   // After the capture the captured record counts as reached.

@@ -397,7 +397,7 @@ void SimCaptures::event_host_call(const SimEventNode& node, const char* call) {
     if (capture.ended) return;  // the captured record counts as reached
     capture.invalidated = true;
   }
-  throw_cuda_error(captured_event, "cudaErrorStreamCaptureCapturedEvent", call,
+  throw_cuda_error(captured_event, "cudaErrorCapturedEvent", call,
                    "querying or synchronising an event recorded in capture " +
                        std::to_string(capture.id) + " (capture invalidated)");
 }
