@@ -291,9 +291,10 @@ TEST_F(SimGraphTest, StreamOrderedAllocationOnACapturingStreamIsRefused) {
 TEST_F(SimGraphTest, HostCallbacksAndCopiesAreReplayed) {
   Stream stream(device_);
   int calls = 0;
-  std::vector<float> host(n, 3.0F), back(n, 0.0F);
+  auto* host = static_cast<float*>(device_.allocate_pinned(n * 4));
+  for (std::size_t i = 0; i < n; ++i) host[i] = 3.0F;
   stream.view().begin_capture();
-  stream.view().copy(buffer_, host.data(), n * 4, CopyKind::host_to_device);
+  stream.view().copy(buffer_, host, n * 4, CopyKind::host_to_device);
   increment(stream, buffer_);
   stream.view().host_callback([&calls] { ++calls; });
   GraphExec exec = stream.view().end_capture().instantiate();
@@ -303,6 +304,24 @@ TEST_F(SimGraphTest, HostCallbacksAndCopiesAreReplayed) {
   stream.synchronize();
   EXPECT_EQ(calls, 2);
   EXPECT_EQ(read(stream, buffer_)[7], 4.0F);  // the copy reads the host buffer at each launch
+  device_.deallocate_pinned(host);
+}
+
+TEST_F(SimGraphTest, CopiesFromOrToPageableMemoryCannotBeCaptured) {
+  Stream stream(device_);
+  std::vector<float> host(n, 1.0F);
+  stream.view().begin_capture();
+  expect_cuda_error(900, "cudaErrorStreamCaptureUnsupported", [&] {
+    stream.view().copy(buffer_, host.data(), n * 4, CopyKind::host_to_device);
+  });
+  expect_cuda_error(901, "cudaErrorStreamCaptureInvalidated",
+                    [&] { (void)stream.view().end_capture(); });
+  stream.view().begin_capture();
+  expect_cuda_error(900, "cudaErrorStreamCaptureUnsupported", [&] {
+    stream.view().copy(host.data(), buffer_, n * 4, CopyKind::device_to_host);
+  });
+  expect_cuda_error(901, "cudaErrorStreamCaptureInvalidated",
+                    [&] { (void)stream.view().end_capture(); });
 }
 
 }  // namespace

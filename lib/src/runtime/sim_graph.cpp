@@ -300,6 +300,25 @@ void SimCaptures::capture_op(SimCapture& capture, SimStream& stream, const char*
   ++capture.seen[static_cast<std::size_t>(lane)][static_cast<std::size_t>(lane)];
 }
 
+void SimCaptures::capture_copy(SimCapture& capture, SimStream& stream, void* dst, const void* src,
+                               std::size_t bytes, CopyKind kind) {
+  const bool pageable = (kind == CopyKind::host_to_device && !device_.is_pinned(src, bytes)) ||
+                        (kind == CopyKind::device_to_host && !device_.is_pinned(dst, bytes));
+  if (pageable && bytes != 0) {
+    invalidate(capture);
+    throw_cuda_error(capture_unsupported, "cudaErrorStreamCaptureUnsupported", "cudaMemcpyAsync",
+                     "capturing a copy " + std::string(kind == CopyKind::host_to_device
+                                                           ? "from"
+                                                           : "to") +
+                         " pageable host memory on " + stream_name(stream) +
+                         ": CUDA stages such copies synchronously, which a capture cannot "
+                         "record; use pinned memory (capture " + std::to_string(capture.id) +
+                         " invalidated)");
+  }
+  capture_op(capture, stream, "cudaMemcpyAsync",
+             [=](SimStream& s) { s.copy(dst, src, bytes, kind); });
+}
+
 void SimCaptures::capture_record(const std::shared_ptr<SimCapture>& capture, SimStream& stream,
                                  SimEvent& event) {
   auto node = std::make_shared<SimEventNode>();

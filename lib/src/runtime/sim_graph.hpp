@@ -113,6 +113,10 @@ class SimCaptures {
   /// Records an operation of `stream` into `capture`. @throws CudaError if invalidated.
   void capture_op(SimCapture& capture, SimStream& stream, const char* call,
                   std::function<void(SimStream&)> replay);
+  /// cudaMemcpyAsync: a copy from or to pageable host memory cannot be captured (CUDA stages it
+  /// synchronously): cudaErrorStreamCaptureUnsupported, the capture invalidated.
+  void capture_copy(SimCapture& capture, SimStream& stream, void* dst, const void* src,
+                    std::size_t bytes, CopyKind kind);
   void capture_record(const std::shared_ptr<SimCapture>& capture, SimStream& stream,
                       SimEvent& event);
   /// Handles a wait that involves a capture (the stream captures, or the event was recorded in

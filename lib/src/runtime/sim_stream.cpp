@@ -115,9 +115,7 @@ void SimStream::run() {
 void SimStream::copy(void* dst, const void* src, std::size_t bytes, CopyKind kind) {
   device_.called_from_host_function("cudaMemcpyAsync");
   if (auto cap = capture.get()) {  // captured, not queued (sim_graph.cpp)
-    return device_.captures().capture_op(*cap, *this, "cudaMemcpyAsync", [=](SimStream& s) {
-      s.copy(dst, src, bytes, kind);
-    });
+    return device_.captures().capture_copy(*cap, *this, dst, src, bytes, kind);
   }
   device_.maybe_fail(FaultSite::copy, "cudaMemcpyAsync", "copying " + format_bytes(bytes));
   if (!device_.check_copy(dst, src, bytes, kind, id_)) return;
