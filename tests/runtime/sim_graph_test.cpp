@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstring>
 #include <span>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -236,6 +237,20 @@ TEST_F(SimGraphTest, CudaMallocFollowsTheCaptureModes) {
   EXPECT_EQ(stream.view().capture_info().status, CaptureStatus::active);
   (void)stream.view().end_capture();
   device_.impl().deallocate(ptr, 256);
+}
+
+TEST_F(SimGraphTest, AForbiddenCudaFreeIsReportedAndFreesNothing) {
+  Stream stream(device_);
+  void* ptr = device_.impl().allocate(256);
+  stream.view().begin_capture(CaptureMode::global);
+  device_.impl().deallocate(ptr, 256);  // noexcept: reported, not thrown
+  const auto violations = device_.take_violations();  // (the fixture's would synchronise)
+  const SimViolation* misuse = testing::find_violation(violations, SimViolation::Kind::api_misuse);
+  ASSERT_NE(misuse, nullptr);
+  EXPECT_NE(misuse->message().find("cudaErrorStreamCaptureUnsupported"), std::string::npos);
+  expect_cuda_error(901, "cudaErrorStreamCaptureInvalidated",
+                    [&] { (void)stream.view().end_capture(); });
+  device_.impl().deallocate(ptr, 256);  // still allocated: freed now, without a report
 }
 
 TEST_F(SimGraphTest, WaitingOnAnEventFromOutsideTheCaptureIsAnIsolationError) {
