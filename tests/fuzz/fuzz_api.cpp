@@ -6,6 +6,12 @@
 // once, right bytes, typed exceptions only. A violated invariant aborts with its message, which
 // libFuzzer reports as a crash and saves the input.
 //
+// The device runs in seeded mode, its seed taken from the input, so that an input replays
+// exactly. One workload (devices, streams, context, pool) serves every input of the process:
+// each input ends by proving the state clean (nothing alive, no device memory in use:
+// `Workload::reset`) or, when the input asks, by shutting the context down (`finish`, after
+// which the next input gets a new context); the next starts from there with its own seed.
+//
 //   build/fuzz/tests/fuzz/gpulife_fuzz_api -max_total_time=600 corpus-dir tests/fuzz/corpus
 
 #include <cstddef>
@@ -16,25 +22,55 @@
 
 #include "workload.hpp"
 
+namespace {
+
+// Operations one input may run: enough for the interleavings of a few tensors' lifetimes, few
+// enough that an input takes about a millisecond under ASan and UBSan (the checks after the last
+// operation prove the state clean whatever ran).
+constexpr std::size_t max_operations = 64;
+
+gpulife::workload::Workload& workload() {
+  static gpulife::workload::Workload* const instance = [] {
+    gpulife::workload::Config config;
+    config.actors = 1;
+    config.streams = 2;
+    config.schedule = gpulife::SimSchedule::seeded;
+    // Leaked on purpose: destroying it at exit would run after libFuzzer's own teardown.
+    return new gpulife::workload::Workload(config);
+  }();
+  return *instance;
+}
+
+}  // namespace
+
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   using namespace gpulife::workload;
   ByteChoices choices(std::span<const std::uint8_t>(data, size));
-  Config config;
-  config.actors = 1;
-  config.streams = 2;
-  config.seed = choices.below(1U << 16);
+  const std::uint64_t seed = choices.below(1U << 16);
   // The first decisions choose the faults: none, rare, frequent, or every nth call.
   constexpr double probabilities[] = {0.0, 0.01, 0.05, 0.25};
-  config.device_faults.probability = probabilities[choices.below(4)];
-  config.device_faults.every_nth = choices.chance(25) ? 2 + choices.below(16) : 0;
-  config.pool_faults.probability = probabilities[choices.below(4)];
-  config.pool_faults.every_nth = choices.chance(25) ? 2 + choices.below(8) : 0;
+  Config defaults;
+  gpulife::SimFaults device_faults = defaults.device_faults;
+  device_faults.probability = probabilities[choices.below(4)];
+  device_faults.every_nth = choices.chance(25) ? 2 + choices.below(16) : 0;
+  gpulife::FaultOptions pool_faults = defaults.pool_faults;
+  pool_faults.probability = probabilities[choices.below(4)];
+  pool_faults.every_nth = choices.chance(25) ? 2 + choices.below(8) : 0;
+  // One input in eight (of those long enough to say so) ends by shutting the context down.
+  const bool shutdown = choices.below(8) == 7;
+  Workload& w = workload();
   try {
-    Workload workload(config);
-    workload.drive(choices, 400);
-    workload.finish();
+    w.restart(seed, device_faults, pool_faults);
+    w.drive(choices, max_operations);
+    if (shutdown) {
+      w.finish();
+    } else {
+      w.reset();
+    }
   } catch (const InvariantViolation& e) {
-    std::fprintf(stderr, "gpulife_fuzz_api: invariant violated: %s\n", e.what());
+    std::fprintf(stderr,
+                 "gpulife_fuzz_api: invariant violated (sim seed %s; the input replays it): %s\n",
+                 w.device().replay_seed().c_str(), e.what());
     std::fflush(stderr);
     std::abort();
   }

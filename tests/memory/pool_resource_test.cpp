@@ -602,6 +602,39 @@ TEST_P(PoolResourceSimTest, ExpandableSegmentsRunOutOfMemoryGently) {
   EXPECT_EQ(pool_->validate(), "");
 }
 
+// The fuzzer's pool-trim finding: the event that was to close a stream's batch of frees failed
+// to record (an injected fault) and the stream freed nothing more. The batch's blocks were then
+// of unknown state for good: trim() could never unmap them, and the memory was lost to the
+// device until the pool died. A later sweep must cover the batch with another event.
+TEST_P(PoolResourceSimTest, AFailedEventRecordLeavesNoMemoryTrimCannotGiveBack) {
+  pool_.reset();
+  pool_ = std::make_unique<PoolResource>(upstream_);  // expandable segments
+  ASSERT_TRUE(pool_->uses_expandable_segments());
+  Stream stream(device_);
+  auto used = [&] { return device_.memory_info().total_bytes - device_.memory_info().free_bytes; };
+  void* a = pool_->allocate(2 * MiB, stream);
+  pool_->deallocate(a, 2 * MiB, stream);
+  EXPECT_EQ(used(), 2 * MiB);
+  // Every event record fails: trim learns nothing and unmaps nothing.
+  device_.set_faults(SimFaults{.probability = 1.0,
+                               .copies = false,
+                               .memsets = false,
+                               .kernels = false,
+                               .stream_operations = true});
+  EXPECT_EQ(pool_->trim(), 0U);
+  EXPECT_GE(device_.injected_faults(), 1U);
+  const auto errors = take_errors();
+  ASSERT_FALSE(errors.empty());
+  EXPECT_NE(errors[0].find("recording an event failed"), std::string::npos) << errors[0];
+  device_.set_faults(SimFaults{});
+  stream.synchronize();
+  // The stream freed nothing since: the failed batch still gets its event, and goes back.
+  EXPECT_EQ(pool_->trim(), 2 * MiB);
+  EXPECT_EQ(used(), 0U);
+  EXPECT_EQ(pool_->memory_stats().total.reserved_bytes, 0U);
+  EXPECT_EQ(pool_->validate(), "");
+}
+
 TEST_P(PoolResourceTest, GrowingPastTheHighWaterMarkGivesBackOtherRangesFreeChunksFirst) {
   require_vmm(2 * MiB);
   if (IsSkipped()) return;
@@ -640,6 +673,68 @@ TEST_P(PoolResourceTest, GrowingPastTheHighWaterMarkGivesBackOtherRangesFreeChun
   for (int i = 0; i < 160; ++i) small.push_back(pool_->allocate(512 * KiB, stream));
   EXPECT_EQ(pool_->memory_stats().total.peak_reserved_bytes, 176 * MiB);
   for (void* p : small) pool_->deallocate(p, 512 * KiB, stream);
+}
+
+// A pool reused for independent runs (the fuzzer's one workload) forgets its history when
+// nothing is allocated: a run after reset_if_unused() behaves as on a new pool. The history
+// here is a high-water mark, which decides whether growth gives memory back first: trim() alone
+// keeps it, and the run below would keep the large range's free chunks mapped.
+TEST_P(PoolResourceSimTest, AResetPoolBehavesAsANewOne) {
+  pool_.reset();
+  Stream stream(device_);
+  Stream other(device_);
+  auto used = [&] { return device_.memory_info().total_bytes - device_.memory_info().free_bytes; };
+  // 16 MiB of large blocks freed, then 16 MiB of small ones: past the high-water mark of a new
+  // pool, so the large range's free chunks go back first.
+  auto run = [&](PoolResource& pool) {
+    std::vector<void*> large;
+    for (int i = 0; i < 2; ++i) large.push_back(pool.allocate(8 * MiB, stream));
+    for (void* p : large) pool.deallocate(p, 8 * MiB, stream);
+    stream.synchronize();
+    std::vector<void*> small;
+    for (int i = 0; i < 32; ++i) small.push_back(pool.allocate(512 * KiB, stream));
+    const PoolStatistics st = pool.memory_stats();
+    for (void* p : small) pool.deallocate(p, 512 * KiB, stream);
+    stream.synchronize();
+    return std::vector<std::uint64_t>{st.large.reserved_bytes,
+                                      st.small.reserved_bytes,
+                                      st.total.peak_reserved_bytes,
+                                      st.map_calls,
+                                      st.unmap_calls,
+                                      st.events_recorded,
+                                      st.allocations,
+                                      st.streams.size()};
+  };
+  std::vector<std::uint64_t> alone;
+  {
+    PoolResource fresh(upstream_);
+    ASSERT_TRUE(fresh.uses_expandable_segments());
+    alone = run(fresh);
+  }
+  ASSERT_EQ(used(), 0U);
+  EXPECT_LT(alone[0], 16 * MiB) << "the new pool gave the large range's free chunks back";
+
+  PoolResource pool(upstream_);
+  // A history: a higher peak, two streams, a cross-stream reuse.
+  void* big = pool.allocate(64 * MiB, stream);
+  void* held = pool.allocate(MiB, other);
+  EXPECT_FALSE(pool.reset_if_unused()) << "a block is allocated";
+  EXPECT_EQ(pool.memory_stats().allocations, 2U) << "a refused reset changes nothing";
+  EXPECT_EQ(pool.validate(), "");
+  pool.deallocate(big, 64 * MiB, stream);
+  void* reused = pool.allocate(32 * MiB, other);
+  pool.deallocate(reused, 32 * MiB, other);
+  pool.deallocate(held, MiB, other);
+  EXPECT_TRUE(pool.reset_if_unused());
+  EXPECT_EQ(used(), 0U) << "every chunk unmapped";
+  const PoolStatistics st = pool.memory_stats();
+  EXPECT_EQ(st.allocations, 0U);
+  EXPECT_EQ(st.total.peak_reserved_bytes, 0U);
+  EXPECT_EQ(st.total.segments, 0U) << "the ranges were released";
+  EXPECT_TRUE(st.streams.empty());
+  EXPECT_EQ(pool.validate(), "");
+  EXPECT_EQ(run(pool), alone);
+  EXPECT_TRUE(take_violations().empty());
 }
 
 TEST_P(PoolResourceTest, GrowingPastTheHighWaterMarkKeepsMemoryOtherStreamsMayStillUse) {

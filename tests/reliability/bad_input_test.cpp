@@ -213,9 +213,11 @@ std::ostream& operator<<(std::ostream& out, const Snapshot& s) {
 
 class BadInputTest : public testing::ContextTest, public ::testing::WithParamInterface<BadInput> {
  protected:
+  // Seeded mode: a run is a pure function of the program, so a snapshot taken before and after
+  // a refused call compares states that no worker thread is still changing.
   BadInputTest()
-      : ContextTest({}, {.cache = {.retention = Retention::warm}}),
-        other_device_(Device::sim()),
+      : ContextTest({.schedule = SimSchedule::seeded}, {.cache = {.retention = Retention::warm}}),
+        other_device_(Device::sim({.schedule = SimSchedule::seeded})),
         other_ctx_(ContextOptions{.device = other_device_}) {}
   void TearDown() override {
     world_.reset();

@@ -12,12 +12,15 @@
 #include <iostream>
 #include <ostream>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
 #include <gpulife/context.hpp>
 #include <gpulife/error_handler.hpp>
 
+#include "runtime/sim_device.hpp"
+#include "runtime/sim_scheduler.hpp"
 #include "workload.hpp"
 
 namespace gpulife {
@@ -31,12 +34,18 @@ std::uint64_t from_env(const char* name, std::uint64_t fallback) {
 struct RunSpec {
   std::uint64_t seed;
   std::size_t actors;
-  bool delay;
+  SimSchedule schedule;
+  bool delay;  // threads mode
 };
 
-void PrintTo(const RunSpec& run, std::ostream* out) {
-  *out << "seed " << run.seed << ", " << run.actors << " threads" << (run.delay ? ", delays" : "");
+std::string describe(const RunSpec& run) {
+  return "seed " + std::to_string(run.seed) + ", " + std::to_string(run.actors) + " threads, " +
+         (run.schedule == SimSchedule::seeded
+              ? "seeded scheduler"
+              : std::string("stream threads") + (run.delay ? " with delays" : ""));
 }
+
+void PrintTo(const RunSpec& run, std::ostream* out) { *out << describe(run); }
 
 class RandomisedWorkload : public ::testing::TestWithParam<RunSpec> {};
 
@@ -45,6 +54,7 @@ TEST_P(RandomisedWorkload, KeepsEveryInvariantUnderFaults) {
   workload::Config config;
   config.seed = from_env("GPULIFE_RELIABILITY_SEED", run.seed);
   config.actors = run.actors;
+  config.schedule = run.schedule;
   config.sim_delay = run.delay;
   const std::uint64_t rounds = from_env("GPULIFE_RELIABILITY_ROUNDS", 150);
   workload::Workload w(config);
@@ -56,12 +66,15 @@ TEST_P(RandomisedWorkload, KeepsEveryInvariantUnderFaults) {
     }
     w.finish();
   } catch (const workload::InvariantViolation& e) {
+    const std::string replay = w.device().replay_seed();
     FAIL() << "seed " << config.seed << ", round " << round << ": " << e.what() << "\n"
-           << w.summary();
+           << w.summary() << "\nreplay: GPULIFE_RELIABILITY_SEED=" << config.seed
+           << (replay.empty() ? "" : " GPULIFE_SIM_SEED=" + replay) << " --gtest_filter="
+           << ::testing::UnitTest::GetInstance()->current_test_info()->test_suite_name() << "."
+           << ::testing::UnitTest::GetInstance()->current_test_info()->name();
   }
   const workload::Counters c = w.counters();
-  std::cout << "[ workload ] seed " << config.seed << ", " << run.actors << " threads"
-            << (run.delay ? ", sim delays" : "") << ": " << w.summary() << "\n";
+  std::cout << "[ workload ] " << describe(run) << ": " << w.summary() << "\n";
   RecordProperty("operations", std::to_string(c.operations));
   RecordProperty("faults", std::to_string(c.device_faults + c.pool_faults));
   // The run must have exercised what it claims to.
@@ -79,12 +92,16 @@ TEST_P(RandomisedWorkload, KeepsEveryInvariantUnderFaults) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Seeds, RandomisedWorkload,
-                         ::testing::Values(RunSpec{1, 2, false}, RunSpec{2, 2, false},
-                                           RunSpec{3, 1, false}, RunSpec{4, 2, true}),
+                         ::testing::Values(RunSpec{1, 2, SimSchedule::seeded, false},
+                                           RunSpec{2, 2, SimSchedule::threads, false},
+                                           RunSpec{3, 1, SimSchedule::seeded, false},
+                                           RunSpec{4, 2, SimSchedule::threads, true}),
                          [](const auto& param_info) {
-                           return "seed" + std::to_string(param_info.param.seed) + "_" +
-                                  std::to_string(param_info.param.actors) + "threads" +
-                                  (param_info.param.delay ? "_delayed" : "");
+                           const RunSpec& run = param_info.param;
+                           return "seed" + std::to_string(run.seed) + "_" +
+                                  std::to_string(run.actors) + "threads" +
+                                  (run.schedule == SimSchedule::seeded ? "_seeded" : "") +
+                                  (run.delay ? "_delayed" : "");
                          });
 
 // The checks can fail: what the model did not make, or a report it did not expect, is caught.
@@ -95,6 +112,78 @@ TEST(WorkloadChecks, ATensorTheModelDoesNotKnowIsALeak) {
   EXPECT_THROW(w.check(), workload::InvariantViolation);
   stray.reset();
   w.check();
+}
+
+// The fuzzer's reuse of one workload: after `reset` a run behaves exactly as the same run on a
+// new workload (one actor, seeded scheduler: a pure function of the seeds), so an input replays
+// alone as it ran in the middle of a campaign.
+TEST(WorkloadReuse, ARunAfterResetBehavesAsOnANewWorkload) {
+  if (std::getenv("GPULIFE_SIM_SEED") != nullptr) {
+    GTEST_SKIP() << "GPULIFE_SIM_SEED overrides the seeds this test compares";
+  }
+  workload::Config config;
+  config.actors = 1;
+  const SimFaults device_faults = config.device_faults;
+  const FaultOptions pool_faults = config.pool_faults;
+  auto run = [&](workload::Workload& w, std::uint64_t seed) {
+    const workload::Counters before = w.counters();
+    w.restart(seed, device_faults, pool_faults);
+    workload::RandomChoices choices(seed * 7919);
+    w.drive(choices, 300);
+    w.reset();
+    const workload::Counters after = w.counters();
+    // The interleaving the device's scheduler chose (a digest of every step since the reseed).
+    const auto* scheduler = static_cast<detail::sim::SimDevice&>(w.device().impl()).scheduler();
+    return std::vector<std::uint64_t>{scheduler->digest(),
+                                      scheduler->steps(),
+                                      after.operations - before.operations,
+                                      after.failed_operations - before.failed_operations,
+                                      after.device_faults - before.device_faults,
+                                      after.pool_faults - before.pool_faults,
+                                      after.cuda_errors - before.cuda_errors,
+                                      after.out_of_memory - before.out_of_memory,
+                                      after.expired - before.expired,
+                                      after.invalid_arguments - before.invalid_arguments,
+                                      after.tensors_created - before.tensors_created,
+                                      after.finalizers_run - before.finalizers_run,
+                                      after.expiry_callbacks_run - before.expiry_callbacks_run,
+                                      after.cache_hits - before.cache_hits,
+                                      after.cache_misses - before.cache_misses,
+                                      after.cache_evictions - before.cache_evictions,
+                                      after.pressure_events - before.pressure_events};
+  };
+  try {
+    workload::Workload reused(config);
+    (void)run(reused, 11);  // leaves its own traces: caches, ids, the sim's quarantine
+    const std::vector<std::uint64_t> second = run(reused, 12);
+    workload::Workload fresh(config);
+    const std::vector<std::uint64_t> alone = run(fresh, 12);
+    EXPECT_EQ(second, alone);
+    EXPECT_GT(alone[1], 100U);           // scheduler steps
+    EXPECT_GT(alone[2], 250U);           // operations
+    EXPECT_GT(alone[4] + alone[5], 0U);  // faults
+  } catch (const workload::InvariantViolation& e) {
+    FAIL() << e.what();
+  }
+}
+
+// The fuzzer's other ending: `finish` shuts the context down and the next `restart` builds a
+// new one, whose statistics start from zero; the model's checks must hold on it as on the first.
+TEST(WorkloadReuse, ARestartAfterFinishChecksTheNewContext) {
+  workload::Config config;
+  config.actors = 1;
+  try {
+    workload::Workload w(config);
+    for (std::uint64_t seed = 21; seed < 24; ++seed) {
+      w.restart(seed, config.device_faults, config.pool_faults);
+      workload::RandomChoices choices(seed * 7919);
+      w.drive(choices, 300);
+      EXPECT_GT(w.counters().finalizers_run, 0U) << "seed " << seed;
+      w.finish();
+    }
+  } catch (const workload::InvariantViolation& e) {
+    FAIL() << e.what();
+  }
 }
 
 TEST(WorkloadChecks, AnUnexpectedReportFailsTheCheck) {

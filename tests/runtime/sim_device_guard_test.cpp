@@ -98,8 +98,29 @@ TEST_F(SimDeviceGuardDeathTest, HostWriteToACudaMallocAsyncBlockCrashesWithTheMe
   }
 }
 
-TEST(SimDeviceGuard, GpulifesOwnWorkRunsCleanWithTheGuard) {
-  const Device device = Device::sim(guarded());
+// Seeded mode (SimSchedule::seeded): the scheduler runs queued work inline on the host thread
+// that waits. That work is the device's (it opens guarded memory), and what it opened is closed
+// again after each operation, so the host's own access after it still crashes.
+TEST_F(SimDeviceGuardDeathTest, SeededModeHostReadCrashesAfterInlineWorkTouchedTheMemory) {
+  for (const std::uint64_t seed : {1U, 2U, 3U}) {
+    SimOptions options = guarded();
+    options.schedule = SimSchedule::seeded;
+    options.seed = seed;
+    EXPECT_DEATH(
+        {
+          Context ctx({.device = Device::sim(options)});
+          const std::vector<float> host(256, 1.5F);
+          DeviceTensor t = ctx.upload(std::span<const float>(host), {256});
+          EXPECT_EQ(t.to_host<float>()[0], 1.5F);  // the copy ran inline, on this thread
+          std::printf("%f\n", static_cast<double>(host_read(t.data<float>())));
+        },
+        crash_message)
+        << "seed " << seed;
+  }
+}
+
+void run_gpulifes_own_work(const SimOptions& options) {
+  const Device device = Device::sim(options);
   Context ctx({.device = device});
   ASSERT_TRUE(static_cast<PoolResource&>(ctx.resource()).uses_expandable_segments());
   Stream stream(device), other(device);
@@ -144,6 +165,19 @@ TEST(SimDeviceGuard, GpulifesOwnWorkRunsCleanWithTheGuard) {
   device.synchronize();
   EXPECT_EQ(device.take_violations().size(), 0U);
   EXPECT_TRUE(testing::take_reported_errors().empty());
+}
+
+TEST(SimDeviceGuard, GpulifesOwnWorkRunsCleanWithTheGuard) { run_gpulifes_own_work(guarded()); }
+
+TEST(SimDeviceGuard, GpulifesOwnWorkRunsCleanWithTheGuardInSeededMode) {
+  for (const SimPolicy policy : {SimPolicy::uniform, SimPolicy::pct}) {
+    SCOPED_TRACE(policy == SimPolicy::uniform ? "uniform" : "pct");
+    SimOptions options = guarded();
+    options.schedule = SimSchedule::seeded;
+    options.policy = policy;
+    options.seed = 42;
+    run_gpulifes_own_work(options);
+  }
 }
 
 TEST(SimDeviceGuard, OffByDefaultTheHostCanReadDeviceMemory) {

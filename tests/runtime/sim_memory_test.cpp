@@ -119,6 +119,7 @@ TEST_F(SimMemoryTest, FreeThatWaitsForEventsAddsNoDependencyBetweenStreams) {
   auto* chunk = static_cast<unsigned char*>(device_.impl().allocate(4096));
   std::memset(chunk, 0, 4096);  // fresh host memory may hold an earlier device's poison
   device_.impl().mark_allocated(chunk, 1024, *home.view().impl());
+  home.view().memset(chunk, 0, 1024);  // fresh memory may hold an earlier test's poison
   home.synchronize();
 
   Gate gate;

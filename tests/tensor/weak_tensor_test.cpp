@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <atomic>
 #include <barrier>
+#include <cstdlib>
 #include <random>
 #include <thread>
 #include <vector>
@@ -98,15 +99,19 @@ TEST_P(WeakTensorTest, LockRacingWithTheLastDropNeverSeesFreedMemory) {
   std::vector<std::int32_t> expected;
   std::barrier sync(2);
   // The locker and the dropper meet at a barrier each round, then each waits a random few
-  // spins, so that the lock lands before, during and after the release. How late the locker
-  // wakes from the barrier depends on the machine's load, so the dropper steers its wait: longer
-  // after a round the drop won, shorter after one the lock won. Both outcomes keep happening.
+  // spins, so that the lock lands before, during and after the release. Which of them leaves the
+  // barrier first depends on the machine's load (and on the device's mode: stream threads or the
+  // seeded scheduler), so the rounds steer a bias: after the lock won, the drop comes earlier or
+  // the lock later; after the drop won, the other way. Both outcomes keep happening.
   bool last_locked = false;  // written by the locker before the round's second barrier
+  int bias = 10000;          // > 0: the dropper waits up to 2 * bias spins; < 0: the locker does
   std::thread locker([&] {
     std::mt19937 rng(1);
     for (int round = 0; round < rounds; ++round) {
       sync.arrive_and_wait();
-      spin(static_cast<unsigned>(rng() % 2000));
+      const unsigned extra =
+          bias < 0 ? static_cast<unsigned>(rng() % (2 * static_cast<unsigned>(-bias) + 1)) : 0;
+      spin(static_cast<unsigned>(rng() % 2000) + extra);
       if (DeviceTensor got = weak.lock()) {
         // Holding the handle, the memory must be live and hold this round's bytes.
         if (got.to_host<std::int32_t>() != expected) ++bad;
@@ -120,18 +125,23 @@ TEST_P(WeakTensorTest, LockRacingWithTheLastDropNeverSeesFreedMemory) {
     }
   });
   std::mt19937 rng(2);
-  unsigned drop_wait = 10000;
   for (int round = 0; round < rounds; ++round) {
     expected.assign(64, round);
     DeviceTensor t = ctx().upload(std::span<const std::int32_t>(expected), {64});
     t.stream().synchronize();
     weak = t;
     sync.arrive_and_wait();
-    spin(static_cast<unsigned>(rng() % (2 * drop_wait + 1)));
+    if (bias > 0) spin(static_cast<unsigned>(rng() % (2 * static_cast<unsigned>(bias) + 1)));
     t.reset();
     sync.arrive_and_wait();
-    drop_wait = last_locked ? std::max(1U, drop_wait - drop_wait / 4)
-                            : std::min(drop_wait * 2, 1U << 26);
+    // The side that lost waits less (by a quarter), the side that won waits more (twice as
+    // long), and the bias crosses zero when one side is already as early as it can be.
+    const int quarter = std::max(1, std::abs(bias) / 4);
+    if (last_locked) {
+      bias = bias > 0 ? bias - quarter : std::max(2 * bias - 1, -(1 << 20));
+    } else {
+      bias = bias < 0 ? bias + quarter : std::min(2 * bias + 1, 1 << 26);
+    }
   }
   locker.join();
   EXPECT_EQ(bad, 0);

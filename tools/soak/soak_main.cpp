@@ -49,13 +49,15 @@ struct Arguments {
   std::size_t check_every = 10;  // rounds between checks
   double faults = 0.02;          // probability of a device fault per eligible call
   bool delay = false;
+  bool seeded = false;  // the device's seeded scheduler instead of a worker thread per stream
 };
 
 [[noreturn]] void usage(const char* problem) {
   std::fprintf(stderr,
                "gpulife_soak: %s\n"
                "usage: gpulife_soak [--duration=<s|Nm|Nh>] [--threads=N] [--seed=N] "
-               "[--report=<s>] [--check-every=<rounds>] [--faults=<probability>] [--delay]\n",
+               "[--report=<s>] [--check-every=<rounds>] [--faults=<probability>] "
+               "[--delay | --seeded]\n",
                problem);
   std::exit(2);
 }
@@ -134,6 +136,8 @@ Arguments parse(int argc, char** argv) {
       args.faults = parse_number("faults", f);
     } else if (arg == "--delay") {
       args.delay = true;
+    } else if (arg == "--seeded") {
+      args.seeded = true;
     } else if (arg == "--help" || arg == "-h") {
       usage("help");
     } else {
@@ -142,6 +146,7 @@ Arguments parse(int argc, char** argv) {
   }
   if (args.threads == 0 || args.threads > 64) usage("--threads must be 1 to 64");
   if (args.check_every == 0) usage("--check-every must be at least 1");
+  if (args.delay && args.seeded) usage("--delay is for stream threads, not --seeded");
   if (!(args.faults >= 0 && args.faults <= 1)) usage("--faults must be a probability");
   return args;
 }
@@ -192,6 +197,8 @@ int main(int argc, char** argv) {
   config.seed = args.seed;
   config.actors = args.threads;
   config.sim_delay = args.delay;
+  // Stream worker threads by default: the soak is a concurrency test.
+  config.schedule = args.seeded ? gpulife::SimSchedule::seeded : gpulife::SimSchedule::threads;
   config.device_faults.probability = args.faults;
   config.pool_faults.probability = args.faults;
   config.context_options = configure;
@@ -199,7 +206,10 @@ int main(int argc, char** argv) {
       "gpulife_soak: %.0f s, %zu threads, seed %llu, faults %.3f%s, checks every %zu "
       "rounds\n",
       args.duration_s, args.threads, static_cast<unsigned long long>(args.seed), args.faults,
-      args.delay ? ", sim delays" : "", args.check_every);
+      args.delay    ? ", sim delays"
+      : args.seeded ? ", seeded scheduler"
+                    : "",
+      args.check_every);
   std::fflush(stdout);
 
   gpulife::workload::Workload workload(config);

@@ -330,8 +330,14 @@ struct Workload::State {
   ContextStatistics final_stats{};
   CacheStatistics final_cache{};
   bool faults_wanted = true;  // false from finish() on
+  std::atomic<bool> clean{false};  // reset() proved the state clean, no operation ran since
   std::uint64_t final_pool_faults = 0;
   PoolStatistics final_pool;
+  // What earlier pools' statistics counted before reset() returned the pool to a new one's state
+  // (its statistics with it): the counters stay totals of the whole workload.
+  std::uint64_t pool_segments_before = 0;
+  std::uint64_t pool_splits_before = 0;
+  std::uint64_t pool_merges_before = 0;
 
   // ---- helpers ----
 
@@ -532,13 +538,18 @@ struct Workload::State {
   void check();
   void verify_bytes(const Held& held, const char* when);
   void release_all();
+  void drop_all();
   void finish();
+  void build();
+  void reset();
+  void restart(std::uint64_t seed, const SimFaults& device_faults, const FaultOptions& pool_faults);
 };
 
 // ---- actor operations --------------------------------------------------------------------------
 
 void Workload::State::operation(Actor& actor, Choices& choices) {
   operations.fetch_add(1, std::memory_order_relaxed);
+  clean = false;
   Context& context = *ctx;
   auto& held = actor.held;
   const Op op = pick_op(choices);
@@ -919,9 +930,14 @@ void Workload::State::operation(Actor& actor, Choices& choices) {
       const bool stall = choices.chance(50);
       const bool drop_source = choices.chance(40);
       attempt({}, "cross-stream copy", [&] {
-        // a busy stream: the copy runs late, after the tensors' own streams moved on
-        if (stall)
-          other.host_callback([] { std::this_thread::sleep_for(std::chrono::microseconds(300)); });
+        // a busy stream: the copy runs late, after the tensors' own streams moved on (the
+        // seeded scheduler chooses that order itself: its host function need not sleep)
+        if (stall) {
+          const bool sleep = config.schedule == SimSchedule::threads;
+          other.host_callback([sleep] {
+            if (sleep) std::this_thread::sleep_for(std::chrono::microseconds(300));
+          });
+        }
         Event src_ready(device);
         Event dst_ready(device);
         src.stream().record(src_ready);
@@ -1018,6 +1034,7 @@ void Workload::State::operation(Actor& actor, Choices& choices) {
 
 void Workload::State::exclusive(Choices& choices) {
   operations.fetch_add(1, std::memory_order_relaxed);
+  clean = false;
   Context& context = *ctx;
   switch (choices.below(8)) {
     case 0: {  // erase one key: true exactly when an entry of that key is alive in the cache
@@ -1359,6 +1376,11 @@ void Workload::State::check() {
 }
 
 void Workload::State::release_all() {
+  drop_all();
+  check();
+}
+
+void Workload::State::drop_all() {
   // Everything the actors, the exchange and the ballast hold goes; the weak references after
   // (their expiry callbacks run as the tensors die, and are not cancelled first).
   for (Actor& actor : actors) {
@@ -1383,7 +1405,6 @@ void Workload::State::release_all() {
     forget(gone);
   }
   for (Actor& actor : actors) actor.weaks.clear();
-  check();
 }
 
 void Workload::State::finish() {
@@ -1434,11 +1455,22 @@ void Workload::State::finish() {
   survivors.clear();  // the last handles: memory back, the rest of the finalizers run
   for (const auto& probe : probes) {
     if (probe->runs.load() != 1) fail("a finalizer of a survivor did not run exactly once");
+    if (probe->throws) ++deliberate_expected;  // its exception was reported, not thrown
   }
 
   // Every byte goes back to the device once the resources go.
   {
     std::scoped_lock lock(model_mutex);
+    // The cache's entries died with the context: their throwing finalizers were reported too.
+    for (const auto& [id, root] : roots) {
+      for (const auto& probe : root->finalizers) {
+        if (probe->throws && probe->runs.load() == 1) ++deliberate_expected;
+      }
+    }
+    if (deliberate_expected != deliberate_reports.load()) {
+      fail(std::to_string(deliberate_expected) + " throwing finalizers ran by shutdown but " +
+           std::to_string(deliberate_reports.load()) + " were reported");
+    }
     tensors.clear();
     roots.clear();
   }
@@ -1462,6 +1494,109 @@ void Workload::State::finish() {
   }
 }
 
+/// The resource stack and the context over `device`.
+void Workload::State::build() {
+  // A new context counts its callbacks from zero: so do the model's counters (new ones, so that
+  // a callback of the previous context that still runs counts where it belongs).
+  finalizers_run = std::make_shared<std::atomic<std::uint64_t>>(0);
+  expiry_callbacks_run = std::make_shared<std::atomic<std::uint64_t>>(0);
+  async = std::make_shared<AsyncResource>(device);
+  FaultOptions pool_options = config.pool_faults;
+  pool_options.seed ^= config.seed;
+  faults = std::make_shared<FaultAdaptor>(async, pool_options);
+  // Small segments and a small cache, so that the workload's sizes (8 B .. 24 KiB) split and
+  // merge blocks, share and give back segments, and reach the upstream's faults often.
+  // Odd seeds run the pool with expandable segments (chunks mapped into per-stream ranges), even
+  // seeds with segments from upstream.
+  pool = std::make_shared<PoolResource>(faults, PoolOptions{.small_size = 4 << 10,
+                                                            .small_segment = 8 << 10,
+                                                            .medium_limit = 8 << 10,
+                                                            .medium_segment = 16 << 10,
+                                                            .large_rounding = 4 << 10,
+                                                            .expandable_segments =
+                                                                config.seed % 2 == 1,
+                                                            .max_cached_bytes = 8 << 10});
+  ContextOptions context_options;
+  context_options.device = device;
+  context_options.resource = pool;
+  context_options.error_handler = [this](std::string_view m) { on_report(m); };
+  context_options.cache.warm_budget_bytes = config.warm_budget_bytes;
+  context_options.cache.shards = 4;
+  context_options.digest_threads = 1;
+  context_options.staging = {.buffer_bytes = 2048, .buffers = 2};
+  context_options.staging_min_bytes = kStagingMin;
+  if (config.context_options) config.context_options(context_options);
+  ctx.emplace(std::move(context_options));
+  ctx->pressure_listeners().add(ballast);
+}
+
+void Workload::State::reset() {
+  if (!ctx) return;  // finished: everything went with the context
+  // Clean, proven: nothing held, the cache empty, every block back upstream, no device memory
+  // in use. What the next run sees then depends on its seed and choices alone.
+  // No injected fault from here on (restart turns them back on): a failed unmap or free would
+  // leave memory that the next run inherits.
+  faults_wanted = false;
+  set_faults(false);
+  {
+    drop_all();
+    ctx->cache().clear();
+    {
+      std::scoped_lock lock(model_mutex);
+      for (const auto& [id, root] : roots) root->attached = false;
+    }
+    check();
+    {
+      std::scoped_lock lock(model_mutex);
+      if (!tensors.empty() || !roots.empty()) {
+        fail("reset: " + std::to_string(tensors.size()) + " tensors and " +
+             std::to_string(roots.size()) + " roots are still alive after release_all");
+      }
+      keys.clear();
+    }
+    // trim() alone must give every byte back (memory it cannot is a leak of the pool's)...
+    pool->trim();
+    device.synchronize();
+    const MemoryInfo memory = device.memory_info();
+    if (memory.free_bytes != memory.total_bytes) {
+      fail("reset: " + std::to_string(memory.total_bytes - memory.free_bytes) +
+           " B of device memory are still in use with nothing alive; the pool:\n" +
+           pool->memory_summary());
+    }
+    // ...and then the pool forgets its history (streams' batches of frees, quick lists, clocks,
+    // peaks), so that the next run behaves exactly as on a new workload.
+    const PoolStatistics stats = pool->memory_stats();
+    if (!pool->reset_if_unused()) fail("reset: the pool could not be reset with nothing alive");
+    pool_segments_before += stats.upstream_allocations + stats.map_calls;
+    pool_splits_before += stats.splits;
+    pool_merges_before += stats.merges;
+  }
+  clean = true;
+}
+
+void Workload::State::restart(std::uint64_t seed, const SimFaults& device_faults,
+                              const FaultOptions& pool_faults) {
+  if (!clean) reset();  // a reset with no operation since has proven it already
+  config.seed = seed;
+  config.device_faults = device_faults;
+  config.pool_faults = pool_faults;
+  shutting_down = false;
+  device.reseed(seed);
+  other_device.reseed(seed);
+  SimFaults f = device_faults;
+  f.seed ^= seed;
+  device.set_faults(f);
+  if (!ctx) {
+    build();
+  } else {
+    FaultOptions pool_options = pool_faults;
+    pool_options.seed ^= seed;
+    faults->set_options(pool_options);
+  }
+  faults_wanted = true;
+  set_faults(true);
+}
+
 // ---- Workload ----------------------------------------------------------------------------------
 
 Workload::Workload(Config config) : state_(std::make_unique<State>(std::move(config))) {
@@ -1476,43 +1611,16 @@ Workload::Workload(Config config) : state_(std::make_unique<State>(std::move(con
   options.delay = s.config.sim_delay;
   options.delay_seed = s.config.seed;
   options.max_delay_us = 20;
+  options.schedule = s.config.schedule;
+  options.seed = s.config.seed;
   options.on_violation = [](const SimViolation&) {};  // recorded by the device; check() reads them
   options.vmm_granularity = 64 << 10;  // fine chunks: the 5 MiB device maps and unmaps often
   s.device = Device::sim(options);
-  s.other_device = Device::sim();
+  s.other_device = Device::sim({.schedule = s.config.schedule, .seed = s.config.seed});
   s.foreign_stream = Stream(s.other_device);
-  s.async = std::make_shared<AsyncResource>(s.device);
-  FaultOptions pool_faults = s.config.pool_faults;
-  pool_faults.seed ^= s.config.seed;
-  s.faults = std::make_shared<FaultAdaptor>(s.async, pool_faults);
-  // Small segments and a small cache, so that the workload's sizes (8 B .. 24 KiB) split and
-  // merge blocks, share and give back segments, and reach the upstream's faults often.
-  // Odd seeds run the pool with expandable segments (chunks mapped into per-stream ranges), even
-  // seeds with segments from upstream.
-  s.pool = std::make_shared<PoolResource>(s.faults, PoolOptions{.small_size = 4 << 10,
-                                                                .small_segment = 8 << 10,
-                                                                .medium_limit = 8 << 10,
-                                                                .medium_segment = 16 << 10,
-                                                                .large_rounding = 4 << 10,
-                                                                .expandable_segments =
-                                                                    s.config.seed % 2 == 1,
-                                                                .max_cached_bytes = 8 << 10});
-  ContextOptions context_options;
-  context_options.device = s.device;
-  context_options.resource = s.pool;
-  context_options.error_handler = [state = state_.get()](std::string_view m) {
-    state->on_report(m);
-  };
-  context_options.cache.warm_budget_bytes = s.config.warm_budget_bytes;
-  context_options.cache.shards = 4;
-  context_options.digest_threads = 1;
-  context_options.staging = {.buffer_bytes = 2048, .buffers = 2};
-  context_options.staging_min_bytes = kStagingMin;
-  if (s.config.context_options) s.config.context_options(context_options);
-  s.ctx.emplace(std::move(context_options));
-  for (std::size_t i = 0; i < s.config.streams; ++i) s.streams.emplace_back(s.device);
   s.ballast = std::make_shared<State::Ballast>(s);
-  s.ctx->pressure_listeners().add(s.ballast);
+  s.build();
+  for (std::size_t i = 0; i < s.config.streams; ++i) s.streams.emplace_back(s.device);
   s.actors.resize(s.config.actors);
 }
 
@@ -1598,6 +1706,15 @@ void Workload::release_all() { state_->release_all(); }
 
 void Workload::finish() { state_->finish(); }
 
+void Workload::reset() { state_->reset(); }
+
+void Workload::restart(std::uint64_t seed, const SimFaults& device_faults,
+                       const FaultOptions& pool_faults) {
+  state_->restart(seed, device_faults, pool_faults);
+}
+
+const Device& Workload::device() const { return state_->device; }
+
 Counters Workload::counters() const {
   State& s = *state_;
   Counters c;
@@ -1623,9 +1740,9 @@ Counters Workload::counters() const {
   c.checks = s.checks;
   c.pressure_events = s.ballast ? s.ballast->notified.load() : 0;
   const PoolStatistics pool = s.pool ? s.pool->memory_stats() : s.final_pool;
-  c.pool_segments = pool.upstream_allocations + pool.map_calls;
-  c.pool_splits = pool.splits;
-  c.pool_merges = pool.merges;
+  c.pool_segments = s.pool_segments_before + pool.upstream_allocations + pool.map_calls;
+  c.pool_splits = s.pool_splits_before + pool.splits;
+  c.pool_merges = s.pool_merges_before + pool.merges;
   return c;
 }
 

@@ -25,6 +25,7 @@
 #include <gpulife/context.hpp>
 #include <gpulife/memory/fault_adaptor.hpp>
 #include <gpulife/memory/pool_resource.hpp>
+#include <gpulife/runtime/device.hpp>
 #include <gpulife/runtime/sim_options.hpp>
 
 namespace gpulife::workload {
@@ -81,7 +82,11 @@ struct Config {
   std::size_t capacity_bytes = std::size_t{5} << 20;  ///< of the simulated device
   std::size_t warm_budget_bytes = 48 << 10;           ///< of the tensor cache's warm tier
   std::size_t max_held = 24;                          ///< handles one actor holds at most
-  bool sim_delay = false;       ///< random delays on the device's streams (slower; finds races)
+  /// How the simulated devices run queued work. Seeded (the default): one scheduler seeded by
+  /// `seed` runs every stream of a device, so that with one actor a run is a pure function of
+  /// the seed. Threads: a worker thread per stream.
+  SimSchedule schedule = SimSchedule::seeded;
+  bool sim_delay = false;  ///< threads mode: random delays on the streams (slower; finds races)
   bool verify_contents = true;  ///< `check` compares every held tensor's bytes with the model
   /// Adjusts the context's options before it is made (the workload sets device, resource,
   /// cache, staging and error handler first): debug options, for instance.
@@ -156,6 +161,19 @@ class Workload {
   /// @throws InvariantViolation
   void finish();
 
+  /// `release_all`, then empties the cache and trims the pool, and proves the state clean: no
+  /// tensor alive, no byte of device memory in use once trimmed. Then returns the pool to a new
+  /// pool's state (`PoolResource::reset_if_unused`), so that the next run behaves as on a new
+  /// workload. Does nothing after `finish`.
+  /// @throws InvariantViolation if something is still alive or in use
+  void reset();
+  /// Starts another run on the same devices and streams, and the same context unless `finish`
+  /// ended it (then a new one), as a new workload with `seed` and these faults would start:
+  /// `reset` (unless the last call was a `reset`), then takes the seed and the faults and
+  /// reseeds the devices' schedulers. The fuzzer reuses one workload per process this way.
+  /// @throws InvariantViolation if `reset` finds something alive or in use
+  void restart(std::uint64_t seed, const SimFaults& device_faults, const FaultOptions& pool_faults);
+
   /// @return the counters so far
   [[nodiscard]] Counters counters() const;
   /// @return one line: operations, faults, failures, checks
@@ -164,6 +182,8 @@ class Workload {
   [[nodiscard]] Context& context();
   /// @return the pool under the context
   [[nodiscard]] PoolResource& pool();
+  /// @return the simulated device the workload runs on
+  [[nodiscard]] const Device& device() const;
 
  private:
   struct State;

@@ -87,19 +87,22 @@ PoolResource::PoolResource(std::shared_ptr<DeviceMemoryResource> upstream, PoolO
                                     : throw std::invalid_argument("upstream: null resource")),
       upstream_(std::move(upstream)),
       options_(options),
-      state_((check_options(options_), std::make_unique<State>(options_))) {
-  state_->device = device();
+      state_((check_options(options_), make_state())) {}
+
+std::unique_ptr<PoolResource::State> PoolResource::make_state() const {
+  auto state = std::make_unique<State>(options_);
+  state->device = device();
   if (options_.expandable_segments) {
-    state_->granularity = upstream_->mapping_granularity();
-    state_->expandable = state_->granularity != 0;
-    if (state_->expandable) {
+    state->granularity = upstream_->mapping_granularity();
+    state->expandable = state->granularity != 0;
+    if (state->expandable) {
       // Address space is cheap, memory is not: each range spans four times the device, so that a range whose middle was unmapped still has room to
       // map a large block contiguously.
       const std::size_t total = device().memory_info().total_bytes;
-      state_->range_bytes =
-          round_up(std::max(total, state_->granularity), state_->granularity) * 4;
+      state->range_bytes = round_up(std::max(total, state->granularity), state->granularity) * 4;
     }
   }
+  return state;
 }
 
 bool PoolResource::uses_expandable_segments() const noexcept { return state_->expandable; }
@@ -757,6 +760,51 @@ PoolResource::~PoolResource() {
   }
   s.give_back(*upstream_, releases);
   release_ranges();
+}
+
+bool PoolResource::reset_if_unused() noexcept {
+  State& s = *state_;
+  {
+    std::scoped_lock lock(s.mutex);
+    if (s.live.size() != 0) return false;
+  }
+  std::unique_ptr<State> fresh;
+  std::vector<State::Release> releases;
+  try {
+    fresh = make_state();  // first: once memory has gone back, nothing may fail
+    std::scoped_lock lock(s.mutex);
+    releases.reserve(s.segments.size());
+  } catch (const std::exception& e) {
+    report_error(std::string("PoolResource: reset_if_unused could not make the new state: ") +
+                 e.what());
+    return false;
+  }
+  // Every user of every block has finished after this: the segments go back without waiting,
+  // the pending record_stream events have completed, the ranges may be unmapped.
+  try {
+    device().synchronize();
+  } catch (const std::exception& e) {
+    report_error(std::string("PoolResource: reset_if_unused could not synchronise: ") + e.what());
+    return false;
+  }
+  std::vector<std::shared_ptr<AfterGroup>> groups;  // destroyed outside the block mutex
+  {
+    std::scoped_lock lock(s.mutex);
+    for (const auto& segment : s.segments) {
+      if (segment->expandable) continue;
+      State::Release release;
+      release.ptr = reinterpret_cast<void*>(segment->base);
+      release.bytes = segment->size;
+      release.stream = s.streams.at(segment->stream).impl;
+      releases.push_back(std::move(release));  // room reserved: cannot throw
+    }
+    groups = s.after_groups.take_all();
+  }
+  s.give_back(*upstream_, releases);
+  release_ranges();
+  groups.clear();
+  state_ = std::move(fresh);  // the old state's events go back to the device
+  return true;
 }
 
 void PoolResource::release_ranges() noexcept {

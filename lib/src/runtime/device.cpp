@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include <gpulife/runtime/device.hpp>
 
+#include <cctype>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <stdexcept>
@@ -47,6 +49,42 @@ void check_event_for(detail::StreamImpl& stream, const Event& event, bool other_
     throw std::invalid_argument("event: belongs to " + event.device_impl()->name() +
                                 ", the stream to " + stream.device().name());
   }
+}
+
+/// Applies GPULIFE_SIM_SEED=<seed> or <policy>:<seed> to `options`.
+void apply_sim_seed(SimOptions& options) {
+  const char* value = std::getenv("GPULIFE_SIM_SEED");
+  if (value == nullptr || *value == '\0') return;
+  const std::string text = value;
+  std::string digits = text;
+  SimPolicy policy = options.policy;
+  if (const auto colon = text.find(':'); colon != std::string::npos) {
+    const std::string name = text.substr(0, colon);
+    if (name == "mixed") {
+      policy = SimPolicy::mixed;
+    } else if (name == "uniform") {
+      policy = SimPolicy::uniform;
+    } else if (name == "pct") {
+      policy = SimPolicy::pct;
+    } else {
+      throw std::invalid_argument("GPULIFE_SIM_SEED: unknown policy '" + name +
+                                  "' (expected mixed, uniform or pct)");
+    }
+    digits = text.substr(colon + 1);
+  }
+  char* end = nullptr;
+  errno = 0;
+  const unsigned long long seed = std::strtoull(digits.c_str(), &end, 10);
+  if (digits.empty() || std::isdigit(static_cast<unsigned char>(digits.front())) == 0 ||
+      end == nullptr || *end != '\0' || errno == ERANGE) {
+    throw std::invalid_argument(
+        "GPULIFE_SIM_SEED: expected <seed> or <policy>:<seed> with a "
+        "decimal seed, got '" +
+        text + "'");
+  }
+  options.schedule = SimSchedule::seeded;
+  options.seed = seed;
+  options.policy = policy;
 }
 
 }  // namespace
@@ -171,6 +209,7 @@ Device Device::sim(SimOptions options) {
     throw std::invalid_argument(
         "faults.probability: " + std::to_string(options.faults.probability) + " is outside [0, 1]");
   }
+  apply_sim_seed(options);
   if (!options.delay) {
     if (const char* seed = std::getenv("GPULIFE_SIM_DELAY"); seed != nullptr && *seed != '\0') {
       options.delay = true;

@@ -4,6 +4,8 @@
 
 #include "runtime/sim_device.hpp"
 
+#include "runtime/sim_scheduler.hpp"
+
 namespace gpulife {
 
 namespace {
@@ -37,6 +39,7 @@ std::string SimViolation::message() const {
     text += ": no event wait, record_stream or host synchronisation orders them";
   }
   if (!rule.empty()) text += ": " + rule;
+  if (!replay_seed.empty()) text += " [sim seed: GPULIFE_SIM_SEED=" + replay_seed + " replays it]";
   return text;
 }
 
@@ -54,7 +57,7 @@ bool SimEvent::query() {
   const auto node = latest();
   if (!node) return true;
   if (node->capture) return device_.captures().event_host_call(*node, "cudaEventQuery"), true;
-  if (!node->done()) return false;
+  if (!query_node(*node)) return false;  // seeded mode: runs a few steps of the scheduler
   // The host saw the record reached: it is ordered after the work the record captured.
   if (node->clock) RaceDetector::Step(device_.races()).host_join(*node->clock);
   return true;
@@ -65,7 +68,7 @@ void SimEvent::synchronize() {
   if (!node) return;
   if (device_.called_from_host_function("cudaEventSynchronize")) return;  // it may deadlock
   if (node->capture) return device_.captures().event_host_call(*node, "cudaEventSynchronize");
-  node->wait();
+  wait_node(*node);  // seeded mode: runs the scheduler until the record has executed
   if (node->clock) RaceDetector::Step(device_.races()).host_join(*node->clock);
 }
 
@@ -74,6 +77,9 @@ void SimEvent::synchronize() {
 SimDevice::SimDevice(SimOptions options)
     : options_(std::move(options)), ordinal_(next_sim_ordinal.fetch_add(1)) {
   set_faults(options_.faults);
+  if (options_.schedule == SimSchedule::seeded) {
+    scheduler_ = std::make_unique<SimScheduler>(options_.seed, options_.policy);
+  }
   if (options_.races) {
     races_ = std::make_unique<RaceDetector>(options_.uninitialized_reads, [this](SimViolation v) {
       if (v.owner.empty()) v.owner = owner_of(v.ptr, v.bytes);
@@ -94,13 +100,20 @@ SimDevice::SimDevice(SimOptions options)
       });
     }
   }
-  default_stream_ = std::make_unique<SimStream>(*this, next_stream_id());
+  default_stream_ = std::make_unique<SimStream>(*this, next_stream_id(), 0);
   if (races_) default_stream_->race_agent = races_->add_agent();
 }
 
 SimDevice::~SimDevice() {
   called_from_host_function("closing the device (cudaDeviceSynchronize, cudaStreamDestroy)");
   // Drain every queue before the memory the queued work touches goes away.
+  if (scheduler_) {
+    try {
+      scheduler_->run_all();
+    } catch (const std::exception& e) {
+      report_error(std::string("sim: draining the queues at destruction failed: ") + e.what());
+    }
+  }
   default_stream_->stop();
   for (auto& stream : streams_) stream->stop();
   streams_.clear();
@@ -120,6 +133,11 @@ void SimDevice::synchronize() {
   if (called_from_host_function("cudaDeviceSynchronize")) return;  // it would deadlock
   captures_.device_sync("cudaDeviceSynchronize");
   const VectorClock reached = RaceDetector::Step(races()).all_streams();
+  if (scheduler_) {
+    scheduler_->run_all();
+    RaceDetector::Step(races()).host_join(reached);
+    return;
+  }
   default_stream_->synchronize();
   std::vector<SimStream*> all;
   {
@@ -137,10 +155,20 @@ StreamImpl& SimDevice::acquire_stream() {
     free_streams_.pop_back();
     return *stream;
   }
-  auto stream = std::make_unique<SimStream>(*this, next_stream_id());
+  auto stream = std::make_unique<SimStream>(*this, next_stream_id(), streams_.size() + 1);
   if (races_) stream->race_agent = races_->add_agent();
   streams_.push_back(std::move(stream));
   return *streams_.back();
+}
+
+std::string SimDevice::replay_seed() const {
+  return scheduler_ ? scheduler_->replay_seed() : std::string();
+}
+
+void SimDevice::reseed(std::uint64_t seed) {
+  if (!scheduler_) return;
+  synchronize();
+  scheduler_->reseed(seed);
 }
 
 void SimDevice::release_stream(StreamImpl& stream) noexcept {
@@ -194,6 +222,7 @@ void SimDevice::remove_owner_resolver(std::uint64_t token) noexcept {
 
 void SimDevice::report(SimViolation violation) noexcept {
   try {
+    if (scheduler_) violation.replay_seed = scheduler_->replay_seed();
     if (violation.owner.empty()) {
       std::shared_lock lock(resolver_mutex_);
       for (const auto& [token, resolve] : resolvers_) {

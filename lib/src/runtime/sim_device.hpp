@@ -3,7 +3,9 @@
 
 // The simulated device's classes, shared by the files that implement it, one concern each:
 //   sim_device.cpp     the device: lifecycle, stream and event pools, violations, injected faults
-//   sim_stream.cpp     the queues: each stream an in-order queue run by its own worker thread
+//   sim_stream.cpp     the queues: each stream an in-order queue of operations; in threads mode
+//                      run by the stream's own worker thread
+//   sim_scheduler.cpp  seeded mode: one scheduler runs every stream's queue (sim_scheduler.hpp)
 //   sim_memory.cpp     the memory model: allocations, sub-allocated blocks, pinned memory, checks
 //   sim_races.cpp      the happens-before race detector (sim_races.hpp), run as work is queued
 //   sim_api_rules.cpp  CUDA's API rules: current device, host functions, copy directions
@@ -86,12 +88,18 @@ inline SimViolation make_violation(SimViolation::Kind kind, std::string_view ope
 }
 
 class SimDevice;
+class SimScheduler;
 
 
 // One record of an event. Streams that wait hold the node, so re-recording the event (or
 // returning it to the pool) never changes what an earlier wait waits for, as in CUDA.
 class SimEventNode {
  public:
+  SimEventNode() = default;
+  /// A record on lane `lane` of a seeded device's scheduler: whoever waits for the node drives
+  /// that scheduler until the record has executed (see `wait_node`).
+  SimEventNode(SimScheduler* scheduler, std::size_t lane) : scheduler_(scheduler), lane_(lane) {}
+
   // Continuations run before `done` becomes visible: whoever observes completion also observes
   // their effects (the deferred poisoning of `mark_freed` relies on it).
   void complete() {
@@ -118,8 +126,15 @@ class SimEventNode {
   }
 
   [[nodiscard]] bool done() const noexcept { return done_.load(std::memory_order_acquire); }
+  /// Blocks until `complete` ran (threads mode: a worker completes it).
   void wait() const noexcept { done_.wait(false, std::memory_order_acquire); }
 
+  /// Null when a worker thread completes the node (threads mode).
+  [[nodiscard]] SimScheduler* scheduler() const noexcept { return scheduler_; }
+  [[nodiscard]] std::size_t lane() const noexcept { return lane_; }
+  /// The record's position on its lane; set by the scheduler, read under its mutex (0: the
+  /// record is not queued yet).
+  std::uint64_t ticket = 0;
   /// The recording stream's clock (race detection on); set before the node is published.
   std::shared_ptr<const ClockSnapshot> clock;
   /// A record made during stream capture (sim_graph.hpp): the capture and the record's slot.
@@ -128,6 +143,8 @@ class SimEventNode {
   std::uint32_t capture_slot = 0;
 
  private:
+  SimScheduler* const scheduler_ = nullptr;
+  const std::size_t lane_ = 0;
   std::mutex mutex_;
   bool completing_ = false;
   std::vector<std::function<void()>> continuations_;
@@ -142,8 +159,9 @@ class SimEvent final : public EventImpl {
     std::scoped_lock lock(mutex_);
     return latest_;
   }
-  std::shared_ptr<SimEventNode> begin_record(std::shared_ptr<const ClockSnapshot> clock) {
-    auto node = std::make_shared<SimEventNode>();
+  std::shared_ptr<SimEventNode> begin_record(SimScheduler* scheduler, std::size_t lane,
+                                             std::shared_ptr<const ClockSnapshot> clock) {
+    auto node = std::make_shared<SimEventNode>(scheduler, lane);
     node->clock = std::move(clock);
     std::scoped_lock lock(mutex_);
     latest_ = node;
@@ -158,8 +176,8 @@ class SimEvent final : public EventImpl {
     latest_ = std::move(node);
   }
 
-  bool query() override;        // sim_device.cpp
-  void synchronize() override;  // sim_device.cpp
+  bool query() override;        // sim_stream.cpp
+  void synchronize() override;  // sim_stream.cpp
   void* native_handle() noexcept override { return this; }
 
  private:
@@ -170,9 +188,69 @@ class SimEvent final : public EventImpl {
 
 enum class FaultSite { copy, memset, kernel, allocation, stream_operation };
 
+/// Blocks until `node` completed; on a seeded device the calling thread runs the queued work
+/// the record depends on.
+void wait_node(const SimEventNode& node);
+/// True if `node` completed; on a seeded device the calling thread may run some queued work
+/// first (never blocking on a host function).
+bool query_node(const SimEventNode& node);
+
+/// One queued operation of a stream.
+struct SimOp {
+  enum class Kind : std::uint8_t {
+    device,         ///< a copy, memset, kernel or bookkeeping: runs wherever the queue runs
+    host_function,  ///< `cudaLaunchHostFunc`: runs on a host thread, may block
+    wait,           ///< `cudaStreamWaitEvent`: holds the stream until `after` completed
+  };
+  Kind kind = Kind::device;
+  std::function<void()> run{};            // device, host_function
+  std::shared_ptr<SimEventNode> after{};  // wait
+  SimEventNode* completes = nullptr;      // an event record: the node `run` completes
+};
+
+/// Runs `op.run` (not a wait), reporting what it throws through the error handler: a queued
+/// operation has no caller to throw to.
+void run_op(std::uint64_t stream_id, std::function<void()>& run) noexcept;
+/// Runs queued work as the device does on a stream worker, on whatever thread calls it (the
+/// seeded scheduler's host thread or host-function thread): under a WorkerScope, so that the
+/// pinned and device guards treat its accesses as the device's; releases what `run` captured,
+/// then closes the guarded device memory the operation opened.
+void run_as_device(std::uint64_t stream_id, std::function<void()>& run) noexcept;
+
+/// The staged sources of copies from pageable memory: chunks carved in order and recycled when
+/// every copy staged in them has executed, instead of a fresh allocation per copy. Thread-safe.
+class StagingArena {
+ public:
+  struct Chunk;
+  struct Lease {
+    unsigned char* data = nullptr;
+    Chunk* chunk = nullptr;
+  };
+  StagingArena() = default;
+  StagingArena(const StagingArena&) = delete;
+  StagingArena& operator=(const StagingArena&) = delete;
+  ~StagingArena();
+
+  /// Room for `bytes` bytes (> 0); @throws std::bad_alloc
+  Lease acquire(std::size_t bytes);
+  /// Gives back what `acquire` returned, once the copy has read it.
+  void release(const Lease& lease) noexcept;
+
+ private:
+  static constexpr std::size_t chunk_bytes = std::size_t{256} << 10;
+  static constexpr std::size_t spare_chunks = 2;
+  static void destroy(Chunk* chunk) noexcept;
+
+  std::mutex mutex_;
+  Chunk* current_ = nullptr;
+  std::vector<Chunk*> spares_;
+};
+
 class SimStream final : public StreamImpl {
  public:
-  SimStream(SimDevice& device, std::uint64_t id);
+  /// `index`: the stream's position on its device (0: the default stream, then in order of
+  /// creation); it seeds the delay and names the scheduler's lane.
+  SimStream(SimDevice& device, std::uint64_t id, std::size_t index);
   ~SimStream() override;
 
   DeviceImpl& device() noexcept override;
@@ -193,18 +271,26 @@ class SimStream final : public StreamImpl {
   std::unique_ptr<GraphImpl> end_capture() override;
   CaptureInfo capture_info() override;
 
-  /// Queues `op`; returns its ticket (1-based position in the stream).
-  std::uint64_t enqueue(std::function<void()> op);
+  /// Seeded mode: runs queued work until the stream's queue has room (the scheduler bounds it).
+  /// Call it before queueing, outside every lock that queued work may take (the race detector's
+  /// Step above all): it may run queued work on the calling thread. Nothing in threads mode.
+  void make_room();
+  /// Queues `op`; returns its ticket (1-based position in the stream). Call `make_room` first.
+  std::uint64_t enqueue(SimOp op);
+  /// Queues a device operation.
+  std::uint64_t enqueue(std::function<void()> run) { return enqueue(SimOp{.run = std::move(run)}); }
   /// Queues an operation that only updates the device's bookkeeping (an event record, a
   /// liveness mark, a stream-ordered free). When nothing is queued before it and the delay
   /// option is off it runs at once on the calling thread: that is exactly when the worker would
   /// run it, and it saves waking the worker for a few instructions.
-  void enqueue_bookkeeping(std::function<void()> op);
+  /// `completes`: the node the operation completes, when it is an event record.
+  void enqueue_bookkeeping(std::function<void()> op, SimEventNode* completes = nullptr);
   /// Blocks until the op with `ticket` has executed.
   void wait_for(std::uint64_t ticket);
-  /// Stops the worker after the queued work has executed.
+  /// Stops the worker after the queued work has executed (threads mode).
   void stop();
 
+  [[nodiscard]] std::size_t index() const noexcept { return index_; }
   /// The race detector's number for this stream (set once by the device, before any use).
   std::uint32_t race_agent = 0;
   /// The capture sequence this stream belongs to, if any (sim_graph.hpp).
@@ -218,10 +304,13 @@ class SimStream final : public StreamImpl {
 
   SimDevice& device_;
   const std::uint64_t id_;
+  const std::size_t index_;
+  SimScheduler* const scheduler_;  // seeded mode: runs this stream's queue (lane `index_`)
+  // ---- threads mode ----
   std::mutex mutex_;
   std::condition_variable work_cv_;
   std::condition_variable done_cv_;
-  std::deque<std::function<void()>> queue_;
+  std::deque<SimOp> queue_;
   std::uint64_t submitted_ = 0;
   std::uint64_t completed_ = 0;
   std::size_t waiters_ = 0;
@@ -233,6 +322,10 @@ class SimStream final : public StreamImpl {
   std::mt19937_64 rng_;
   std::thread worker_;
 };
+
+/// Seeds stream `index`'s delay generator: a function of the seed and the stream's place on its
+/// device alone, so that a test run alone (--gtest_filter) draws the delays it draws in the suite.
+std::uint64_t delay_stream_seed(std::uint64_t delay_seed, std::size_t index) noexcept;
 
 class SimDevice final : public DeviceImpl {
  public:
@@ -294,6 +387,13 @@ class SimDevice final : public DeviceImpl {
   bool is_pinned(const void* ptr, std::size_t bytes) override;
   /// Throws the injected fault if `faults_` chooses this call; `bytes` is an allocation's size.
   void maybe_fail(FaultSite site, const char* call, std::string_view doing, std::size_t bytes = 0);
+
+  /// Seeded mode: the scheduler that runs every stream's queue; null in threads mode.
+  [[nodiscard]] SimScheduler* scheduler() const noexcept { return scheduler_.get(); }
+  /// The staged sources of pageable copies.
+  StagingArena& staging() noexcept { return staging_; }
+  std::string replay_seed() const override;
+  void reseed(std::uint64_t seed) override;
 
   void set_faults(const SimFaults& faults) override;
   void set_faults_enabled(bool enabled) noexcept override;
@@ -430,6 +530,9 @@ class SimDevice final : public DeviceImpl {
   std::unique_ptr<RaceDetector> races_;
   SimCaptures captures_{*this};
   std::mutex host_function_mutex_;  // held while a host function runs, when they are serialised
+  StagingArena staging_;
+  // Constructed before the streams and destroyed after them: their lanes live in it.
+  std::unique_ptr<SimScheduler> scheduler_;
 
   std::mutex pool_mutex_;
   std::vector<std::unique_ptr<SimStream>> streams_;

@@ -1,25 +1,153 @@
 // SPDX-License-Identifier: Apache-2.0
-// The simulated device's queues: each stream is an in-order queue run by its own worker thread.
+// The simulated device's queues: each stream is an in-order queue of operations. In threads
+// mode the stream's own worker thread runs it; in seeded mode the device's scheduler does
+// (sim_scheduler.cpp).
 
 #include "runtime/sim_device.hpp"
 #include "runtime/sim_device_guard.hpp"
+#include "runtime/sim_pinned_guard.hpp"
+
+#if defined(__linux__)
+#include <sys/prctl.h>
+#endif
+
+#include "runtime/sim_scheduler.hpp"
 
 namespace gpulife::detail::sim {
 
+namespace {
+
+/// Sleeps `us` microseconds, not the ~55 µs that Linux's default timer slack makes of every
+/// short sleep: the worker's slack is 1 ns (see `SimStream::run`), and the last stretch of a
+/// short delay is a yield loop.
+void delay_for(std::uint32_t us) {
+  if (us == 0) return;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(us);
+  if (us > 20) std::this_thread::sleep_for(std::chrono::microseconds(us - 10));
+  while (std::chrono::steady_clock::now() < until) std::this_thread::yield();
+}
+
+}  // namespace
+
+std::uint64_t delay_stream_seed(std::uint64_t delay_seed, std::size_t index) noexcept {
+  return delay_seed * 0x9E3779B97F4A7C15ULL + index;
+}
+
+void run_op(std::uint64_t stream_id, std::function<void()>& run) noexcept {
+  try {
+    run();
+  } catch (const std::exception& e) {
+    report_error(std::string("sim stream ") + std::to_string(stream_id) +
+                 ": queued operation threw: " + e.what());
+  } catch (...) {
+    report_error("sim stream " + std::to_string(stream_id) + ": queued operation threw");
+  }
+}
+
+void run_as_device(std::uint64_t stream_id, std::function<void()>& run) noexcept {
+  {
+    const WorkerScope worker;  // the device's access: guarded memory opens to it
+    run_op(stream_id, run);
+    run = nullptr;  // release what the operation captured before the stream counts it done
+  }
+  device_guard::close_opened();  // guarded device memory it opened is closed to the host again
+}
+
+// ---- StagingArena ------------------------------------------------------------------------------
+
+struct StagingArena::Chunk {
+  std::unique_ptr<unsigned char[]> data;
+  std::size_t capacity = 0;
+  std::size_t used = 0;    // bytes carved so far
+  std::size_t leases = 0;  // carved and not released
+  bool retired = false;    // no longer carved: recycled or freed when its last lease goes
+};
+
+StagingArena::~StagingArena() {
+  delete current_;
+  for (Chunk* chunk : spares_) delete chunk;
+}
+
+void StagingArena::destroy(Chunk* chunk) noexcept { delete chunk; }
+
+StagingArena::Lease StagingArena::acquire(std::size_t bytes) {
+  const std::size_t size = (bytes + 15) / 16 * 16;
+  std::scoped_lock lock(mutex_);
+  if (size > chunk_bytes / 4) {
+    // Large: a chunk of its own, freed when its copy has run.
+    auto chunk = std::make_unique<Chunk>();
+    chunk->data.reset(new unsigned char[size]);
+    chunk->capacity = size;
+    chunk->used = size;
+    chunk->leases = 1;
+    chunk->retired = true;
+    unsigned char* data = chunk->data.get();
+    return {data, chunk.release()};
+  }
+  if (current_ == nullptr || current_->capacity - current_->used < size) {
+    Chunk* next = nullptr;
+    if (!spares_.empty()) {
+      next = spares_.back();
+      spares_.pop_back();
+    } else {
+      auto chunk = std::make_unique<Chunk>();
+      chunk->data.reset(new unsigned char[chunk_bytes]);
+      chunk->capacity = chunk_bytes;
+      next = chunk.release();
+    }
+    if (current_ != nullptr) {
+      if (current_->leases == 0) {
+        current_->used = 0;
+        spares_.push_back(current_);
+      } else {
+        current_->retired = true;
+      }
+    }
+    current_ = next;
+  }
+  unsigned char* data = current_->data.get() + current_->used;
+  current_->used += size;
+  ++current_->leases;
+  return {data, current_};
+}
+
+void StagingArena::release(const Lease& lease) noexcept {
+  Chunk* chunk = lease.chunk;
+  if (chunk == nullptr) return;
+  std::scoped_lock lock(mutex_);
+  if (--chunk->leases != 0) return;
+  if (chunk == current_) {
+    chunk->used = 0;  // every copy staged in it has run: carve it from the start again
+  } else if (chunk->retired && chunk->capacity == chunk_bytes && spares_.size() < spare_chunks) {
+    chunk->retired = false;
+    chunk->used = 0;
+    spares_.push_back(chunk);
+  } else if (chunk->retired) {
+    destroy(chunk);
+  }
+}
+
 // ---- SimStream ---------------------------------------------------------------------------------
 
-SimStream::SimStream(SimDevice& device, std::uint64_t id)
+SimStream::SimStream(SimDevice& device, std::uint64_t id, std::size_t index)
     : device_(device),
       id_(id),
+      index_(index),
+      scheduler_(device.scheduler()),
       delay_(device.options().delay),
       max_delay_us_(device.options().max_delay_us),
-      rng_(device.options().delay_seed * 0x9E3779B97F4A7C15ULL + id) {
+      rng_(delay_stream_seed(device.options().delay_seed, index)) {
+  if (scheduler_ != nullptr) {
+    scheduler_->add_lane(index_, id_);
+    return;
+  }
   worker_ = std::thread([this] { run(); });
 }
 
 SimStream::~SimStream() { stop(); }
 
 void SimStream::stop() {
+  if (scheduler_ != nullptr) return;  // the device drains the scheduler
   {
     std::scoped_lock lock(mutex_);
     stop_ = true;
@@ -30,7 +158,12 @@ void SimStream::stop() {
 
 DeviceImpl& SimStream::device() noexcept { return device_; }
 
-std::uint64_t SimStream::enqueue(std::function<void()> op) {
+void SimStream::make_room() {
+  if (scheduler_ != nullptr) scheduler_->make_room(index_);
+}
+
+std::uint64_t SimStream::enqueue(SimOp op) {
+  if (scheduler_ != nullptr) return scheduler_->enqueue(index_, std::move(op));
   std::uint64_t ticket = 0;
   bool wake = false;
   {
@@ -43,28 +176,30 @@ std::uint64_t SimStream::enqueue(std::function<void()> op) {
   return ticket;
 }
 
-void SimStream::enqueue_bookkeeping(std::function<void()> op) {
+void SimStream::enqueue_bookkeeping(std::function<void()> op, SimEventNode* completes) {
+  if (scheduler_ != nullptr) {
+    if (!scheduler_->run_if_idle(index_, op)) {
+      scheduler_->enqueue(index_, SimOp{.run = std::move(op), .completes = completes});
+    }
+    return;
+  }
   if (!delay_) {
     std::scoped_lock lock(mutex_);
     if (queue_.empty() && completed_ == submitted_) {
       // Held under the stream's lock so that no later operation of this stream overtakes it.
       // The operation takes only the memory lock and event-node locks, never a stream's.
       ++submitted_;
-      try {
-        op();
-      } catch (const std::exception& e) {
-        report_error(std::string("sim stream ") + std::to_string(id_) +
-                     ": queued operation threw: " + e.what());
-      }
+      run_op(id_, op);
       ++completed_;
       return;
     }
   }
-  enqueue(std::move(op));
+  enqueue(SimOp{.run = std::move(op), .completes = completes});
 }
 
 std::uint64_t SimStream::enqueue_checked(std::string operation, std::span<const RangeUse> uses,
                                          std::function<void()> op) {
+  make_room();  // before the detector's lock: making room may run queued work
   // The check and the queueing under one lock: the detector sees this stream's operations in
   // the order its queue holds them.
   RaceDetector::Step step(device_.races());
@@ -73,6 +208,10 @@ std::uint64_t SimStream::enqueue_checked(std::string operation, std::span<const 
 }
 
 void SimStream::wait_for(std::uint64_t ticket) {
+  if (scheduler_ != nullptr) {
+    scheduler_->run_until(index_, ticket);
+    return;
+  }
   std::unique_lock lock(mutex_);
   ++waiters_;
   done_cv_.wait(lock, [&] { return completed_ >= ticket; });
@@ -80,6 +219,10 @@ void SimStream::wait_for(std::uint64_t ticket) {
 }
 
 void SimStream::run() {
+#if defined(__linux__)
+  // Delays of a few microseconds must not become the default slack's ~55 µs.
+  if (delay_) (void)prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
+#endif
   const WorkerScope worker;  // this thread runs queued work: it keeps access to device memory
   std::unique_lock lock(mutex_);
   for (;;) {
@@ -89,22 +232,19 @@ void SimStream::run() {
       idle_ = false;
     }
     if (queue_.empty()) return;  // stopped and drained
-    std::function<void()> op = std::move(queue_.front());
+    SimOp op = std::move(queue_.front());
     queue_.pop_front();
     lock.unlock();
     if (delay_ && max_delay_us_ > 0) {
       std::uniform_int_distribution<std::uint32_t> pick(0, max_delay_us_);
-      std::this_thread::sleep_for(std::chrono::microseconds(pick(rng_)));
+      delay_for(pick(rng_));
     }
-    try {
-      op();
-    } catch (const std::exception& e) {
-      report_error(std::string("sim stream ") + std::to_string(id_) +
-                   ": queued operation threw: " + e.what());
-    } catch (...) {
-      report_error("sim stream " + std::to_string(id_) + ": queued operation threw");
+    if (op.kind == SimOp::Kind::wait) {
+      wait_node(*op.after);
+    } else {
+      run_op(id_, op.run);
     }
-    op = nullptr;  // release what the op captured before the stream counts it as done
+    op = SimOp{};  // release what the op captured before the stream counts it as done
     device_guard::close_opened();  // guarded device memory it opened is closed to the host again
     lock.lock();
     ++completed_;
@@ -129,15 +269,27 @@ void SimStream::copy(void* dst, const void* src, std::size_t bytes, CopyKind kin
         });
         return;
       }
+      if (bytes == 0) {
+        make_room();
+        enqueue([] {});
+        return;
+      }
       // Pageable source: CUDA stages it before returning, so the caller may reuse the buffer
-      // at once. Stage it here too.
-      std::shared_ptr<unsigned char[]> staged(new unsigned char[bytes]);
-      std::memcpy(staged.get(), src, bytes);
+      // at once. Stage it here too, in the device's staging arena.
+      StagingArena& arena = device_.staging();
+      const StagingArena::Lease staged = arena.acquire(bytes);
+      std::memcpy(staged.data, src, bytes);
       const RangeUse uses[] = {{dst, bytes, Use::write}};
-      enqueue_checked("copy host_to_device", uses, [this, dst, staged, bytes] {
-        if (device_.check(dst, bytes, "copy host_to_device (dst)", id_))
-          std::memcpy(dst, staged.get(), bytes);
-      });
+      try {
+        enqueue_checked("copy host_to_device", uses, [this, dst, staged, bytes] {
+          if (device_.check(dst, bytes, "copy host_to_device (dst)", id_))
+            std::memcpy(dst, staged.data, bytes);
+          device_.staging().release(staged);
+        });
+      } catch (...) {
+        arena.release(staged);
+        throw;
+      }
       return;
     }
     case CopyKind::device_to_host: {
@@ -154,6 +306,7 @@ void SimStream::copy(void* dst, const void* src, std::size_t bytes, CopyKind kin
       const RangeUse uses[] = {{src, bytes, Use::read}};
       VectorClock reached;
       std::uint64_t ticket = 0;
+      make_room();  // before the detector's lock: making room may run queued work
       {
         RaceDetector::Step step(device_.races());
         step.stream_op(race_agent, id_, "copy device_to_host", uses);
@@ -201,14 +354,17 @@ void SimStream::host_callback(std::function<void()> fn) {
         [fn = std::move(fn)](SimStream& s) { s.host_callback(fn); });
   }
   device_.maybe_fail(FaultSite::stream_operation, "cudaLaunchHostFunc", "queueing a host callback");
+  make_room();  // before the detector's lock: making room may run queued work
   RaceDetector::Step step(device_.races());
   step.stream_op(race_agent, id_, "host function", {});
   // Programs use host functions to signal host threads: once one has run, the host counts as
   // synchronised with the work queued before it (an order the detector sees only when it runs).
-  enqueue([this, reached = step.stream_clock(race_agent), fn = std::move(fn)]() mutable {
-    device_.run_host_function(fn);
-    RaceDetector::Step(device_.races()).host_join(reached);
-  });
+  // Its captures die inside it, as on CUDA's callback thread (run_host_function).
+  enqueue(SimOp{.kind = SimOp::Kind::host_function,
+                .run = [this, reached = step.stream_clock(race_agent), fn = std::move(fn)]() mutable {
+                  device_.run_host_function(fn);
+                  RaceDetector::Step(device_.races()).host_join(reached);
+                }});
 }
 
 void SimStream::record(EventImpl& event) {
@@ -218,28 +374,33 @@ void SimStream::record(EventImpl& event) {
   }
   device_.maybe_fail(FaultSite::stream_operation, "cudaEventRecord", "recording an event");
   RaceDetector::Step step(device_.races());
-  auto node = static_cast<SimEvent&>(event).begin_record(step.record(race_agent));
-  enqueue_bookkeeping([node = std::move(node)] { node->complete(); });
+  auto node =
+      static_cast<SimEvent&>(event).begin_record(scheduler_, index_, step.record(race_agent));
+  SimEventNode* completes = node.get();
+  enqueue_bookkeeping([node = std::move(node)] { node->complete(); }, completes);
 }
 
 void SimStream::wait(EventImpl& event) {
   device_.called_from_host_function("cudaStreamWaitEvent");
   if (device_.captures().capture_wait(*this, static_cast<SimEvent&>(event))) return;
   device_.maybe_fail(FaultSite::stream_operation, "cudaStreamWaitEvent", "waiting on an event");
+  make_room();  // before the detector's lock: making room may run queued work
   RaceDetector::Step step(device_.races());
   auto node = static_cast<SimEvent&>(event).latest();
   // The order counts even when the record has already been reached: the detector follows what
   // the program asked for, not what the timing gave it.
   if (node && node->clock) step.wait(race_agent, *node->clock);
   if (!node || node->done()) return;  // nothing recorded, or already reached: no dependency
-  enqueue([node = std::move(node)] { node->wait(); });
+  enqueue(SimOp{.kind = SimOp::Kind::wait, .after = std::move(node)});
 }
 
 void SimStream::synchronize() {
   if (device_.called_from_host_function("cudaStreamSynchronize")) return;  // it would deadlock
   if (capture.active()) device_.captures().stream_sync(*this, "cudaStreamSynchronize");
   VectorClock reached = RaceDetector::Step(device_.races()).stream_clock(race_agent);
-  {
+  if (scheduler_ != nullptr) {
+    scheduler_->run_queued(index_);
+  } else {
     std::unique_lock lock(mutex_);
     const std::uint64_t target = submitted_;
     ++waiters_;
@@ -254,7 +415,9 @@ bool SimStream::query() {
   if (capture.active()) device_.captures().stream_sync(*this, "cudaStreamQuery");
   VectorClock reached = RaceDetector::Step(device_.races()).stream_clock(race_agent);
   bool done = false;
-  {
+  if (scheduler_ != nullptr) {
+    done = scheduler_->query(index_);
+  } else {
     std::scoped_lock lock(mutex_);
     done = completed_ == submitted_;
   }

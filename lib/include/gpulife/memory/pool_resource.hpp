@@ -138,6 +138,19 @@ class PoolResource final : public DeviceMemoryResource {
   /// @return bytes released
   std::size_t trim() noexcept;
 
+  /// @brief If nothing is allocated from the pool, returns it to the state of a new pool:
+  /// synchronises the device, gives every segment back upstream, unmaps and releases every
+  /// expandable range, and forgets the streams it served (their batches of frees, events, quick
+  /// lists and waits), its clocks, peaks and statistics. A program that reuses one pool for
+  /// independent runs (a fuzzer, a test harness that proves each run clean) then sees every run
+  /// behave exactly as it would on a new pool, which `trim()` alone does not promise.
+  /// @return true if the pool was reset; false, changing nothing, if a block is still allocated,
+  ///         or if the device could not be synchronised or the new state not be made (then
+  ///         reported through the error handler)
+  /// @par Thread safety
+  /// Unlike the other members, not safe to call while another thread uses the pool.
+  bool reset_if_unused() noexcept;
+
   /// @return the blocks handed out and not yet returned (leak reports use it)
   [[nodiscard]] std::vector<LiveBlock> live_blocks() const;
 
@@ -186,7 +199,9 @@ class PoolResource final : public DeviceMemoryResource {
   void* allocate_segment(std::size_t segment_bytes, std::size_t bytes, StreamView stream);
   /// Growth of this stream's expandable range, with the out-of-memory path.
   void* allocate_expandable(std::size_t bytes, std::size_t size, bool large, StreamView stream);
-  /// Unmaps everything mapped and frees the expandable ranges (destruction).
+  /// A new pool's state for the options and the upstream.
+  [[nodiscard]] std::unique_ptr<State> make_state() const;
+  /// Unmaps everything mapped and frees the expandable ranges (destruction, reset_if_unused).
   void release_ranges() noexcept;
   /// Unmaps free chunks (see State::claim_unmaps), none of the range at `keep_range` (its base
   /// address; null: none kept); returns the bytes unmapped.

@@ -42,11 +42,14 @@ class Device {
   ///
   /// If `options.delay` is false and the environment variable GPULIFE_SIM_DELAY holds a seed,
   /// the delay is turned on with that seed, so that a whole test run can be repeated with it.
+  /// If GPULIFE_SIM_SEED holds `<seed>` or `<policy>:<seed>` (policy `mixed`, `uniform` or
+  /// `pct`), the device runs in seeded mode with that seed (and policy), whatever `options` say:
+  /// that replays the run a violation's `replay_seed` came from.
   /// GPULIFE_SIM_RACES=0 (or 1) turns race detection (`SimOptions::races`) off (or on) for
   /// every simulated device, whatever the options say; GPULIFE_SIM_GUARD_DEVICE=1 (or 0) does
   /// the same for `SimOptions::guard_device_memory`.
-  /// @throws std::invalid_argument if `options.capacity_bytes` is zero or
-  ///         `options.faults.probability` is outside [0, 1]
+  /// @throws std::invalid_argument if `options.capacity_bytes` is zero,
+  ///         `options.faults.probability` is outside [0, 1], or GPULIFE_SIM_SEED is malformed
   [[nodiscard]] static Device sim(SimOptions options = {});
   /// @brief The CUDA device `ordinal`: the same device object for every call while any handle
   /// to it lives (streams and events of one handle work with the other; one device closes once).
@@ -126,6 +129,17 @@ class Device {
   [[nodiscard]] std::uint64_t injected_faults() const noexcept {
     return impl_ ? impl_->injected_faults() : 0;
   }
+
+  /// @return on a simulated device in seeded mode (`SimSchedule::seeded`), the value of
+  /// GPULIFE_SIM_SEED that replays its schedule, e.g. "1234" or "pct:1234"; otherwise "" (also
+  /// when empty)
+  [[nodiscard]] std::string replay_seed() const { return impl_ ? impl_->replay_seed() : ""; }
+  /// @brief Restarts a seeded simulated device's scheduler from `seed` (its policy stays), after
+  /// synchronising the device: from here on the device schedules as one created with that seed
+  /// would. For programs that reuse a device for many runs (a fuzzer with one context per
+  /// process). Does nothing in threads mode or on CUDA.
+  /// @throws std::invalid_argument if empty
+  void reseed(std::uint64_t seed) const { impl().reseed(seed); }
 
   /// @return the backend device
   /// @throws std::invalid_argument if empty

@@ -44,6 +44,9 @@ struct SimViolation {
   std::uint64_t other_stream_id = 0;  ///< race: its stream (0: the host)
   std::string other_site;           ///< race: where it was queued
   std::string rule;                 ///< api_misuse: the rule, in words
+  /// On a device in seeded mode (`SimSchedule::seeded`): the value of GPULIFE_SIM_SEED that
+  /// replays the run, e.g. "1234" or "pct:1234"; empty in threads mode.
+  std::string replay_seed{};
 
   /// @return one line that describes the violation
   [[nodiscard]] std::string message() const;
@@ -68,15 +71,45 @@ struct SimFaults {
                                     ///< (cudaErrorUnknown)
 };
 
+/// @brief How the simulated device executes the work queued on its streams.
+enum class SimSchedule : std::uint8_t {
+  /// Each stream has a worker thread that runs its queue; the operating system decides how the
+  /// streams interleave. The default: what concurrency tests (and ThreadSanitizer) need.
+  threads,
+  /// One scheduler runs the queued work of every stream of the device, choosing the next stream
+  /// to advance with a generator seeded by `SimOptions::seed`. Work runs on the host thread that
+  /// waits for it (a synchronisation, a copy to pageable memory, a query), not on workers; host
+  /// functions run on a host-function thread, as CUDA runs them. With one host thread a run is a
+  /// pure function of the seed and the program: the same interleaving, the same violations, the
+  /// same bytes.
+  seeded,
+};
+
+/// @brief How the seeded scheduler chooses the next stream to advance.
+enum class SimPolicy : std::uint8_t {
+  /// The seed chooses `uniform` or `pct` (and PCT's stretch), so that trying many seeds tries
+  /// both and one number replays either.
+  mixed,
+  /// Every stream that can advance is equally likely to.
+  uniform,
+  /// PCT-style (probabilistic concurrency testing): each stream gets a random priority and the
+  /// highest-priority stream that can advance does; at random change points the stream about to
+  /// advance drops to the lowest priority. One stream is delayed for long stretches, the orders
+  /// in which missing synchronisation shows.
+  pct,
+};
+
 /// @brief Options of a simulated device.
 struct SimOptions {
   /// Capacity the device pretends to have; allocations beyond it fail with out-of-memory.
   std::size_t capacity_bytes = std::size_t{16} << 30;
-  /// When true, each stream worker sleeps a random time before every queued operation, which
-  /// exposes missing synchronisation. The environment variable GPULIFE_SIM_DELAY=`<seed>` turns it
-  /// on for devices created with default options.
+  /// Threads mode: when true, each stream worker sleeps a random time before every queued
+  /// operation, which exposes missing synchronisation. The environment variable
+  /// GPULIFE_SIM_DELAY=`<seed>` turns it on for devices created with default options.
   bool delay = false;
-  std::uint64_t delay_seed = 1;         ///< seed of the per-stream delay generators
+  /// Seeds the delays: stream k of a device (the default stream is 0, then in order of
+  /// creation) draws the same delays in every run, whichever tests ran before in the process.
+  std::uint64_t delay_seed = 1;
   std::uint32_t max_delay_us = 200;     ///< upper bound of one sleep
   /// Fill freed memory with a poison pattern (0xDB bytes).
   bool poison = true;
@@ -124,8 +157,16 @@ struct SimOptions {
   std::size_t vmm_granularity = std::size_t{2} << 20;
   /// Injected faults; none by default.
   SimFaults faults{};
-  /// Called, on the stream worker, for each violation. The device also records every violation
-  /// (see `Device::take_violations`). Empty: write the violation to the error handler.
+  /// How queued work executes. The environment variable GPULIFE_SIM_SEED=`<seed>` (or
+  /// `<policy>:<seed>`, policy `uniform`, `pct` or `mixed`) makes every simulated device run
+  /// seeded with that seed, whatever its options say, so that a run can be replayed from the
+  /// seed a violation names.
+  SimSchedule schedule = SimSchedule::threads;
+  std::uint64_t seed = 1;               ///< seeds the scheduler in seeded mode
+  SimPolicy policy = SimPolicy::mixed;  ///< of the seeded scheduler
+  /// Called, on the thread that ran the operation, for each violation. The device also records
+  /// every violation (see `Device::take_violations`). Empty: write the violation to the error
+  /// handler.
   std::function<void(const SimViolation&)> on_violation{};
 };
 

@@ -44,11 +44,19 @@ bool record(const Device& device, const Claim& c) noexcept {
     c.state->recorded.emplace_back(c.epoch, std::move(event));
     return true;
   } catch (const std::exception& e) {
-    // A later event covers this epoch as well: the blocks wait a little longer, nothing breaks.
+    // A later event covers this epoch as well (see `unrecorded`): the blocks wait a little
+    // longer, nothing breaks.
     report_error(std::string("PoolResource: recording an event failed: ") + e.what());
     return false;
   }
 }
+
+/// The event that was to close `c`'s epoch could not be recorded (block mutex held): the epoch
+/// is closed, but no event covers it. Its frees count as open again, so that the next sweep
+/// closes the stream's next epoch with an event that covers this one too (stream order). Without
+/// this, a stream that frees nothing more would leave the epoch's blocks forever of unknown
+/// state: never unmapped by trim() or the release policy, a leak of the pool's memory.
+void unrecorded(const Claim& c) noexcept { c.state->open_frees += 1; }
 
 bool query(const Event& event) noexcept {
   try {
@@ -104,7 +112,10 @@ bool PoolResource::State::sweep(const std::vector<StreamIndex>& close, std::size
     std::scoped_lock lock(mutex);
     counters.events_recorded += recorded;
     for (std::size_t i = 0; i < claims.size(); ++i) {
-      if (!ok[i]) continue;
+      if (!ok[i]) {
+        unrecorded(claims[i]);
+        continue;
+      }
       claims[i].state->recorded_epoch = std::max(claims[i].state->recorded_epoch, claims[i].epoch);
     }
     for (std::size_t i = 0; i < states.size(); ++i) {
@@ -163,8 +174,11 @@ std::size_t PoolResource::State::wait_for(
     }
     if (!claims.empty()) {
       if (!record(device, claims.front())) {
-        // No event: the host waits for the whole stream instead.
+        // No event: the host waits for the whole stream instead. Everything the closed epoch
+        // stands for was queued before the synchronisation: it is complete now.
         state->impl->synchronize();
+        std::scoped_lock lock(mutex);
+        state->completed_epoch = std::max(state->completed_epoch, claims.front().epoch);
         continue;
       }
       std::scoped_lock lock(mutex);

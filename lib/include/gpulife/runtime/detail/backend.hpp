@@ -292,6 +292,10 @@ class DeviceImpl {
   virtual bool faults_enabled() const noexcept { return false; }
   /// Faults injected so far.
   virtual std::uint64_t injected_faults() const noexcept { return 0; }
+  /// The sim in seeded mode: the GPULIFE_SIM_SEED value that replays its schedule; else "".
+  virtual std::string replay_seed() const { return {}; }
+  /// The sim in seeded mode: synchronises, then restarts the scheduler from `seed`.
+  virtual void reseed(std::uint64_t seed) { (void)seed; }
 
  protected:
   /// Frees the pinned host cache's blocks; backends call it first in their destructors.
