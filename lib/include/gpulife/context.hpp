@@ -24,6 +24,8 @@
 #include <gpulife/runtime/device.hpp>
 #include <gpulife/source_location.hpp>
 #include <gpulife/tensor/device_tensor.hpp>
+#include <gpulife/tensor/graph_capture.hpp>
+#include <gpulife/tensor/graph_pool.hpp>
 #include <gpulife/weak/weak_set.hpp>
 
 namespace gpulife {
@@ -173,6 +175,28 @@ class Context {
                                   StreamView stream, FinalizerFunction release,
                                   std::string_view tag = {},
                                   SourceLocation where = SourceLocation::current());
+
+  /// @brief A new private memory pool for graphs captured with `capture` (PyTorch's
+  /// `graph_pool_handle()`); see `GraphPool`.
+  [[nodiscard]] GraphPool graph_pool();
+
+  /// @brief Begins capturing `stream` into a CUDA graph (cudaStreamBeginCapture), with the
+  /// context's tensors made capture-safe: see `CaptureScope` and README "CUDA graphs".
+  ///
+  /// ```cpp
+  /// GraphPool pool = ctx.graph_pool();
+  /// CaptureScope scope = ctx.capture(stream, pool);
+  /// DeviceTensor y = step(x);            // queued work is captured, memory comes from `pool`
+  /// Graph graph = scope.end();
+  /// for (int i = 0; i < n; ++i) graph.launch(stream);  // y is written at every replay
+  /// ```
+  /// @param stream a stream of this context's device other than the legacy default stream
+  /// @param pool   a pool of this context (one pool may serve several captures in sequence)
+  /// @param mode   the capture's mode (cudaStreamCaptureMode)
+  /// @throws std::invalid_argument for an empty or foreign stream or pool; CudaError if the
+  ///         capture cannot begin
+  [[nodiscard]] CaptureScope capture(StreamView stream, const GraphPool& pool,
+                                     CaptureMode mode = CaptureMode::global);
 
   /// @return a snapshot of the counters
   [[nodiscard]] ContextStatistics statistics() const;

@@ -22,6 +22,7 @@
 #include <gpulife/runtime/device.hpp>
 #include <gpulife/runtime/device_profile.hpp>
 #include <gpulife/runtime/event.hpp>
+#include <gpulife/runtime/graph.hpp>
 #include <gpulife/runtime/launch.hpp>
 #include <gpulife/runtime/stream.hpp>
 #include <gpulife/runtime/stream_view.hpp>
@@ -29,6 +30,8 @@
 #include <gpulife/tensor/device_tensor.hpp>
 #include <gpulife/tensor/dtype.hpp>
 #include <gpulife/tensor/finalizer.hpp>
+#include <gpulife/tensor/graph_capture.hpp>
+#include <gpulife/tensor/graph_pool.hpp>
 #include <gpulife/tensor/lifetime_event.hpp>
 #include <gpulife/tensor/shape.hpp>
 #include <gpulife/tensor/tensor_info.hpp>

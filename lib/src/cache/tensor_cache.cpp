@@ -323,6 +323,14 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
   /// Makes `stream` ready to use an entry's tensor.
   static void make_ready(const Entry& entry, const DeviceTensor& view, StreamView stream) {
     if (stream.impl() == entry.home) return;
+    if (stream.capture_info().status != CaptureStatus::none) {
+      // A capturing stream cannot wait on an event recorded outside its capture (CUDA:
+      // cudaErrorStreamCaptureIsolation). The upload is waited for once, on the host; the graph
+      // then needs no edge, and record_stream makes it keep the tensor for its replays.
+      entry.ready.synchronize();
+      view.record_stream(stream);
+      return;
+    }
     // The upload may not have executed yet: wait for it on the device, and let the release of
     // the memory wait for this stream's work.
     stream.wait(entry.ready);
@@ -459,6 +467,12 @@ struct TensorCache::State : std::enable_shared_from_this<TensorCache::State> {
     DeviceTensor loaded;
     Event ready;
     try {
+      if (arena.capturing() && request.stream.capture_info().status != CaptureStatus::none) {
+        throw std::logic_error(
+            "TensorCache: a miss on capturing stream " + std::to_string(request.stream.id()) +
+            " would capture the upload into the graph and repeat it at every replay; load the "
+            "tensor before the capture (hits are fine during it)");
+      }
       loaded = request.load();
       ready = Event(arena.device());
       loaded.stream().record(ready);

@@ -15,6 +15,7 @@
 #include "debug/debug_observer.hpp"
 #include "debug/exit_on_leak.hpp"
 #include "detail/format.hpp"
+#include "tensor/graph_pool_state.hpp"
 #include "tensor/tensor_arena.hpp"
 
 namespace gpulife {
@@ -148,6 +149,16 @@ StreamView Context::resolve(StreamView stream) const {
                                 ", the context to " + device_.name());
   }
   return stream;
+}
+
+GraphPool Context::graph_pool() {
+  return GraphPool(std::make_shared<detail::GraphPoolState>(*arena_));
+}
+
+CaptureScope Context::capture(StreamView stream, const GraphPool& pool, CaptureMode mode) {
+  if (!stream.valid()) throw std::invalid_argument("stream: empty StreamView");
+  const StreamView on = resolve(stream);
+  return CaptureScope(*arena_, on, pool, mode);
 }
 
 DeviceTensor Context::empty(const Shape& shape, DType dtype, StreamView stream,

@@ -15,7 +15,8 @@ namespace {
 using detail::format_bytes;
 
 bool is_leak(const LiveTensor& tensor) noexcept {
-  return tensor.status != LiveTensorStatus::pinned;
+  return tensor.status != LiveTensorStatus::pinned &&
+         tensor.status != LiveTensorStatus::kept_by_graph_pool;
 }
 
 /// Memory a tensor keeps alive that no other entry counts: views share their root's.
@@ -78,6 +79,10 @@ std::string describe(const LiveTensor& tensor, std::chrono::system_clock::time_p
             plural(tensor.callback_handles, "handle", "handles") +
             " to it (a cycle: the callback captured the tensor; capture its TensorInfo instead)";
   }
+  if (tensor.status == LiveTensorStatus::kept_by_graph_pool) {
+    text += ": released during a stream capture; its memory is kept by a GraphPool until the "
+            "pool, its graphs and its tensors are gone";
+  }
   return text;
 }
 
@@ -98,6 +103,8 @@ std::string_view to_string(LiveTensorStatus status) noexcept {
       return "kept_by_callback";
     case LiveTensorStatus::pinned:
       return "pinned";
+    case LiveTensorStatus::kept_by_graph_pool:
+      return "kept_by_graph_pool";
   }
   return "leaked";
 }
@@ -182,6 +189,16 @@ std::string LeakReport::to_text() const {
       if (!entry.key.empty()) text += ", key " + entry.key;
       text += "\n";
     }
+  }
+  bool kept_header = false;
+  for (const LiveTensor& tensor : tensors) {
+    if (tensor.status != LiveTensorStatus::kept_by_graph_pool) continue;
+    if (!kept_header) {
+      text += "\ntensors kept by graph pools (released during a capture; not leaks while the "
+              "pool lives):\n";
+      kept_header = true;
+    }
+    text += "  " + describe(tensor, taken) + "\n";
   }
   if (!unowned_blocks.empty()) {
     text += "\npool blocks handed out that no tensor owns (raw users of the memory resource):\n";

@@ -102,7 +102,8 @@ LeakReport LeakTracker::report(LeakCheckpoint since, std::vector<PinnedEntry> pi
     for (const TensorRecord* record = shard.head; record != nullptr; record = record->next) {
       TensorImpl& impl = *record->impl;
       const std::uint32_t strong = impl.strong.load(std::memory_order_acquire);
-      if (strong == 0) continue;  // dying: its release is waiting for this lock
+      const bool kept = impl.kept_by_graph_pool.load(std::memory_order_acquire);
+      if (strong == 0 && !kept) continue;  // dying: its release is waiting for this lock
       if (impl.base == nullptr && !impl.external && impl.data != nullptr) owned.insert(impl.data);
       if (record->sequence < since.sequence) continue;
 
@@ -133,7 +134,9 @@ LeakReport LeakTracker::report(LeakCheckpoint since, std::vector<PinnedEntry> pi
           }
         }
       }
-      if (pinned_ids.contains(tensor.id)) {
+      if (kept) {
+        tensor.status = LiveTensorStatus::kept_by_graph_pool;
+      } else if (pinned_ids.contains(tensor.id)) {
         tensor.status = LiveTensorStatus::pinned;
       } else if (tensor.callback_handles != 0 && tensor.callback_handles == strong) {
         tensor.status = LiveTensorStatus::kept_by_callback;

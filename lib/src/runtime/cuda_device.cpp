@@ -37,6 +37,7 @@
 #include <gpulife/errors.hpp>
 
 #include "detail/format.hpp"
+#include "runtime/cuda_graph.hpp"
 #include "runtime/backends.hpp"
 #include "runtime/cuda_nvtx.hpp"
 #include "runtime/cuda_vmm.hpp"
@@ -207,6 +208,9 @@ class CudaStream final : public StreamImpl {
   bool query() override;
   void launch_host_kernel(std::string_view name, std::span<const MemoryRange> ranges,
                           std::function<void()> body) override;
+  void begin_capture(CaptureMode mode) override;  // cuda_graph.cpp does the work
+  std::unique_ptr<GraphImpl> end_capture() override;
+  CaptureInfo capture_info() override;
 
   cudaStream_t handle() const noexcept { return handle_; }
 
@@ -233,6 +237,9 @@ class CudaDevice final : public DeviceImpl {
   void synchronize() override;
   void make_current() const override;
   int exchange_current() override;
+  CaptureMode exchange_capture_mode(CaptureMode mode) override {
+    return cuda_graph::exchange_mode(mode);
+  }
   void restore_current(int previous) noexcept override;
 
   StreamImpl& default_stream() noexcept override { return *default_stream_; }
@@ -495,6 +502,21 @@ void CudaStream::record(EventImpl& event) {
   device_.check(cudaEventRecord(cuda_event.handle(), handle_), "cudaEventRecord",
                 [&] { return "recording an event on " + describe(); });
   cuda_event.mark_recorded();
+}
+
+void CudaStream::begin_capture(CaptureMode mode) {
+  Current current(device_);
+  cuda_graph::begin_capture(handle_, mode, describe());
+}
+
+std::unique_ptr<GraphImpl> CudaStream::end_capture() {
+  Current current(device_);
+  return cuda_graph::end_capture(device_, handle_, describe());
+}
+
+CaptureInfo CudaStream::capture_info() {
+  Current current(device_);
+  return cuda_graph::capture_info(handle_, describe());
 }
 
 void CudaStream::wait(EventImpl& event) {

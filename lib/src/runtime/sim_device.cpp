@@ -58,6 +58,7 @@ bool SimEvent::query() {
   if (vt.clock()) vt.clock()->charge_us(vt.clock()->profile().event_us);
   const auto node = latest();
   if (!node) return true;
+  if (node->capture) return device_.captures().event_host_call(*node, "cudaEventQuery"), true;
   if (!query_node(*node)) return false;  // seeded mode: runs a few steps of the scheduler
   // Done only once the host's virtual clock has passed the record too: what the program decides
   // on a query then follows the profile's GPU, not how fast the simulator ran.
@@ -71,6 +72,7 @@ void SimEvent::synchronize() {
   const auto node = latest();
   if (!node) return;
   if (device_.called_from_host_function("cudaEventSynchronize")) return;  // it may deadlock
+  if (node->capture) return device_.captures().event_host_call(*node, "cudaEventSynchronize");
   const SimClock::Call vt(device_.clock());
   wait_node(*node);  // seeded mode: runs the scheduler until the record has executed
   if (vt.clock()) vt.clock()->host_join(node->vtime, vt.clock()->sync_ns());
@@ -141,6 +143,7 @@ SimDevice::~SimDevice() {
 
 void SimDevice::synchronize() {
   if (called_from_host_function("cudaDeviceSynchronize")) return;  // it would deadlock
+  captures_.device_sync("cudaDeviceSynchronize");
   const SimClock::Call vt(clock());
   // The virtual join needs no real wait: the timelines were computed as the work was queued.
   if (clock_) clock_->host_join(clock_->device_ready(), clock_->sync_ns());

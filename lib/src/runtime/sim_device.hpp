@@ -58,6 +58,7 @@
 #include "detail/format.hpp"
 #include "runtime/backends.hpp"
 #include "runtime/sim_clock.hpp"
+#include "runtime/sim_graph.hpp"
 #include "runtime/sim_pinned_guard.hpp"
 #include "runtime/sim_races.hpp"
 #include "runtime/stream_ids.hpp"
@@ -137,6 +138,10 @@ class SimEventNode {
   std::uint64_t ticket = 0;
   /// The recording stream's clock (race detection on); set before the node is published.
   std::shared_ptr<const ClockSnapshot> clock;
+  /// A record made during stream capture (sim_graph.hpp): the capture and the record's slot.
+  /// Such a node is never queued; set before the node is published.
+  std::shared_ptr<SimCapture> capture;
+  std::uint32_t capture_slot = 0;
   /// The virtual time at which the stream reaches the record (sim_clock.hpp); set before the
   /// node is published.
   double vtime = 0;
@@ -171,6 +176,10 @@ class SimEvent final : public EventImpl {
   void reset() {
     std::scoped_lock lock(mutex_);
     latest_.reset();
+  }
+  void publish(std::shared_ptr<SimEventNode> node) {  // a captured record (sim_graph.cpp)
+    std::scoped_lock lock(mutex_);
+    latest_ = std::move(node);
   }
 
   bool query() override;        // sim_stream.cpp
@@ -263,6 +272,10 @@ class SimStream final : public StreamImpl {
   bool query() override;
   void launch_host_kernel(std::string_view name, std::span<const MemoryRange> ranges,
                           std::function<void()> body) override;
+  // Stream capture (sim_graph.cpp).
+  void begin_capture(CaptureMode mode) override;
+  std::unique_ptr<GraphImpl> end_capture() override;
+  CaptureInfo capture_info() override;
 
   /// Seeded mode: runs queued work until the stream's queue has room (the scheduler bounds it).
   /// Call it before queueing, outside every lock that queued work may take (the race detector's
@@ -286,6 +299,8 @@ class SimStream final : public StreamImpl {
   [[nodiscard]] std::size_t index() const noexcept { return index_; }
   /// The race detector's number for this stream (set once by the device, before any use).
   std::uint32_t race_agent = 0;
+  /// The capture sequence this stream belongs to, if any (sim_graph.hpp).
+  SimCaptureSlot capture;
 
  private:
   void run();
@@ -366,6 +381,9 @@ class SimDevice final : public DeviceImpl {
   void map_memory(void* ptr, std::size_t bytes) override;
   void unmap_memory(void* ptr, std::size_t bytes) noexcept override;
   std::size_t violation_count() const noexcept override;
+  /// Stream capture's registry and checks (sim_graph.cpp).
+  SimCaptures& captures() noexcept { return captures_; }
+  CaptureMode exchange_capture_mode(CaptureMode mode) override;
 
   // ---- used by the streams ----
   const SimOptions& options() const noexcept { return options_; }
@@ -527,6 +545,7 @@ class SimDevice final : public DeviceImpl {
   const std::shared_ptr<const void> alive_ = std::make_shared<int>(0);
   std::unique_ptr<PinnedGuard> guard_;  // before races_: the detector's listeners use it
   std::unique_ptr<RaceDetector> races_;
+  SimCaptures captures_{*this};
   std::mutex host_function_mutex_;  // held while a host function runs, when they are serialised
   StagingArena staging_;
   // Constructed before the streams and destroyed after them: their lanes live in it.

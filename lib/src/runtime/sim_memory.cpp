@@ -252,6 +252,7 @@ SimViolation bad_free(const char* call, const void* ptr, std::size_t bytes,
 
 void* SimDevice::allocate(std::size_t bytes) {
   called_from_host_function("cudaMalloc");
+  captures_.unsafe_call("cudaMalloc");
   if (bytes == 0) return nullptr;
   const SimClock::Call vt(clock());
   if (clock_) clock_->charge_us(clock_->profile().malloc_us);
@@ -264,6 +265,8 @@ void* SimDevice::allocate(std::size_t bytes) {
 void SimDevice::deallocate(void* ptr, std::size_t bytes) noexcept {
   if (ptr == nullptr) return;
   called_from_host_function("cudaFree");
+  if (captures_.unsafe_call_reported("cudaFree")) return;  // CUDA fails it: nothing freed
+  const SimCaptures::FreeScope free_scope;
   const SimClock::Call vt(clock());
   synchronize();  // cudaFree waits for the device
   if (clock_) clock_->charge_us(clock_->profile().free_us);
@@ -299,6 +302,7 @@ void* SimDevice::allocate_async(std::size_t bytes, StreamImpl& stream) {
   const SimClock::Call vt(clock());
   if (clock_) clock_->charge_us(clock_->profile().malloc_async_us);
   SimStream& on = sim_stream(stream);
+  if (on.capture.active()) captures_.stream_ordered_allocation(on, "cudaMallocAsync");
   void* ptr = reserve(bytes, AllocState::pending, "cudaMallocAsync", &on);
   // Usable in stream order: live once the stream reaches the allocation.
   const RangeUse use{ptr, bytes, Use::fresh};
@@ -316,6 +320,14 @@ void* SimDevice::allocate_async(std::size_t bytes, StreamImpl& stream) {
 void SimDevice::deallocate_async(void* ptr, std::size_t bytes, StreamImpl& stream) noexcept {
   if (ptr == nullptr) return;
   called_from_host_function("cudaFreeAsync");
+  if (sim_stream(stream).capture.active()) {
+    try {
+      captures_.stream_ordered_allocation(sim_stream(stream), "cudaFreeAsync");
+    } catch (const std::exception& e) {
+      report_api_misuse("cudaFreeAsync", e.what(), ptr, bytes, stream.id());
+      return;  // as CUDA fails the call: nothing freed
+    }
+  }
   const SimClock::Call vt(clock());
   if (clock_) clock_->charge_us(clock_->profile().free_async_us);
   std::size_t requested = 0;
@@ -359,6 +371,7 @@ void SimDevice::deallocate_async(void* ptr, std::size_t bytes, StreamImpl& strea
 
 void* SimDevice::allocate_pinned(std::size_t bytes) {
   called_from_host_function("cudaMallocHost");
+  captures_.unsafe_call("cudaMallocHost");
   if (bytes == 0) return nullptr;  // as cudaMallocHost
   const SimClock::Call vt(clock());
   if (clock_) {
@@ -388,6 +401,7 @@ void* SimDevice::allocate_pinned(std::size_t bytes) {
 void SimDevice::deallocate_pinned(void* ptr) noexcept {
   if (ptr == nullptr) return;
   called_from_host_function("cudaFreeHost");
+  if (captures_.unsafe_call_reported("cudaFreeHost")) return;
   const SimClock::Call vt(clock());
   if (clock_) clock_->charge_us(clock_->profile().free_host_us);
   std::size_t size = 0;

@@ -255,6 +255,9 @@ void SimStream::run() {
 void SimStream::copy(void* dst, const void* src, std::size_t bytes, CopyKind kind) {
   const SimClock::Call vt(device_.clock());
   device_.called_from_host_function("cudaMemcpyAsync");
+  if (auto cap = capture.get()) {  // captured, not queued (sim_graph.cpp)
+    return device_.captures().capture_copy(*cap, *this, dst, src, bytes, kind);
+  }
   device_.maybe_fail(FaultSite::copy, "cudaMemcpyAsync", "copying " + format_bytes(bytes));
   if (!device_.check_copy(dst, src, bytes, kind, id_)) return;
   if (SimClock* clock = vt.clock()) {
@@ -344,6 +347,11 @@ void SimStream::copy(void* dst, const void* src, std::size_t bytes, CopyKind kin
 void SimStream::memset(void* dst, int value, std::size_t bytes) {
   const SimClock::Call vt(device_.clock());
   device_.called_from_host_function("cudaMemsetAsync");
+  if (auto cap = capture.get()) {
+    return device_.captures().capture_op(*cap, *this, "cudaMemsetAsync", [=](SimStream& s) {
+      s.memset(dst, value, bytes);
+    });
+  }
   device_.maybe_fail(FaultSite::memset, "cudaMemsetAsync", "setting " + format_bytes(bytes));
   if (SimClock* clock = vt.clock())
     clock->queue(id_, SimClock::Engine::compute, clock->memset_ns(bytes), false);
@@ -355,6 +363,11 @@ void SimStream::memset(void* dst, int value, std::size_t bytes) {
 
 void SimStream::host_callback(std::function<void()> fn) {
   device_.called_from_host_function("cudaLaunchHostFunc");
+  if (auto cap = capture.get()) {
+    return device_.captures().capture_op(
+        *cap, *this, "cudaLaunchHostFunc",
+        [fn = std::move(fn)](SimStream& s) { s.host_callback(fn); });
+  }
   device_.maybe_fail(FaultSite::stream_operation, "cudaLaunchHostFunc", "queueing a host callback");
   const SimClock::Call vt(device_.clock());
   if (SimClock* clock = vt.clock())
@@ -374,6 +387,9 @@ void SimStream::host_callback(std::function<void()> fn) {
 
 void SimStream::record(EventImpl& event) {
   device_.called_from_host_function("cudaEventRecord");
+  if (auto cap = capture.get()) {
+    return device_.captures().capture_record(cap, *this, static_cast<SimEvent&>(event));
+  }
   device_.maybe_fail(FaultSite::stream_operation, "cudaEventRecord", "recording an event");
   const SimClock::Call vt(device_.clock());
   const double reached_at = vt.clock() ? vt.clock()->record(id_) : 0.0;
@@ -386,6 +402,7 @@ void SimStream::record(EventImpl& event) {
 
 void SimStream::wait(EventImpl& event) {
   device_.called_from_host_function("cudaStreamWaitEvent");
+  if (device_.captures().capture_wait(*this, static_cast<SimEvent&>(event))) return;
   device_.maybe_fail(FaultSite::stream_operation, "cudaStreamWaitEvent", "waiting on an event");
   const SimClock::Call vt(device_.clock());
   make_room();  // before the detector's lock: making room may run queued work
@@ -401,6 +418,7 @@ void SimStream::wait(EventImpl& event) {
 
 void SimStream::synchronize() {
   if (device_.called_from_host_function("cudaStreamSynchronize")) return;  // it would deadlock
+  if (capture.active()) device_.captures().stream_sync(*this, "cudaStreamSynchronize");
   const SimClock::Call vt(device_.clock());
   VectorClock reached = RaceDetector::Step(device_.races()).stream_clock(race_agent);
   if (scheduler_ != nullptr) {
@@ -418,6 +436,7 @@ void SimStream::synchronize() {
 
 bool SimStream::query() {
   device_.called_from_host_function("cudaStreamQuery");
+  if (capture.active()) device_.captures().stream_sync(*this, "cudaStreamQuery");
   const SimClock::Call vt(device_.clock());
   VectorClock reached = RaceDetector::Step(device_.races()).stream_clock(race_agent);
   bool done = false;
@@ -439,6 +458,12 @@ bool SimStream::query() {
 void SimStream::launch_host_kernel(std::string_view name, std::span<const MemoryRange> ranges,
                                    std::function<void()> body) {
   device_.called_from_host_function("cudaLaunchKernel");
+  if (auto cap = capture.get()) {
+    return device_.captures().capture_op(
+        *cap, *this, "cudaLaunchKernel",
+        [name = std::string(name), checked = std::vector<MemoryRange>(ranges.begin(), ranges.end()),
+         body = std::move(body)](SimStream& s) { s.launch_host_kernel(name, checked, body); });
+  }
   device_.check_launch_device(name, id_);
   device_.maybe_fail(FaultSite::kernel, "cudaLaunchKernel",
                      "launching kernel " + std::string(name));

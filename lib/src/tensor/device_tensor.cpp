@@ -108,12 +108,16 @@ void DeviceTensor::record_stream(StreamView stream) const {
                                 name_of(impl) + " to " + root.arena->device().name());
   }
   if (stream.impl() == root.stream) return;
-  std::scoped_lock lock(root.lock);
-  if (root.recorded == nullptr) root.recorded = new std::vector<detail::StreamImpl*>();
-  if (std::find(root.recorded->begin(), root.recorded->end(), stream.impl()) ==
-      root.recorded->end()) {
-    root.recorded->push_back(stream.impl());
+  {
+    std::scoped_lock lock(root.lock);
+    if (root.recorded == nullptr) root.recorded = new std::vector<detail::StreamImpl*>();
+    if (std::find(root.recorded->begin(), root.recorded->end(), stream.impl()) ==
+        root.recorded->end()) {
+      root.recorded->push_back(stream.impl());
+    }
   }
+  // During a capture of `stream`, the graph reads the tensor at every replay: it keeps it.
+  if (root.arena->capturing()) root.arena->record_stream_hook(root, *stream.impl());
 }
 
 Finalizer DeviceTensor::on_release(FinalizerFunction fn) const {

@@ -23,6 +23,10 @@ std::string_view to_string(LifetimeEvent event) noexcept {
       return "out_of_memory";
     case LifetimeEvent::expiry_callback_run:
       return "expiry_callback_run";
+    case LifetimeEvent::graph_capture:
+      return "graph_capture";
+    case LifetimeEvent::graph_launch:
+      return "graph_launch";
   }
   return "unknown";
 }

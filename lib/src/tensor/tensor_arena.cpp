@@ -11,6 +11,7 @@
 #include <gpulife/runtime/pinned_host_cache.hpp>
 
 #include "detail/format.hpp"
+#include "tensor/graph_pool_state.hpp"
 
 namespace gpulife::detail {
 namespace {
@@ -167,7 +168,10 @@ void* TensorArena::allocate(std::size_t bytes, StreamView stream) {
 }
 
 void TensorArena::copy_to_device(void* dst, std::span<const std::byte> src, StreamView stream) {
-  if (src.size() >= config_.staging_min_bytes &&
+  // In a capture the staging ring's events would be captured and queried: copy directly (the
+  // graph's copy node reads the host buffer at every replay).
+  const bool captured = capturing() && stream.capture_info().status != CaptureStatus::none;
+  if (!captured && src.size() >= config_.staging_min_bytes &&
       !config_.device.impl().is_pinned(src.data(), src.size())) {
     staging_.upload(dst, src, stream);
     return;
@@ -175,7 +179,8 @@ void TensorArena::copy_to_device(void* dst, std::span<const std::byte> src, Stre
   stream.copy(dst, src.data(), src.size(), CopyKind::host_to_device);
   // A block of the pinned host cache (a pinned HostBuffer's) is read when the copy executes:
   // the cache must not hand it out again before then, even if its owner drops it at once.
-  if (!src.empty()) {
+  // (In a capture the graph reads the buffer at every replay: its owner keeps it alive.)
+  if (!src.empty() && !captured) {
     try {
       (void)config_.device.pinned_host_cache().record_use(src.data(), stream);
     } catch (...) {
@@ -193,16 +198,42 @@ TensorImpl* TensorArena::create(const Shape& shape, DType dtype, StreamImpl& str
                                 std::string(to_string(dtype)) + " overflows the address space");
   }
   const std::size_t bytes = numel * size_of(dtype);
-  void* data = bytes != 0 ? allocate(bytes, StreamView{&stream}) : nullptr;
+  // In an open capture scope, memory for a capturing stream comes from the scope's GraphPool.
+  std::uint64_t capture = 0;
+  std::shared_ptr<void> life;
+  std::shared_ptr<GraphPoolState> pool =
+      bytes != 0 && capturing() ? capture_of(stream, capture, true, &life) : nullptr;
+  void* data = nullptr;
+  if (pool) {
+    data = pool->allocate(bytes, stream, capture, life);
+    try {
+      std::scoped_lock lock(capture_mutex_);
+      graph_blocks_.emplace(reinterpret_cast<std::uintptr_t>(data), pool);
+    } catch (...) {
+      pool->free(data, &stream, capture, true);
+      throw;
+    }
+  } else if (bytes != 0) {
+    data = allocate(bytes, StreamView{&stream});
+  }
   TensorImpl* impl = nullptr;
   try {
     impl = new_block();
     impl->tag.assign(tag);
   } catch (...) {
     if (impl != nullptr) free_block(impl);
-    config_.resource->deallocate(data, bytes, StreamView{&stream});
+    if (pool) {
+      {
+        std::scoped_lock lock(capture_mutex_);
+        graph_blocks_.erase(reinterpret_cast<std::uintptr_t>(data));
+      }
+      pool->free(data, &stream, capture, true);
+    } else {
+      config_.resource->deallocate(data, bytes, StreamView{&stream});
+    }
     throw;
   }
+  impl->graph_block = pool != nullptr;
   live_bytes_.fetch_add(bytes, std::memory_order_relaxed);
   return made_root(impl, data, bytes, shape, shape.contiguous_strides(), dtype, stream, where);
 }
@@ -265,12 +296,91 @@ TensorImpl* TensorArena::create_view(TensorImpl& parent, void* data, std::size_t
   return impl;
 }
 
-void TensorArena::release_memory(TensorImpl& root) noexcept {
-  if (root.data == nullptr) return;
-  StreamView home{root.stream};
+std::shared_ptr<GraphPoolState> TensorArena::release_memory(TensorImpl& root) noexcept {
+  if (root.data == nullptr) return nullptr;
+  static const std::vector<StreamImpl*> none;
+  const std::vector<StreamImpl*>& recorded = root.recorded != nullptr ? *root.recorded : none;
+  if (!root.graph_block && !capturing()) {
+    release_memory_now(root.data, root.alloc_bytes, root.stream, recorded, root.external);
+    return nullptr;
+  }
+  try {
+    // The open capture scope that the tensor's stream, or a stream recorded on it, is in.
+    std::uint64_t capture = 0;
+    std::shared_ptr<GraphPoolState> pool;
+    bool home_captures = false;
+    if (capturing()) {
+      pool = capture_of(*root.stream, capture, false);
+      home_captures = pool != nullptr;
+      for (std::size_t i = 0; !pool && i < recorded.size(); ++i) {
+        pool = capture_of(*recorded[i], capture, false);
+      }
+      if (!pool && root.stream->capture_info().status != CaptureStatus::none) {
+        report("tensor #" + std::to_string(root.id) + " released on stream " +
+               std::to_string(root.stream->id()) +
+               ", which captures outside every Context::capture scope: its memory is kept "
+               "(leaked) rather than break the capture");
+        return nullptr;
+      }
+    }
+    if (root.graph_block) {
+      std::shared_ptr<GraphPoolState> owner;
+      {
+        std::scoped_lock lock(capture_mutex_);
+        auto it = graph_blocks_.find(reinterpret_cast<std::uintptr_t>(root.data));
+        if (it != graph_blocks_.end()) {
+          owner = std::move(it->second);
+          graph_blocks_.erase(it);
+        }
+      }
+      if (!owner) {
+        report("tensor #" + std::to_string(root.id) + ": its GraphPool block is unknown");
+        return nullptr;
+      }
+      if (home_captures && pool == owner) {
+        // Released in the capture: graph edges from the recorded streams of the same capture
+        // order their captured work before the block's reuse on the home stream.
+        bool ordered = true;
+        for (StreamImpl* other : recorded) {
+          if (other->capture_info().id != capture) {
+            ordered = false;  // a stream outside the capture: no edge possible
+            continue;
+          }
+          Event event(config_.device);
+          StreamView{other}.record(event);
+          StreamView{root.stream}.wait(event);
+        }
+        owner->free(root.data, root.stream, capture, ordered);
+        return owner;
+      }
+      owner->free(root.data, nullptr, 0, false);
+      return pool;  // null unless released during a capture (then it keeps the callbacks)
+    }
+    if (pool) {
+      // Memory from elsewhere released during a capture: the graph may use it at every replay,
+      // so the pool keeps it (and the tensor's callbacks) until it gives its own memory back.
+      pool->defer([this, data = root.data, bytes = root.alloc_bytes, home = root.stream,
+                   streams = recorded, external = root.external] {
+        release_memory_now(data, bytes, home, streams, external);
+      });
+      return pool;
+    }
+  } catch (const std::exception& e) {
+    report(std::string("releasing tensor #") + std::to_string(root.id) +
+           " during a capture failed (" + e.what() + "); its memory is kept");
+    return nullptr;
+  }
+  release_memory_now(root.data, root.alloc_bytes, root.stream, recorded, root.external);
+  return nullptr;
+}
+
+void TensorArena::release_memory_now(void* data, std::size_t bytes, StreamImpl* home_stream,
+                                     const std::vector<StreamImpl*>& recorded,
+                                     bool external) noexcept {
+  StreamView home{home_stream};
   std::vector<Event> after;
-  if (root.recorded != nullptr) {
-    for (StreamImpl* other : *root.recorded) {
+  {
+    for (StreamImpl* other : recorded) {
       try {
         Event event(config_.device);
         StreamView{other}.record(event);
@@ -288,7 +398,7 @@ void TensorArena::release_memory(TensorImpl& root) noexcept {
       }
     }
   }
-  if (root.external) {
+  if (external) {
     // The owner's release function gives the memory back; queue the recorded streams' work
     // before anything its owner queues on the home stream afterwards (or waits for there).
     for (const Event& event : after) {
@@ -307,22 +417,39 @@ void TensorArena::release_memory(TensorImpl& root) noexcept {
     return;
   }
   if (after.empty()) {
-    config_.resource->deallocate(root.data, root.alloc_bytes, home);
+    config_.resource->deallocate(data, bytes, home);
   } else {
-    config_.resource->deallocate_after(root.data, root.alloc_bytes, home, std::move(after));
+    config_.resource->deallocate_after(data, bytes, home, std::move(after));
   }
 }
 
 void TensorArena::release(TensorImpl* impl) noexcept {
+  std::shared_ptr<GraphPoolState> keeper;  // released in a capture: the pool runs the callbacks
   if (impl->base == nullptr) {
-    release_memory(*impl);
+    keeper = release_memory(*impl);
     live_bytes_.fetch_sub(impl->external ? 0 : impl->alloc_bytes, std::memory_order_relaxed);
   }
   live_tensors_.fetch_sub(1, std::memory_order_relaxed);
+  if (keeper && observer_ != nullptr) {
+    // Leak mode: the tensor stays listed (kept by the pool) until the pool gives it back; the
+    // control block stays valid for the tracker until then.
+    retain_weak(impl);
+    {
+      std::scoped_lock lock(impl->lock);  // the tracker reads the callbacks under it
+      impl->kept_by_graph_pool.store(true, std::memory_order_release);
+      auto callbacks = std::unique_ptr<std::vector<std::shared_ptr<CallbackState>>>(impl->callbacks);
+      impl->callbacks = nullptr;
+      keeper->defer(callbacks ? std::move(*callbacks) : std::vector<std::shared_ptr<CallbackState>>{});
+    }
+    keeper->defer_observed(impl);
+    keeper.reset();
+  }
   // After the memory went back, so that the timeline's counters include this free; before the
   // callbacks are taken, so that a leak report that still sees the tensor registered (under the
   // tracker's lock) may read them.
-  if (observer_ != nullptr) observer_->on_release(*impl);
+  if (observer_ != nullptr && !impl->kept_by_graph_pool.load(std::memory_order_relaxed)) {
+    observer_->on_release(*impl);
+  }
 
   // No other thread can reach the callbacks now: no strong handle is left, and registering
   // needs one.
@@ -330,7 +457,10 @@ void TensorArena::release(TensorImpl* impl) noexcept {
   impl->callbacks = nullptr;
   delete impl->recorded;
   impl->recorded = nullptr;
-  if (callbacks) {
+  if (keeper) {
+    keeper->defer(callbacks ? std::move(*callbacks) : std::vector<std::shared_ptr<CallbackState>>{});
+    keeper.reset();
+  } else if (callbacks) {
     // newest first, like a stack of cleanups
     for (auto it = callbacks->rbegin(); it != callbacks->rend(); ++it) (*it)->run();
   }
@@ -432,6 +562,71 @@ ArenaStatistics TensorArena::statistics() const noexcept {
   stats.expiry_callbacks_run = expiry_callbacks_run_.load(std::memory_order_relaxed);
   stats.finalizer_errors = finalizer_errors_.load(std::memory_order_relaxed);
   return stats;
+}
+
+// ---- stream capture ----------------------------------------------------------------------------
+
+void TensorArena::begin_graph_capture(std::uint64_t capture, std::shared_ptr<GraphPoolState> pool,
+                                      std::shared_ptr<void> life) {
+  std::scoped_lock lock(capture_mutex_);
+  active_captures_.push_back({capture, std::move(pool), std::move(life), {}});
+  captures_.fetch_add(1, std::memory_order_acq_rel);
+}
+
+std::vector<TensorImpl*> TensorArena::end_graph_capture(std::uint64_t capture) noexcept {
+  std::vector<TensorImpl*> kept;
+  std::shared_ptr<GraphPoolState> pool;
+  {
+    std::scoped_lock lock(capture_mutex_);
+    auto it = std::find_if(active_captures_.begin(), active_captures_.end(),
+                           [capture](const ActiveCapture& c) { return c.id == capture; });
+    if (it == active_captures_.end()) return kept;
+    kept = std::move(it->kept);
+    pool = std::move(it->pool);
+    active_captures_.erase(it);
+    captures_.fetch_sub(1, std::memory_order_acq_rel);
+  }
+  pool->settle(capture);
+  return kept;
+}
+
+std::shared_ptr<GraphPoolState> TensorArena::capture_of(StreamImpl& stream, std::uint64_t& capture,
+                                                        bool strict, std::shared_ptr<void>* life) {
+  const CaptureInfo info = stream.capture_info();
+  if (info.status == CaptureStatus::none) return nullptr;
+  {
+    std::scoped_lock lock(capture_mutex_);
+    for (const ActiveCapture& active : active_captures_) {
+      if (active.id == info.id) {
+        capture = active.id;
+        if (life != nullptr) *life = active.life;
+        return active.pool;
+      }
+    }
+  }
+  if (strict) {
+    throw std::logic_error("allocating on stream " + std::to_string(stream.id()) +
+                           ", which captures outside every Context::capture scope: the "
+                           "context's pool would break the capture; capture with "
+                           "Context::capture(stream, pool)");
+  }
+  return nullptr;
+}
+
+void TensorArena::record_stream_hook(TensorImpl& root, StreamImpl& stream) {
+  // A GraphPool block is protected by the pool's own rules (reused only as replays allow); other
+  // memory would go back to its owner when dropped after the capture, while replays still use it.
+  if (root.graph_block) return;
+  const CaptureInfo info = stream.capture_info();
+  if (info.status == CaptureStatus::none) return;
+  std::scoped_lock lock(capture_mutex_);
+  for (ActiveCapture& active : active_captures_) {
+    if (active.id != info.id) continue;
+    if (std::find(active.kept.begin(), active.kept.end(), &root) != active.kept.end()) return;
+    active.kept.push_back(&root);
+    retain_strong(&root);  // the graph reads it at every replay: it keeps it
+    return;
+  }
 }
 
 // ---- the control block's slow paths ------------------------------------------------------------

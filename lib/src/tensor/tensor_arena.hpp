@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -28,6 +29,7 @@
 namespace gpulife::detail {
 
 class TensorArena;
+class GraphPoolState;
 
 /// A finalizer or an expiry callback registered on a tensor.
 struct CallbackState {
@@ -188,6 +190,21 @@ class TensorArena {
   /// The description callbacks receive.
   static TensorInfo info_of(const TensorImpl& impl);
 
+  // ---- stream capture (tensor/graph_capture.hpp, graph_pool_state.hpp) ----
+  /// True while a capture scope of this arena is open (the hot paths' check).
+  [[nodiscard]] bool capturing() const noexcept {
+    return captures_.load(std::memory_order_acquire) > 0;
+  }
+  /// A capture scope opened: tensors made on streams of capture `capture` take memory from
+  /// `pool`; `life` lives as long as the graph it makes.
+  void begin_graph_capture(std::uint64_t capture, std::shared_ptr<GraphPoolState> pool,
+                           std::shared_ptr<void> life);
+  /// The scope closed: returns the strong references it kept (see `record_stream_hook`), which
+  /// the caller adopts, and lets the pool settle what the capture freed.
+  std::vector<TensorImpl*> end_graph_capture(std::uint64_t capture) noexcept;
+  /// `record_stream(stream)` on `root`: while `stream` captures, the graph keeps the tensor.
+  void record_stream_hook(TensorImpl& root, StreamImpl& stream);
+
  private:
   explicit TensorArena(Config config);
   ~TensorArena();
@@ -198,7 +215,14 @@ class TensorArena {
   TensorImpl* made_root(TensorImpl* impl, void* data, std::size_t bytes, const Shape& shape,
                         const Shape& strides, DType dtype, StreamImpl& stream,
                         const SourceLocation& where) noexcept;
-  void release_memory(TensorImpl& root) noexcept;
+  /// Returns the graph pool that keeps the tensor's callbacks (released during a capture).
+  std::shared_ptr<GraphPoolState> release_memory(TensorImpl& root) noexcept;
+  void release_memory_now(void* data, std::size_t bytes, StreamImpl* home,
+                          const std::vector<StreamImpl*>& recorded, bool external) noexcept;
+  /// The pool and id of the open capture scope `stream` is captured in (null: none).
+  /// @throws std::logic_error if `stream` captures outside every scope and `strict`
+  std::shared_ptr<GraphPoolState> capture_of(StreamImpl& stream, std::uint64_t& capture,
+                                             bool strict, std::shared_ptr<void>* life = nullptr);
 
   Config config_;
   PinnedStagingPool staging_;
@@ -218,6 +242,17 @@ class TensorArena {
   std::atomic<std::uint64_t> finalizers_run_{0};
   std::atomic<std::uint64_t> expiry_callbacks_run_{0};
   std::atomic<std::uint64_t> finalizer_errors_{0};
+
+  struct ActiveCapture {
+    std::uint64_t id = 0;
+    std::shared_ptr<GraphPoolState> pool;
+    std::shared_ptr<void> life;
+    std::vector<TensorImpl*> kept;  // strong references
+  };
+  std::atomic<std::size_t> captures_{0};
+  std::mutex capture_mutex_;
+  std::vector<ActiveCapture> active_captures_;
+  std::map<std::uintptr_t, std::shared_ptr<GraphPoolState>> graph_blocks_;
 
   std::mutex registry_mutex_;
   std::vector<std::weak_ptr<CallbackState>> registry_;  // finalizers, oldest first

@@ -38,9 +38,12 @@ enum class LiveTensorStatus : std::uint8_t {
   kept_by_callback,
   /// Held by a pinned tensor-cache entry: expected to live as long as the context, not a leak.
   pinned,
+  /// Released during a stream capture: its memory is kept by a `GraphPool` (a graph may use it
+  /// at every replay) until the pool gives its memory back. Not a leak while the pool lives.
+  kept_by_graph_pool,
 };
 
-/// @return "leaked", "kept_by_callback" or "pinned"
+/// @return "leaked", "kept_by_callback", "pinned" or "kept_by_graph_pool"
 [[nodiscard]] std::string_view to_string(LiveTensorStatus status) noexcept;
 
 /// @brief One live tensor in a `LeakReport`.

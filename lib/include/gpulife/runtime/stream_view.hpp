@@ -9,12 +9,14 @@
 #include <functional>
 
 #include <gpulife/runtime/backend_kind.hpp>
+#include <gpulife/runtime/capture_mode.hpp>
 #include <gpulife/runtime/memory_range.hpp>
 #include <gpulife/source_location.hpp>
 
 namespace gpulife {
 
 class Event;
+class CapturedGraph;
 namespace detail {
 class StreamImpl;
 class DeviceImpl;
@@ -92,6 +94,22 @@ class StreamView {
   [[nodiscard]] bool query() const;
 
   /// @return true if both views refer to the same stream
+  /// @brief Begins capturing this stream (cudaStreamBeginCapture): work queued on it, and on
+  /// streams that wait on events recorded in the capture, is recorded into a graph instead of
+  /// executed, until `end_capture`. See runtime/graph.hpp and README "CUDA graphs".
+  /// @throws std::invalid_argument if empty; CudaError (cudaErrorStreamCaptureUnsupported on
+  ///         the legacy default stream, cudaErrorIllegalState if already capturing)
+  void begin_capture(CaptureMode mode = CaptureMode::global) const;
+  /// @brief Ends the capture begun on this stream (cudaStreamEndCapture); the captured graph.
+  /// @throws CudaError: cudaErrorStreamCaptureInvalidated (an invalid operation broke it; the
+  ///         capture is over), cudaErrorStreamCaptureUnjoined (a joined stream was not joined
+  ///         back; over), cudaErrorStreamCaptureWrongThread (not the thread that began it, in
+  ///         a mode other than relaxed; still capturing), cudaErrorStreamCaptureUnmatched (not
+  ///         begun on this stream), cudaErrorIllegalState (not capturing)
+  [[nodiscard]] CapturedGraph end_capture() const;
+  /// @return the stream's capture status and capture id (cudaStreamGetCaptureInfo)
+  [[nodiscard]] CaptureInfo capture_info() const;
+
   friend constexpr bool operator==(StreamView, StreamView) noexcept = default;
 
  private:

@@ -136,7 +136,10 @@ class DeviceTensor {
 
   /// @brief Makes the release of the memory also wait for the work queued on `stream` by then
   /// (PyTorch's `record_stream`): use it when another stream reads or writes the tensor.
-  /// Recording the tensor's own stream does nothing.
+  /// Recording the tensor's own stream does nothing. While `stream` is captured in a
+  /// `Context::capture` scope, a release in that capture becomes a graph edge from `stream`,
+  /// and a tensor whose memory is not from a `GraphPool` is kept alive by the captured graph
+  /// until it is destroyed (it reads the tensor at every replay).
   /// @throws std::invalid_argument if `stream` is empty or of another device
   void record_stream(StreamView stream) const;
 

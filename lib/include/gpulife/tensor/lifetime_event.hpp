@@ -26,6 +26,8 @@ enum class LifetimeEvent : std::uint8_t {
   finalizer_run,        ///< a finalizer (`DeviceTensor::on_release`) ran, at release or shutdown
   out_of_memory,        ///< an allocation failed after the memory-pressure chain
   expiry_callback_run,  ///< a `WeakTensor`'s expiry callback ran
+  graph_capture,  ///< a capture scope made a graph (bytes: its pool's reserve; tag: the capture)
+  graph_launch,   ///< a `Graph` was launched (tag: its capture)
 };
 
 /// @return the event's name in traces: "allocate", "free", "upload", "cache_hit", ...

@@ -10,12 +10,14 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include <gpulife/runtime/backend_kind.hpp>
+#include <gpulife/runtime/capture_mode.hpp>
 #include <gpulife/runtime/device_profile.hpp>
 #include <gpulife/runtime/memory_range.hpp>
 #include <gpulife/runtime/sim_options.hpp>
@@ -33,6 +35,30 @@ struct MemoryInfo {
 namespace detail {
 
 class DeviceImpl;
+class StreamImpl;
+
+/// An instantiated graph (cudaGraphExec_t).
+class GraphExecImpl {
+ public:
+  GraphExecImpl() = default;
+  GraphExecImpl(const GraphExecImpl&) = delete;
+  GraphExecImpl& operator=(const GraphExecImpl&) = delete;
+  virtual ~GraphExecImpl() = default;
+  virtual DeviceImpl& device() noexcept = 0;
+  /// cudaGraphLaunch: the whole graph in `stream`'s order, after the previous launch.
+  virtual void launch(StreamImpl& stream) = 0;
+};
+
+/// A captured graph (cudaGraph_t).
+class GraphImpl {
+ public:
+  GraphImpl() = default;
+  GraphImpl(const GraphImpl&) = delete;
+  GraphImpl& operator=(const GraphImpl&) = delete;
+  virtual ~GraphImpl() = default;
+  virtual std::size_t node_count() const = 0;
+  virtual std::unique_ptr<GraphExecImpl> instantiate() = 0;
+};
 
 /// A recorded point in a stream. Backends pool them; see `DeviceImpl::acquire_event`.
 class EventImpl {
@@ -78,6 +104,19 @@ class StreamImpl {
   /// run host code as a kernel; the CUDA backend throws `std::logic_error`.
   virtual void launch_host_kernel(std::string_view name, std::span<const MemoryRange> ranges,
                                   std::function<void()> body) = 0;
+
+  /// Stream capture (cudaStreamBeginCapture, cudaStreamEndCapture, cudaStreamGetCaptureInfo):
+  /// while capturing, queued work is recorded into a graph instead of executed. A backend
+  /// without graphs throws `std::logic_error`.
+  virtual void begin_capture(CaptureMode mode) {
+    (void)mode;
+    throw std::logic_error("this backend has no stream capture");
+  }
+  /// Ends the capture begun on this stream; the graph of what was captured.
+  virtual std::unique_ptr<GraphImpl> end_capture() {
+    throw std::logic_error("this backend has no stream capture");
+  }
+  virtual CaptureInfo capture_info() { return {}; }
 };
 
 /// One device. Owns its default stream and pools of streams and events.
@@ -112,6 +151,9 @@ class DeviceImpl {
   /// `DeviceGuard`'s second half: makes `previous` (from `exchange_current`) current again on
   /// the calling thread. Never throws; failures go to the error handler.
   virtual void restore_current(int previous) noexcept { (void)previous; }
+  /// cudaThreadExchangeStreamCaptureMode: sets the calling thread's capture interaction mode,
+  /// returns the previous one.
+  virtual CaptureMode exchange_capture_mode(CaptureMode mode) { return mode; }
 
   virtual StreamImpl& default_stream() noexcept = 0;
   /// A stream from the device's pool (created when the pool is empty). Pooled streams are never

@@ -50,6 +50,9 @@ struct TensorImpl {
   DType dtype = DType::byte;
   bool external = false;         // memory owned by someone else (e.g. a DLPack producer)
   bool anchor = false;           // views made from this view hold it, not only the memory's owner
+  bool graph_block = false;      // roots: memory from a GraphPool (tensor/graph_pool.hpp)
+  // released in a capture, kept by a GraphPool: the leak tracker still lists it
+  std::atomic<bool> kept_by_graph_pool{false};
   TensorArena* arena = nullptr;  // where the block and the memory come from
   TensorImpl* base = nullptr;    // views: the root that owns the memory, or an anchor view
   void* data = nullptr;          // first element
