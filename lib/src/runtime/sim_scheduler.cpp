@@ -153,9 +153,7 @@ void SimScheduler::make_room(std::size_t lane) {
   std::unique_lock lock(mutex_);
   const Lane& l = *lanes_[lane];
   if (l.queue.size() < max_queued) return;
-  Target target;
-  target.demand.assign(lanes_.size(), 0);
-  target.demand[lane] = l.submitted - max_queued / 2;
+  Target target = lane_target(lane, l.submitted - max_queued / 2);
   advance(lock, target, Mode::wait);
 }
 
@@ -177,25 +175,19 @@ bool SimScheduler::run_if_idle(std::size_t lane, std::function<void()>& op) {
 
 void SimScheduler::run_until(std::size_t lane, std::uint64_t ticket) {
   std::unique_lock lock(mutex_);
-  Target target;
-  target.demand.assign(lanes_.size(), 0);
-  target.demand[lane] = ticket;
+  Target target = lane_target(lane, ticket);
   advance(lock, target, Mode::wait);
 }
 
 void SimScheduler::run_queued(std::size_t lane) {
   std::unique_lock lock(mutex_);
-  Target target;
-  target.demand.assign(lanes_.size(), 0);
-  target.demand[lane] = lanes_[lane]->submitted;
+  Target target = lane_target(lane, lanes_[lane]->submitted);
   advance(lock, target, Mode::wait);
 }
 
 void SimScheduler::run_until(const SimEventNode& node) {
   std::unique_lock lock(mutex_);
-  Target target;
-  target.node = &node;
-  target.demand.assign(lanes_.size(), 0);
+  Target target = node_target(node);
   advance(lock, target, Mode::wait);
 }
 
@@ -209,17 +201,13 @@ void SimScheduler::run_all() {
 
 bool SimScheduler::query(std::size_t lane) {
   std::unique_lock lock(mutex_);
-  Target target;
-  target.demand.assign(lanes_.size(), 0);
-  target.demand[lane] = lanes_[lane]->submitted;
+  Target target = lane_target(lane, lanes_[lane]->submitted);
   return advance(lock, target, Mode::query);
 }
 
 bool SimScheduler::query(const SimEventNode& node) {
   std::unique_lock lock(mutex_);
-  Target target;
-  target.node = &node;
-  target.demand.assign(lanes_.size(), 0);
+  Target target = node_target(node);
   return advance(lock, target, Mode::query);
 }
 
@@ -228,6 +216,20 @@ void SimScheduler::settle() {
   Target target;
   target.demand.assign(lanes_.size(), 0);
   advance(lock, target, Mode::settle);
+}
+
+SimScheduler::Target SimScheduler::lane_target(std::size_t lane, std::uint64_t ticket) const {
+  Target target;
+  target.demand.assign(lanes_.size(), 0);
+  target.demand[lane] = ticket;
+  return target;
+}
+
+SimScheduler::Target SimScheduler::node_target(const SimEventNode& node) const {
+  Target target;
+  target.node = &node;
+  target.demand.assign(lanes_.size(), 0);
+  return target;
 }
 
 bool SimScheduler::reached(const Target& target) const {

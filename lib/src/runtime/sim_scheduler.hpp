@@ -151,6 +151,10 @@ class SimScheduler {
     const SimEventNode* node = nullptr;
   };
 
+  /// Lane `lane` up to `ticket`, no other demand; the caller holds `mutex_`.
+  Target lane_target(std::size_t lane, std::uint64_t ticket) const;
+  /// Until `node` has executed; the caller holds `mutex_`.
+  Target node_target(const SimEventNode& node) const;
   bool advance(std::unique_lock<std::mutex>& lock, Target& target, Mode mode);
   bool reached(const Target& target) const;
   void extend_demand(Target& target) const;
