@@ -10,6 +10,7 @@
 #include <gpulife/memory/direct_resource.hpp>
 
 #include "support/backend_test.hpp"
+#include "support/scoped_env.hpp"
 #include "support/sim_test.hpp"
 
 namespace gpulife {
@@ -102,10 +103,9 @@ TEST(DefaultContext, IsMadeOnFirstUseAndReplaceable) {
   set_default_context(previous);
   if (!previous) {
     set_default_context(nullptr);
-    ::setenv("GPULIFE_DEVICE", "sim", 1);
+    const testing::ScopedEnv env("GPULIFE_DEVICE", "sim");
     auto made = default_context();
     EXPECT_EQ(made->device().kind(), BackendKind::sim);
-    ::unsetenv("GPULIFE_DEVICE");
     set_default_context(nullptr);
   }
 }

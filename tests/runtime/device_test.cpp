@@ -12,6 +12,7 @@
 #include <gpulife/source_location.hpp>
 
 #include "support/backend_test.hpp"
+#include "support/scoped_env.hpp"
 
 namespace gpulife {
 namespace {
@@ -32,26 +33,7 @@ TEST(SourceLocation, ADefaultedParameterCapturesTheCaller) {
       << error.what();
 }
 
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old;
-    ::setenv(name, value, 1);
-  }
-  ~ScopedEnv() {
-    if (old_.empty()) {
-      ::unsetenv(name_);
-    } else {
-      ::setenv(name_, old_.c_str(), 1);
-    }
-  }
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-
- private:
-  const char* name_;
-  std::string old_;
-};
+using testing::ScopedEnv;
 
 TEST(DeviceSelection, ProbeNeverThrowsAndExplainsItself) {
   const CudaProbe probe = Device::probe_cuda();
@@ -83,7 +65,7 @@ TEST(DeviceSelection, ForcingCudaWithoutADeviceThrowsCudaError) {
 
 TEST(DeviceSelection, WithoutADeviceTheDefaultIsTheSimulatedDevice) {
   if (Device::probe_cuda().available) GTEST_SKIP() << "a CUDA device is present";
-  ::unsetenv("GPULIFE_DEVICE");
+  const ScopedEnv unset("GPULIFE_DEVICE", nullptr);
   ::testing::internal::CaptureStderr();
   const Device device = Device::select();
   const std::string said = ::testing::internal::GetCapturedStderr();

@@ -19,6 +19,7 @@
 #include <gpulife/runtime/launch.hpp>
 
 #include "support/expect_invalid_argument.hpp"
+#include "support/scoped_env.hpp"
 #include "support/sim_test.hpp"
 
 namespace gpulife {
@@ -283,15 +284,10 @@ TEST(SimClockHostTime, NoProfileNoVirtualTime) {
 }
 
 TEST(SimClockHostTime, TheEnvironmentSelectsAProfile) {
-  const char* before = std::getenv("GPULIFE_SIM_PROFILE");
-  const std::string saved = before != nullptr ? before : "";
-  ::setenv("GPULIFE_SIM_PROFILE", "h200", 1);
-  Device device = Device::sim();
-  if (before != nullptr) {
-    ::setenv("GPULIFE_SIM_PROFILE", saved.c_str(), 1);
-  } else {
-    ::unsetenv("GPULIFE_SIM_PROFILE");
-  }
+  const Device device = [] {
+    const testing::ScopedEnv env("GPULIFE_SIM_PROFILE", "h200");
+    return Device::sim();
+  }();
   ASSERT_TRUE(device.time_profile().has_value());
   EXPECT_EQ(device.time_profile()->name, "h200");
   // An explicit profile wins over the environment.

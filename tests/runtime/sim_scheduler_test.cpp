@@ -22,11 +22,13 @@
 #include "runtime/sim_device.hpp"
 #include "runtime/sim_scheduler.hpp"
 #include "support/sim_test.hpp"
+#include "support/scoped_env.hpp"
 
 namespace gpulife {
 namespace {
 
 using testing::Gate;
+using testing::ScopedEnv;
 
 SimOptions seeded(std::uint64_t seed, SimPolicy policy = SimPolicy::mixed) {
   SimOptions options;
@@ -48,33 +50,6 @@ detail::sim::SimScheduler& scheduler_of(const Device& device) {
   if (scheduler == nullptr) throw std::logic_error("not a seeded device");
   return *scheduler;
 }
-
-/// Sets an environment variable for the scope of a test.
-class ScopedEnv {
- public:
-  /// `value` null: unset
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old;
-    if (value != nullptr) {
-      ::setenv(name, value, 1);
-    } else {
-      ::unsetenv(name);
-    }
-  }
-  ~ScopedEnv() {
-    if (old_.empty()) {
-      ::unsetenv(name_);
-    } else {
-      ::setenv(name_, old_.c_str(), 1);
-    }
-  }
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-
- private:
-  const char* name_;
-  std::string old_;
-};
 
 /// Streams that each append their number to a trace, `per_stream` times, with no
 /// synchronisation between them: the trace is the interleaving the scheduler chose.
