@@ -116,9 +116,12 @@ void* RmmPoolModel::do_allocate(std::size_t bytes, StreamView stream) {
   State& s = *state_;
   std::scoped_lock lock(s.mutex);
   const std::size_t size = align_up(bytes);
-  auto [mine_it, added] = s.lists.try_emplace(stream.id());
+  // Not a structured binding: the lambda below captures the iterator, and clang before 16 rejects
+  // a lambda that captures a binding (C++20 allows it).
+  const auto emplaced = s.lists.try_emplace(stream.id());
+  const auto mine_it = emplaced.first;
   State::PerStream& mine = mine_it->second;
-  if (added) {
+  if (emplaced.second) {
     mine.stream = stream;
     mine.event = Event(device());
   }
