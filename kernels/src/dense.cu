@@ -59,7 +59,10 @@ void dense(StreamView stream, DenseShape shape, const W* weights, const X* x, co
        {x, x_bytes, Access::read},
        {bias, shape.out * sizeof(W), Access::read},
        {y, y_bytes, Access::write}},
-      kernel_name<W, X>());
+      kernel_name<W, X>(),
+      // a multiply-add per weight and row, for the simulated device's virtual time
+      KernelWork{.flops = 2.0 * static_cast<double>(shape.batch) * static_cast<double>(shape.in) *
+                          static_cast<double>(shape.out)});
 }
 
 template void dense<float, float>(StreamView, DenseShape, const float*, const float*, const float*,

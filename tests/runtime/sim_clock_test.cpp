@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <string>
 #include <thread>
 #include <vector>
@@ -28,8 +29,8 @@ namespace {
 using ::testing::HasSubstr;
 
 // Round figures, so that every expected time below is worked out by hand: copies move 1 byte
-// per ns from pinned memory and 0.5 from pageable memory, kernels 10 bytes per ns; a launch
-// costs the host 1 us; events and synchronisations cost nothing beyond their waits.
+// per ns from pinned memory and 0.5 from pageable memory, kernels 10 bytes and 100 FLOPs per ns;
+// a launch costs the host 1 us; events and synchronisations cost nothing beyond their waits.
 nlohmann::json test_profile_json() {
   const auto f = [](double value) {
     return nlohmann::json{{"value", value}, {"source", "test figure"}};
@@ -43,6 +44,7 @@ nlohmann::json test_profile_json() {
             {"d2h_pageable_gbps", f(0.5)},
             {"copy_latency_us", f(0)},
             {"memory_gbps", f(10)},
+            {"compute_gflops", f(100)},
             {"kernel_min_us", f(1)},
             {"launch_us", f(1)},
             {"malloc_us", f(100)},
@@ -119,6 +121,28 @@ TEST_F(SimClockTest, OneStreamRunsTheSameWorkOneAfterTheOther) {
   EXPECT_EQ(now() - t0, 1 * us + 2e6);
   device_.impl().deallocate(dev, 10 * mb);
   device_.deallocate_pinned(host);
+}
+
+TEST_F(SimClockTest, AKernelTakesTheLongerOfItsBytesAndItsWork) {
+  void* dev = device_.impl().allocate(10 * mb);
+  Stream a(device_);
+  const auto kernel = [&](double flops) {
+    const double t0 = now();
+    for_each_index(
+        a, 1, [](std::size_t) {}, {{dev, 10 * mb, Access::read}}, "roofline",
+        KernelWork{.flops = flops});
+    a.synchronize();
+    return now() - t0;
+  };
+  // 10 MB at 10 bytes per ns: 1 ms; the launch costs the host 1 us first.
+  EXPECT_EQ(kernel(0), 1 * us + 1e6);
+  EXPECT_EQ(kernel(50e6), 1 * us + 1e6);   // 0.5 ms of arithmetic hides under the bytes
+  EXPECT_EQ(kernel(300e6), 1 * us + 3e6);  // 3 ms of arithmetic: compute-bound
+  // A hint that is not a count is refused before anything is queued.
+  EXPECT_THROW(kernel(-1), std::invalid_argument);
+  EXPECT_THROW(kernel(std::numeric_limits<double>::infinity()), std::invalid_argument);
+  EXPECT_THROW(kernel(std::numeric_limits<double>::quiet_NaN()), std::invalid_argument);
+  device_.impl().deallocate(dev, 10 * mb);
 }
 
 TEST_F(SimClockTest, CopiesOfTwoStreamsShareTheCopyEngine) {
@@ -303,7 +327,7 @@ TEST(DeviceProfile, BuiltInProfilesCarryASourceForEveryFigure) {
     const DeviceProfile profile = DeviceProfile::builtin(name);
     EXPECT_EQ(profile.name, name);
     EXPECT_FALSE(profile.calibrated) << "the built-in figures are published ones";
-    EXPECT_EQ(profile.sources.size(), 18U);
+    EXPECT_EQ(profile.sources.size(), 19U);
     for (const auto& [figure, source] : profile.sources) EXPECT_GT(source.size(), 20U) << figure;
     EXPECT_GT(profile.memory_gbps, 1000);
     EXPECT_NEAR(profile.h2d_pinned_gbps, 55, 5);

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include <gpulife/gpulife.hpp>
+#include <gpulife/kernels/dense.hpp>
 #include <gpulife/kernels/fill.hpp>
 #include <gpulife/memory/async_resource.hpp>
 #include <gpulife/memory/direct_resource.hpp>
@@ -181,6 +182,31 @@ class Calibration {
          "less launch_us and sync_us");
     p.memory_gbps = memory.gbps;
     note("memory_gbps", p.memory_gbps, sweep_how("a fill kernel writing every byte"));
+
+    // Arithmetic rate: gpulife's dense kernel at a batch where its multiply-adds, not its bytes,
+    // take the time (1024x1024 f32 weights: 4 MiB; 2 FLOPs per weight and row).
+    {
+      const gpulife::kernels::DenseShape shape{
+          .batch = device_.kind() == gpulife::BackendKind::cuda && !quick_ ? 256U : 4U,
+          .in = 1024,
+          .out = 1024};
+      auto* weights = reinterpret_cast<const float*>(dev);
+      const float* x = weights + shape.in * shape.out;
+      const float* bias = x + shape.batch * shape.in;
+      float* y = const_cast<float*>(bias) + shape.out;
+      auto run_dense = [&] {
+        gpulife::kernels::dense(stream_, shape, weights, x, bias, y,
+                                gpulife::kernels::Activation::none);
+        stream_.synchronize();
+      };
+      run_dense();  // warm: the first launch of a kernel loads its module
+      const double took_us = std::max(1e-3, median_us(runs_, run_dense) - p.launch_us - p.sync_us);
+      const double flops = 2.0 * static_cast<double>(shape.batch * shape.in * shape.out);
+      p.compute_gflops = flops / (took_us * 1e3);
+      note("compute_gflops", p.compute_gflops,
+           "gpulife's dense kernel, f32, " + std::to_string(shape.batch) +
+               " rows of 1024 inputs and outputs, synchronised, less launch_us and sync_us");
+    }
 
     // Allocation latencies.
     constexpr std::size_t block = std::size_t{1} << 20;

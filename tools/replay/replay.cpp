@@ -70,8 +70,9 @@ class ModelDevice::Impl final : public detail::DeviceImpl {
       synced_until = device_.now_;
     }
     bool query() override { return device_.executed(*this, device_.now_); }
-    void launch_host_kernel(std::string_view, std::span<const MemoryRange>,
-                            std::function<void()>) override {
+    using StreamImpl::launch_host_kernel;
+    void launch_host_kernel(std::string_view, std::span<const MemoryRange>, std::function<void()>,
+                            KernelWork) override {
       throw std::logic_error("the replay's model device runs no kernels");
     }
 

@@ -206,8 +206,9 @@ class CudaStream final : public StreamImpl {
   void wait(EventImpl& event) override;
   void synchronize() override;
   bool query() override;
+  using StreamImpl::launch_host_kernel;
   void launch_host_kernel(std::string_view name, std::span<const MemoryRange> ranges,
-                          std::function<void()> body) override;
+                          std::function<void()> body, KernelWork work) override;
   void begin_capture(CaptureMode mode) override;  // cuda_graph.cpp does the work
   std::unique_ptr<GraphImpl> end_capture() override;
   CaptureInfo capture_info() override;
@@ -548,8 +549,8 @@ bool CudaStream::query() {
 }
 
 void CudaStream::launch_host_kernel(std::string_view name, std::span<const MemoryRange> ranges,
-                                    std::function<void()> body) {
-  (void)ranges, (void)body;
+                                    std::function<void()> body, KernelWork work) {
+  (void)ranges, (void)body, (void)work;
   throw std::logic_error("launch_host_kernel: kernel " + std::string(name) +
                          " is host code, which only the simulated device runs; on " +
                          device_.display_name() +

@@ -32,6 +32,7 @@ constexpr FigureField figure_fields[] = {
     {"d2h_pageable_gbps", &DeviceProfile::d2h_pageable_gbps, true},
     {"copy_latency_us", &DeviceProfile::copy_latency_us, false},
     {"memory_gbps", &DeviceProfile::memory_gbps, true},
+    {"compute_gflops", &DeviceProfile::compute_gflops, true},
     {"kernel_min_us", &DeviceProfile::kernel_min_us, false},
     {"launch_us", &DeviceProfile::launch_us, false},
     {"malloc_us", &DeviceProfile::malloc_us, false},

@@ -142,12 +142,13 @@ double SimClock::memset_ns(std::size_t bytes) const noexcept {
   return std::max(us(profile_.kernel_min_us), transfer_ns(bytes, profile_.memory_gbps));
 }
 
-double SimClock::kernel_ns(std::span<const MemoryRange> ranges, double work_ns) const noexcept {
+double SimClock::kernel_ns(std::span<const MemoryRange> ranges, double flops) const noexcept {
   std::size_t bytes = 0;
   for (const MemoryRange& range : ranges) {
     bytes += range.mode == Access::read_write ? 2 * range.bytes : range.bytes;
   }
-  return std::max(us(profile_.kernel_min_us), transfer_ns(bytes, profile_.memory_gbps) + work_ns);
+  const double compute_ns = flops / profile_.compute_gflops;  // GFLOP/s: flops per ns
+  return std::max({us(profile_.kernel_min_us), transfer_ns(bytes, profile_.memory_gbps), compute_ns});
 }
 
 }  // namespace gpulife::detail::sim

@@ -88,10 +88,11 @@ class SimClock {
   [[nodiscard]] double copy_ns(Engine engine, std::size_t bytes, bool pinned) const noexcept;
   [[nodiscard]] double device_copy_ns(std::size_t bytes) const noexcept;
   [[nodiscard]] double memset_ns(std::size_t bytes) const noexcept;
-  /// A kernel: the bytes its ranges declare (read-write counted twice) over the memory
-  /// bandwidth, plus `work_ns`, and at least the smallest kernel's time.
+  /// A kernel (a roofline): the longer of the bytes its ranges declare (read-write counted
+  /// twice) over the memory bandwidth and `flops` over the compute rate, and at least the
+  /// smallest kernel's time.
   [[nodiscard]] double kernel_ns(std::span<const MemoryRange> ranges,
-                                 double work_ns = 0) const noexcept;
+                                 double flops = 0) const noexcept;
   [[nodiscard]] double us(double micro) const noexcept { return micro * 1e3; }
   [[nodiscard]] double sync_ns() const noexcept { return us(profile_.sync_us); }
 

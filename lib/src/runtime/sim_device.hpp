@@ -270,8 +270,9 @@ class SimStream final : public StreamImpl {
   void wait(EventImpl& event) override;
   void synchronize() override;
   bool query() override;
+  using StreamImpl::launch_host_kernel;
   void launch_host_kernel(std::string_view name, std::span<const MemoryRange> ranges,
-                          std::function<void()> body) override;
+                          std::function<void()> body, KernelWork work) override;
   // Stream capture (sim_graph.cpp).
   void begin_capture(CaptureMode mode) override;
   std::unique_ptr<GraphImpl> end_capture() override;

@@ -4,6 +4,11 @@
 // (sim_scheduler.cpp).
 
 #include "runtime/sim_device.hpp"
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
 #include "runtime/sim_device_guard.hpp"
 #include "runtime/sim_pinned_guard.hpp"
 
@@ -456,20 +461,26 @@ bool SimStream::query() {
 }
 
 void SimStream::launch_host_kernel(std::string_view name, std::span<const MemoryRange> ranges,
-                                   std::function<void()> body) {
+                                   std::function<void()> body, KernelWork work) {
   device_.called_from_host_function("cudaLaunchKernel");
+  if (!std::isfinite(work.flops) || work.flops < 0) {
+    throw std::invalid_argument("work.flops: " + std::to_string(work.flops) + " for kernel " +
+                                std::string(name) + " is not a finite count >= 0");
+  }
   if (auto cap = capture.get()) {
     return device_.captures().capture_op(
         *cap, *this, "cudaLaunchKernel",
         [name = std::string(name), checked = std::vector<MemoryRange>(ranges.begin(), ranges.end()),
-         body = std::move(body)](SimStream& s) { s.launch_host_kernel(name, checked, body); });
+         body = std::move(body), work](SimStream& s) {
+          s.launch_host_kernel(name, checked, body, work);
+        });
   }
   device_.check_launch_device(name, id_);
   device_.maybe_fail(FaultSite::kernel, "cudaLaunchKernel",
                      "launching kernel " + std::string(name));
   const SimClock::Call vt(device_.clock());
   if (SimClock* clock = vt.clock())
-    clock->queue(id_, SimClock::Engine::compute, clock->kernel_ns(ranges), false);
+    clock->queue(id_, SimClock::Engine::compute, clock->kernel_ns(ranges, work.flops), false);
   std::vector<RangeUse> uses;
   uses.reserve(ranges.size());
   for (const MemoryRange& range : ranges) {

@@ -29,6 +29,9 @@ struct DeviceProfile {
   double d2h_pageable_gbps = 0;  ///< device-to-host copy into pageable memory, GB/s
   double copy_latency_us = 0;    ///< fixed device time of one copy
   double memory_gbps = 0;        ///< device memory bandwidth a memory-bound kernel reaches, GB/s
+  /// arithmetic rate a compute-bound kernel reaches, GFLOP/s (a multiply-add is two FLOPs): what
+  /// a kernel's `KernelWork` hint is divided by
+  double compute_gflops = 0;
   double kernel_min_us = 0;      ///< device time of the smallest kernel (and memset)
   double launch_us = 0;          ///< host time of a kernel launch, an async copy or a memset
   double malloc_us = 0;          ///< host time of cudaMalloc

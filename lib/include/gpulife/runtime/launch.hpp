@@ -22,6 +22,7 @@
 #include <gpulife/runtime/detail/enqueue_site.hpp>
 #include <gpulife/runtime/device_guard.hpp>
 #include <gpulife/runtime/host_device.hpp>
+#include <gpulife/runtime/kernel_work.hpp>
 #include <gpulife/runtime/stream_view.hpp>
 
 #if defined(__CUDACC__)
@@ -45,12 +46,15 @@ __global__ void for_each_index_kernel(std::size_t n, Body body) {
 /// Runs `body` over `[0, n)` as a kernel on a simulated stream.
 template <class Body>
 void for_each_index_on_sim(StreamView stream, std::size_t n, const Body& body,
-                           std::initializer_list<MemoryRange> ranges, std::string_view name) {
+                           std::initializer_list<MemoryRange> ranges, std::string_view name,
+                           KernelWork work) {
   const DeviceGuard guard(stream);  // as on CUDA: the launch needs the stream's device current
   stream.impl()->launch_host_kernel(
-      name, std::span<const MemoryRange>(ranges.begin(), ranges.size()), [body, n] {
+      name, std::span<const MemoryRange>(ranges.begin(), ranges.size()),
+      [body, n] {
         for (std::size_t i = 0; i < n; ++i) body(i);
-      });
+      },
+      work);
 }
 }  // namespace detail
 
@@ -79,18 +83,21 @@ inline namespace host_launcher {
 ///               and when it is queued, that no unordered operation of another stream touches
 ///               the same bytes (declare inputs `Access::read`: the default counts as a write)
 /// @param name   the kernel's name in error messages and violation reports
+/// @param work   what the kernel computes: a hint for the simulated device's virtual time
+///               (`KernelWork`); CUDA ignores it
 /// @param where  the call site the simulated device names in its reports; leave it defaulted
-/// @throws std::invalid_argument for an empty stream
+/// @throws std::invalid_argument for an empty stream, or on the simulated device for a
+///         negative or non-finite `work.flops`
 /// @throws std::logic_error on a CUDA stream from a translation unit not compiled by nvcc
 /// @throws CudaError if the launch fails
 template <class Body>
 void for_each_index(StreamView stream, std::size_t n, const Body& body,
-                    std::initializer_list<MemoryRange> ranges, std::string_view name = "kernel",
-                    SourceLocation where = SourceLocation::current()) {
+                    std::initializer_list<MemoryRange> ranges, std::string_view name,
+                    KernelWork work, SourceLocation where = SourceLocation::current()) {
   if (!stream.valid()) throw std::invalid_argument("stream: empty StreamView");
   const detail::EnqueueSite site(where);
   if (stream.backend() == BackendKind::sim) {
-    detail::for_each_index_on_sim(stream, n, body, ranges, name);
+    detail::for_each_index_on_sim(stream, n, body, ranges, name, work);
     return;
   }
 #if defined(__CUDACC__)
@@ -117,6 +124,16 @@ void for_each_index(StreamView stream, std::size_t n, const Body& body,
   throw std::logic_error("for_each_index: kernel " + std::string(name) +
                          " was compiled without nvcc and cannot run on a CUDA stream");
 #endif
+}
+
+/// @brief `for_each_index` without a work hint: the simulated device's virtual time costs the
+/// kernel by its declared bytes alone.
+/// @throws as the overload with `KernelWork`
+template <class Body>
+void for_each_index(StreamView stream, std::size_t n, const Body& body,
+                    std::initializer_list<MemoryRange> ranges, std::string_view name = "kernel",
+                    SourceLocation where = SourceLocation::current()) {
+  for_each_index(stream, n, body, ranges, name, KernelWork{}, where);
 }
 
 }  // inline namespace

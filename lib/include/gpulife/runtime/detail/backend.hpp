@@ -19,6 +19,7 @@
 #include <gpulife/runtime/backend_kind.hpp>
 #include <gpulife/runtime/capture_mode.hpp>
 #include <gpulife/runtime/device_profile.hpp>
+#include <gpulife/runtime/kernel_work.hpp>
 #include <gpulife/runtime/memory_range.hpp>
 #include <gpulife/runtime/sim_options.hpp>
 
@@ -100,10 +101,16 @@ class StreamImpl {
   virtual void synchronize() = 0;
   /// True when everything queued so far has executed.
   virtual bool query() = 0;
-  /// Runs `body` on the stream as a kernel that touches `ranges`. Only the simulated device can
-  /// run host code as a kernel; the CUDA backend throws `std::logic_error`.
+  /// Runs `body` on the stream as a kernel that touches `ranges` and does `work` (a hint for the
+  /// simulated device's virtual time). Only the simulated device can run host code as a kernel;
+  /// the CUDA backend throws `std::logic_error`.
   virtual void launch_host_kernel(std::string_view name, std::span<const MemoryRange> ranges,
-                                  std::function<void()> body) = 0;
+                                  std::function<void()> body, KernelWork work) = 0;
+  /// As above, without a work hint.
+  void launch_host_kernel(std::string_view name, std::span<const MemoryRange> ranges,
+                          std::function<void()> body) {
+    launch_host_kernel(name, ranges, std::move(body), KernelWork{});
+  }
 
   /// Stream capture (cudaStreamBeginCapture, cudaStreamEndCapture, cudaStreamGetCaptureInfo):
   /// while capturing, queued work is recorded into a graph instead of executed. A backend
