@@ -134,11 +134,7 @@ void bm_decode(benchmark::State& state, bool replay) {
   const std::uint64_t upstream = runner.upstream_allocations();
   const std::uint64_t launches = runner.launches();
   StepTimer timer(device);
-  for (auto _ : state) {
-    timer.start(runner.stream());
-    runner.step();
-    state.SetIterationTime(timer.stop(runner.stream()));
-  }
+  time_steps(state, timer, runner);
   if (!model.matches_reference(runner.output())) {
     state.SkipWithError("the step's output differs from the host reference");
   }

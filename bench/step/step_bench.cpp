@@ -34,11 +34,7 @@ void bm_step(benchmark::State& state, Strategy strategy) {
   }
   const StepCounters before = runner.counters();
   StepTimer timer(device);
-  for (auto _ : state) {
-    timer.start(runner.stream());
-    runner.step();
-    state.SetIterationTime(timer.stop(runner.stream()));
-  }
+  time_steps(state, timer, runner);
   if (!model.matches_reference(runner.output())) {
     state.SkipWithError("the step's output differs from the host reference");
   }

@@ -79,6 +79,19 @@ class StepTimer {
   std::int64_t host_start_ns_ = 0;
 };
 
+/// @brief The timed loop of a step benchmark (`UseManualTime`): each iteration runs
+/// `runner.step()` between `timer`'s start and stop on `runner.stream()` and reports that time.
+/// `Runner` has `step()` and `stream()`.
+/// @throws what `runner.step()` and the timer throw
+template <class Runner>
+void time_steps(benchmark::State& state, StepTimer& timer, Runner& runner) {
+  for (auto _ : state) {
+    timer.start(runner.stream());
+    runner.step();
+    state.SetIterationTime(timer.stop(runner.stream()));
+  }
+}
+
 // ---- leak check ---------------------------------------------------------------------------------
 
 /// @brief What is still alive in `ctx` once a benchmark has dropped everything it made and
