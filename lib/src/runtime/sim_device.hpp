@@ -59,6 +59,7 @@
 #include "runtime/backends.hpp"
 #include "runtime/sim_clock.hpp"
 #include "runtime/sim_graph.hpp"
+#include "runtime/sim_host_pages.hpp"
 #include "runtime/sim_pinned_guard.hpp"
 #include "runtime/sim_races.hpp"
 #include "runtime/stream_ids.hpp"
@@ -502,6 +503,9 @@ class SimDevice final : public DeviceImpl {
   const int ordinal_;
   const std::unique_ptr<SimClock> clock_;  // virtual time; null without a profile
 
+  // Backs mapped allocations and reserved ranges; outlives them (declared first). Up to the
+  // device's capacity of freed pages stays committed for reuse.
+  HostPages host_pages_{options_.capacity_bytes};
   mutable std::shared_mutex memory_mutex_;
   AllocMap allocs_;
   std::size_t used_ = 0;
@@ -517,11 +521,17 @@ class SimDevice final : public DeviceImpl {
     VmmRange(const VmmRange&) = delete;
     VmmRange& operator=(const VmmRange&) = delete;
     ~VmmRange();
-    void* base;
+    void* base;  // nullptr once its host memory went to host_pages_
     std::size_t bytes;
-    std::vector<std::uint8_t> chunks;  // 1 where a chunk is mapped
+    std::vector<std::uint8_t> chunks;  // a ChunkState per chunk
   };
+  // What backs a chunk of a reserved range on the host. An unmapped chunk keeps its host pages
+  // (retained) while the device's retained bytes stay within its capacity: giving pages back and
+  // faulting them in again at the next map cost more than the simulated work (a TLB shootdown
+  // per unmap, a fault per page); mapping fills the chunk as fresh memory either way.
+  enum ChunkState : std::uint8_t { chunk_released = 0, chunk_mapped = 1, chunk_retained = 2 };
   std::map<std::uintptr_t, VmmRange> vmm_;  // memory_mutex_
+  std::size_t vmm_retained_bytes_ = 0;      // memory_mutex_: chunks in chunk_retained
 
   // Shared while a report asks the resolvers, so that removing one waits for those reports.
   std::shared_mutex resolver_mutex_;

@@ -55,11 +55,6 @@ std::size_t whole_pages(std::size_t bytes) noexcept {
   return (bytes + page - 1) / page * page;
 }
 
-unsigned char* map_host_memory(std::size_t size) noexcept {
-  void* ptr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  return ptr == MAP_FAILED ? nullptr : static_cast<unsigned char*>(ptr);
-}
-
 }  // namespace
 
 void* SimDevice::reserve(std::size_t bytes, AllocState state, const char* call,
@@ -93,8 +88,11 @@ void* SimDevice::reserve(std::size_t bytes, AllocState state, const char* call,
   }
   // Guarded device memory (SimOptions::guard_device_memory) needs pages of its own.
   const bool mapped = size >= mapped_from || options_.guard_device_memory;
-  auto* host = mapped ? map_host_memory(size)
-                      : static_cast<unsigned char*>(std::aligned_alloc(sim_alignment, size));
+  // Mapped memory may come with a freed allocation's pages (cheaper than faulting in new ones)
+  // where it is filled as fresh memory below.
+  auto* host = static_cast<unsigned char*>(
+      mapped ? host_pages_.map(size, sim_alignment, HostPages::Kind::committed, options_.fill_fresh)
+             : std::aligned_alloc(sim_alignment, size));
   std::unique_lock lock(memory_mutex_);
   if (host == nullptr) {
     used_ -= size;
@@ -174,9 +172,8 @@ void SimDevice::retire(AllocMap::iterator it) noexcept {
     // The memory goes back to the host; the addresses stay reserved and inaccessible, so that
     // a stale pointer neither reaches a new allocation nor reads old data.
     device_guard::remove(alloc.host);  // inaccessible to everyone from now on
-    void* again = mmap(alloc.host, alloc.size, PROT_NONE,
-                       MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (again != MAP_FAILED) {
+    if (host_pages_.release_pages(alloc.host, alloc.size, HostPages::Kind::committed,
+                                  alloc.size)) {
       alloc.reserved_only = true;
       address_quarantine_.push_back(base);
       reserved_bytes_ += alloc.size;
@@ -200,7 +197,11 @@ void SimDevice::drop(AllocMap::iterator it) noexcept {
   if (races_) races_->forget(it->first, it->first + alloc.size);
   if (alloc.mapped) {
     device_guard::remove(alloc.host);
-    munmap(alloc.host, alloc.size);
+    if (alloc.reserved_only) {
+      munmap(alloc.host, alloc.size);  // addresses only: the pages went at retire
+    } else {
+      host_pages_.unmap(alloc.host, alloc.size, HostPages::Kind::committed, alloc.size);
+    }
   } else {
     std::free(alloc.host);
   }

@@ -2,11 +2,12 @@
 // The simulated device's virtual memory management, the model of cuMemAddressReserve,
 // cuMemCreate + cuMemMap + cuMemSetAccess, cuMemUnmap + cuMemRelease and cuMemAddressFree: a
 // reserved range is host address space with nothing committed (mmap, MAP_NORESERVE); mapping a
-// chunk counts it against the device's capacity; unmapping gives the host pages back
-// (MADV_DONTNEED) and the capacity. For the memory model a range is memory lent to the device
-// (external: never freed by cudaFree) whose live parts are the blocks a pool marks, so every
-// queued access is checked as in any pool segment; an unmap of memory that a live block still
-// covers is reported.
+// chunk counts it against the device's capacity; unmapping gives the capacity back, and the host
+// pages too (MADV_DONTNEED) once the device retains its capacity's worth of unmapped ones; a
+// released range's pages go to the device's HostPages. For the memory model a range is memory
+// lent to the device (external: never freed by cudaFree) whose live parts are the blocks a pool
+// marks, so every queued access is checked as in any pool segment; an unmap of memory that a
+// live block still covers is reported.
 
 #include <sys/mman.h>
 
@@ -23,6 +24,7 @@
 namespace gpulife::detail::sim {
 
 SimDevice::VmmRange::~VmmRange() {
+  if (base == nullptr) return;
   device_guard::remove(base);
   ::munmap(base, bytes);
 }
@@ -36,18 +38,13 @@ void* SimDevice::reserve_address_range(std::size_t bytes) {
                                 " is not a positive multiple of the granularity " +
                                 std::to_string(g));
   }
-  // Aligned to the granularity: reserve one chunk more and trim.
-  void* raw = ::mmap(nullptr, bytes + g, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (raw == MAP_FAILED) {
+  void* host = host_pages_.map(bytes, g, HostPages::Kind::reserved, options_.fill_fresh);
+  if (host == nullptr) {
     throw OutOfMemoryError("out of memory: cuMemAddressReserve of " + format_bytes(bytes) +
                                " on " + name() + ": the host has no address space left",
                            bytes);
   }
-  const std::uintptr_t start = address(raw);
-  const std::uintptr_t base = (start + g - 1) / g * g;
-  if (base > start) ::munmap(raw, base - start);
-  if (start + g > base) ::munmap(reinterpret_cast<void*>(base + bytes), start + g - base);
+  const std::uintptr_t base = address(host);
   std::unique_lock lock(memory_mutex_);
   try {
     auto [range, added] = vmm_.try_emplace(base, reinterpret_cast<void*>(base), bytes);
@@ -80,7 +77,11 @@ void SimDevice::release_address_range(void* base, std::size_t bytes) noexcept {
       bad = make_violation(SimViolation::Kind::bad_free, "cuMemAddressFree", base, bytes, 0);
     } else {
       std::size_t still_mapped = 0;
-      for (std::uint8_t c : range->second.chunks) still_mapped += c;
+      std::size_t retained = 0;
+      for (std::uint8_t c : range->second.chunks) {
+        still_mapped += c == chunk_mapped ? 1 : 0;
+        retained += c == chunk_retained ? 1 : 0;
+      }
       // The poison of freed blocks in chunks still mapped is verified as at an unmap.
       const std::size_t g = options_.vmm_granularity;
       const Alloc& alloc = allocs_.at(address(base));
@@ -89,14 +90,19 @@ void SimDevice::release_address_range(void* base, std::size_t bytes) noexcept {
         for (std::uintptr_t p = at; p < at + block.size;) {
           const std::uintptr_t chunk_end = (p - address(base)) / g * g + g + address(base);
           const std::uintptr_t to = std::min(chunk_end, at + block.size);
-          if (range->second.chunks[(p - address(base)) / g] != 0) {
+          if (range->second.chunks[(p - address(base)) / g] == chunk_mapped) {
             verify_poison(p, to - p, block.label);
           }
           p = to;
         }
       }
-      used_ -= still_mapped * options_.vmm_granularity;  // cuMemAddressFree of a mapped range
+      used_ -= still_mapped * g;  // cuMemAddressFree of a mapped range
+      vmm_retained_bytes_ -= retained * g;  // those pages go to host_pages_ with the range
       allocs_.erase(address(base));
+      // The pages of mapped and retained chunks back a later range; the addresses go.
+      device_guard::remove(base);
+      host_pages_.unmap(base, bytes, HostPages::Kind::reserved, (still_mapped + retained) * g);
+      range->second.base = nullptr;
       vmm_.erase(range);
       if (races_) races_->forget(address(base), address(base) + bytes);
     }
@@ -124,7 +130,7 @@ void SimDevice::map_memory(void* ptr, std::size_t bytes) {
                                 ") is not whole chunks of a reserved range");
   }
   for (std::size_t c = offset / g; c < (offset + bytes) / g; ++c) {
-    if (r.chunks[c] != 0) {
+    if (r.chunks[c] == chunk_mapped) {
       throw std::invalid_argument("ptr: chunk " + std::to_string(c) + " is mapped already");
     }
   }
@@ -137,7 +143,10 @@ void SimDevice::map_memory(void* ptr, std::size_t bytes) {
                            bytes);
   }
   used_ += bytes;
-  for (std::size_t c = offset / g; c < (offset + bytes) / g; ++c) r.chunks[c] = 1;
+  for (std::size_t c = offset / g; c < (offset + bytes) / g; ++c) {
+    if (r.chunks[c] == chunk_retained) vmm_retained_bytes_ -= g;
+    r.chunks[c] = chunk_mapped;
+  }
   // Freed blocks there lost their poison with the unmapped pages: forget them, so that reusing
   // the addresses does not count the new memory's contents as a stray write.
   std::erase_if(allocs_.at(range->first).blocks, [&](const auto& entry) {
@@ -171,7 +180,9 @@ void SimDevice::unmap_memory(void* ptr, std::size_t bytes) noexcept {
       const std::uintptr_t offset = address(ptr) - range->first;
       VmmRange& r = range->second;
       ok = offset % g == 0 && bytes % g == 0 && offset + bytes <= r.bytes;
-      for (std::size_t c = offset / g; ok && c < (offset + bytes) / g; ++c) ok = r.chunks[c] != 0;
+      for (std::size_t c = offset / g; ok && c < (offset + bytes) / g; ++c) {
+        ok = r.chunks[c] == chunk_mapped;
+      }
       if (ok) {
         // Unmapping memory that a live block covers: the pool gave back memory still in use.
         const Alloc& alloc = allocs_.at(range->first);
@@ -188,12 +199,18 @@ void SimDevice::unmap_memory(void* ptr, std::size_t bytes) noexcept {
             break;
           }
         }
-        for (std::size_t c = offset / g; c < (offset + bytes) / g; ++c) r.chunks[c] = 0;
+        const bool retain =
+            options_.fill_fresh && bytes <= options_.capacity_bytes - vmm_retained_bytes_;
+        for (std::size_t c = offset / g; c < (offset + bytes) / g; ++c) {
+          r.chunks[c] = retain ? chunk_retained : chunk_released;
+        }
+        if (retain) vmm_retained_bytes_ += bytes;
         used_ -= bytes;
         // The freed blocks there: their poison is verified now (a write through a stale
         // pointer that nobody declared), and they stay known, cut at the unmapped range's ends,
         // so that a stale access to the unmapped memory is a use after free; mapping forgets
-        // them. Then the host pages go back; reads see zeros.
+        // them. The host pages stay (retained, within the device's capacity) or go back; either
+        // way the chunk is inaccessible until mapped again, and mapping fills it afresh.
         Alloc& owner = allocs_.at(range->first);
         const std::uintptr_t lo = address(ptr);
         const std::uintptr_t hi = lo + bytes;
@@ -219,7 +236,7 @@ void SimDevice::unmap_memory(void* ptr, std::size_t bytes) noexcept {
           it = owner.blocks.erase(it);
         }
         for (auto& [at, piece] : pieces) owner.blocks.emplace(at, std::move(piece));
-        ::madvise(ptr, bytes, MADV_DONTNEED);
+        if (!retain) ::madvise(ptr, bytes, MADV_DONTNEED);
       }
     }
     if (!ok && !bad) {
