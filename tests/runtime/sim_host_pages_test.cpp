@@ -70,6 +70,22 @@ TEST(HostPagesTest, AFreedAllocationsPagesComeBackElsewhereOnlyForTheSameSizeAnd
   pages.unmap(no_reuse, 2 * MiB, Kind::committed, 0);
 }
 
+TEST(HostPagesTest, AnAllocationTakesALargerFreedOneCutToSizeButNotOneTwiceAsLarge) {
+  HostPages pages(16 * MiB);
+  auto* a = static_cast<unsigned char*>(pages.map(4 * MiB, 4096, Kind::committed, true));
+  std::memset(a, 0x33, 4 * MiB);
+  pages.unmap(a, 4 * MiB, Kind::committed, 4 * MiB);
+  auto* small = static_cast<unsigned char*>(pages.map(1 * MiB, 4096, Kind::committed, true));
+  EXPECT_EQ(small[0], 0) << "a quarter of the size: fresh pages";
+  auto* cut = static_cast<unsigned char*>(pages.map(3 * MiB, 4096, Kind::committed, true));
+  EXPECT_EQ(cut[0], 0x33);
+  EXPECT_EQ(cut[3 * MiB - 1], 0x33);
+  EXPECT_EQ(pages.kept_bytes(), 0U);
+  EXPECT_FALSE(mapped(cut + 3 * MiB, 1 * MiB)) << "the tail went back to the host";
+  pages.unmap(small, 1 * MiB, Kind::committed, 0);
+  pages.unmap(cut, 3 * MiB, Kind::committed, 0);
+}
+
 TEST(HostPagesDeathTest, AReleasedRangeStaysReservedAndInaccessible) {
   HostPages pages(8 * MiB);
   auto* a = static_cast<unsigned char*>(pages.map(2 * MiB, 4096, Kind::committed, true));

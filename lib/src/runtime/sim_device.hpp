@@ -503,9 +503,9 @@ class SimDevice final : public DeviceImpl {
   const int ordinal_;
   const std::unique_ptr<SimClock> clock_;  // virtual time; null without a profile
 
-  // Backs mapped allocations and reserved ranges; outlives them (declared first). Up to the
-  // device's capacity of freed pages stays committed for reuse.
-  HostPages host_pages_{options_.capacity_bytes};
+  // Backs mapped allocations and reserved ranges; outlives them (declared first). Up to 64 MiB
+  // of freed pages stay committed for reuse: as much as the default quarantine holds.
+  HostPages host_pages_{std::size_t{64} << 20};
   mutable std::shared_mutex memory_mutex_;
   AllocMap allocs_;
   std::size_t used_ = 0;

@@ -59,17 +59,24 @@ void* HostPages::map(std::size_t bytes, std::size_t alignment, Kind kind, bool r
   alignment = std::max(alignment, natural_alignment(bytes));
   if (reuse) {
     std::unique_lock lock(mutex_);
+    // An allocation may take a larger one (up to twice its size), cut to size; a virtual range
+    // only one of its own size (a pool reserves ranges of one size).
     auto it = std::find_if(spares_.begin(), spares_.end(), [&](const Spare& s) {
-      return s.bytes == bytes && s.kind == kind && address(s.ptr) % alignment == 0;
+      const bool fits = kind == Kind::committed ? s.bytes >= bytes && s.bytes / 2 <= bytes
+                                                : s.bytes == bytes;
+      return fits && s.kind == kind && address(s.ptr) % alignment == 0;
     });
     if (it != spares_.end()) {
       const Spare spare = *it;
       spares_.erase(it);
       kept_ -= spare.committed;
       lock.unlock();
-      // A guarded range went away inaccessible; its pages come back open.
-      if (::mprotect(spare.ptr, spare.bytes, PROT_READ | PROT_WRITE) == 0) return spare.ptr;
-      ::munmap(spare.ptr, spare.bytes);
+      // Cut in place (the tail's pages go back); a guarded range went away inaccessible, its
+      // pages come back open.
+      const bool cut = spare.bytes == bytes ||
+                       ::mremap(spare.ptr, spare.bytes, bytes, 0) != MAP_FAILED;
+      if (cut && ::mprotect(spare.ptr, bytes, PROT_READ | PROT_WRITE) == 0) return spare.ptr;
+      ::munmap(spare.ptr, cut ? bytes : spare.bytes);
     }
   }
   void* ptr = map_aligned(bytes, alignment, PROT_READ | PROT_WRITE, kind_flags(kind));

@@ -14,7 +14,7 @@ namespace gpulife::detail::sim {
 /// spends more time faulting than simulating. This class
 ///  - maps ranges aligned to (and advised as) 2 MiB huge pages: one fault per 2 MiB;
 ///  - keeps the pages of ranges the device frees, within a byte budget, and hands them out
-///    again for a range of the same size and kind. An allocation's pages move (mremap) to
+///    again for a range of the same kind and size. An allocation's pages move (mremap) to
 ///    addresses of their own, so that its freed addresses are not handed out again by this
 ///    class and a stale pointer into them still finds no memory. A virtual range stays where it
 ///    was, as the host's mmap would place it again (moving its page tables costs more than the
@@ -36,8 +36,9 @@ class HostPages {
   HostPages& operator=(const HostPages&) = delete;
 
   /// A read/write mapping of `bytes` aligned to `alignment` (a power of two, at least a page):
-  /// kept pages of a freed range of the same size and kind when `reuse` allows, else fresh zero
-  /// pages. nullptr when the host has no address space (or, committed, no memory) left.
+  /// where `reuse` allows, kept pages of a freed range of the same kind and size (for an
+  /// allocation: of up to twice the size, cut to it), else fresh zero pages. nullptr when the
+  /// host has no address space (or, committed, no memory) left.
   [[nodiscard]] void* map(std::size_t bytes, std::size_t alignment, Kind kind, bool reuse) noexcept;
 
   /// Frees the mapping [ptr, +bytes) of `map`. Its pages are kept for reuse when `committed`
