@@ -4,11 +4,11 @@
 
 #include "runtime/sim_device.hpp"
 
-#include <array>
 
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "runtime/sim_bytes.hpp"
 #include "runtime/sim_device_guard.hpp"
 #include "runtime/sim_scheduler.hpp"
 
@@ -28,27 +28,6 @@ namespace {
 // reserved (and inaccessible) after they are freed.
 constexpr std::size_t mapped_from = std::size_t{1} << 20;
 constexpr std::size_t max_reserved_ranges = 4096;
-
-/// Offset of the first byte in [ptr, ptr + bytes) that is not the poison, or `bytes`.
-/// Compared a page at a time with memcmp (the C library's vector code): every freed block is
-/// verified when it is reused or unmapped, and a byte loop over them was a third of a fuzz run.
-std::size_t first_unpoisoned(const unsigned char* ptr, std::size_t bytes) noexcept {
-  static const auto poison_page = [] {
-    std::array<unsigned char, 4096> page{};
-    page.fill(poison_value);
-    return page;
-  }();
-  std::size_t i = 0;
-  while (i < bytes) {
-    const std::size_t n = std::min(poison_page.size(), bytes - i);
-    if (std::memcmp(ptr + i, poison_page.data(), n) != 0) break;
-    i += n;
-  }
-  for (; i < bytes; ++i) {
-    if (ptr[i] != poison_value) return i;
-  }
-  return bytes;
-}
 
 std::size_t whole_pages(std::size_t bytes) noexcept {
   static const auto page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
@@ -112,7 +91,7 @@ void* SimDevice::reserve(std::size_t bytes, AllocState state, const char* call,
   lock.unlock();
   // Fresh device memory holds whatever was there; on the sim that would be zeros or a freed
   // allocation's poison, which hides reads of memory never written.
-  if (options_.fill_fresh) std::memset(host, fresh_value, size);
+  if (options_.fill_fresh) fill_device_bytes(host, fresh_value, size);
   // From now on only queued work (and the sim's own bookkeeping) may touch it.
   if (options_.guard_device_memory) device_guard::add(host, whole_pages(size));
   return host;
@@ -139,7 +118,7 @@ void SimDevice::verify_poison(std::uintptr_t begin, std::size_t bytes, const std
   if (!options_.poison || bytes == 0) return;
   const DeviceAccessScope device_access;  // guarded device memory: the sim's own read
   const auto* ptr = reinterpret_cast<const unsigned char*>(begin);
-  const std::size_t first = first_unpoisoned(ptr, bytes);
+  const std::size_t first = first_byte_not(ptr, poison_value, bytes);
   if (first == bytes) return;
   std::size_t last = bytes;
   while (last > first && ptr[last - 1] == poison_value) --last;
@@ -223,7 +202,7 @@ void SimDevice::release(std::uintptr_t base) noexcept {
   if (options_.poison && alloc.size <= options_.quarantine_bytes) {
     {
       const DeviceAccessScope device_access;  // guarded device memory: the sim's own write
-      std::memset(alloc.host, poison_value, alloc.size);
+      fill_device_bytes(alloc.host, poison_value, alloc.size);
     }
     quarantine_.push_back(base);
     quarantined_bytes_ += alloc.size;
@@ -570,7 +549,7 @@ void SimDevice::poison_block(const void* ptr, std::size_t bytes) noexcept {
         block->second.live = false;
         if (options_.poison) {
           const DeviceAccessScope device_access;  // guarded device memory: the sim's own write
-          std::memset(const_cast<void*>(ptr), poison_value, block->second.size);
+          fill_device_bytes(const_cast<void*>(ptr), poison_value, block->second.size);
         }
       }
     }

@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "runtime/sim_bytes.hpp"
 #include "runtime/sim_device_guard.hpp"
 #include "runtime/sim_pinned_guard.hpp"
 
@@ -362,7 +363,9 @@ void SimStream::memset(void* dst, int value, std::size_t bytes) {
     clock->queue(id_, SimClock::Engine::compute, clock->memset_ns(bytes), false);
   const RangeUse uses[] = {{dst, bytes, Use::write}};
   enqueue_checked("memset", uses, [this, dst, value, bytes] {
-    if (device_.check(dst, bytes, "memset", id_)) std::memset(dst, value, bytes);
+    if (device_.check(dst, bytes, "memset", id_)) {
+      fill_device_bytes(dst, static_cast<unsigned char>(value), bytes);
+    }
   });
 }
 

@@ -18,6 +18,7 @@
 #include <optional>
 #include <stdexcept>
 
+#include "runtime/sim_bytes.hpp"
 #include "runtime/sim_device.hpp"
 #include "runtime/sim_device_guard.hpp"
 
@@ -157,7 +158,7 @@ void SimDevice::map_memory(void* ptr, std::size_t bytes) {
   // New physical memory holds garbage on a GPU, not the zeros of fresh host pages.
   if (options_.fill_fresh) {
     const DeviceAccessScope device_access;  // guarded device memory: the sim's own write
-    std::memset(ptr, fresh_value, bytes);
+    fill_device_bytes(ptr, fresh_value, bytes);
   }
   // New physical memory: what happened at these addresses before is history the driver has
   // ordered (the race detector forgets it).
