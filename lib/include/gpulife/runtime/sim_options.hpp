@@ -115,10 +115,14 @@ struct SimOptions {
   bool poison = true;
   /// Fill fresh allocations with a pattern (0xCF bytes) instead of what the host left there, so
   /// that code which reads memory it never wrote sees garbage, as on a GPU, and not zeros.
+  /// With it on, the device backs new memory with host pages freed memory held before (up to
+  /// 64 MiB of them kept, and unmapped chunks of reserved ranges up to the capacity): faulting
+  /// in new pages costs more than the simulated work. Off, new memory is the host's zero pages.
   bool fill_fresh = true;
   /// Freed upstream allocations up to this many bytes in all are kept (poisoned) before their
-  /// host memory is returned, so that stale pointers keep pointing at poison rather than at
-  /// unrelated new allocations. The poison is verified when memory leaves the quarantine.
+  /// host memory is returned (or, see `fill_fresh`, moved to back a later allocation at other
+  /// addresses), so that stale pointers keep pointing at poison rather than at unrelated new
+  /// allocations. The poison is verified when memory leaves the quarantine.
   std::size_t quarantine_bytes = std::size_t{64} << 20;
   /// Allocations larger than the quarantine, and those leaving it, keep their addresses out of
   /// reuse (reserved, inaccessible, holding no memory) until this many bytes of addresses are
