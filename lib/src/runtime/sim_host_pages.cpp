@@ -62,8 +62,8 @@ void* HostPages::map(std::size_t bytes, std::size_t alignment, Kind kind, bool r
     // An allocation may take a larger one (up to twice its size), cut to size; a virtual range
     // only one of its own size (a pool reserves ranges of one size).
     auto it = std::find_if(spares_.begin(), spares_.end(), [&](const Spare& s) {
-      const bool fits = kind == Kind::committed ? s.bytes >= bytes && s.bytes / 2 <= bytes
-                                                : s.bytes == bytes;
+      const bool fits =
+          kind == Kind::committed ? s.bytes >= bytes && s.bytes / 2 <= bytes : s.bytes == bytes;
       return fits && s.kind == kind && address(s.ptr) % alignment == 0;
     });
     if (it != spares_.end()) {
@@ -73,8 +73,8 @@ void* HostPages::map(std::size_t bytes, std::size_t alignment, Kind kind, bool r
       lock.unlock();
       // Cut in place (the tail's pages go back); a guarded range went away inaccessible, its
       // pages come back open.
-      const bool cut = spare.bytes == bytes ||
-                       ::mremap(spare.ptr, spare.bytes, bytes, 0) != MAP_FAILED;
+      const bool cut =
+          spare.bytes == bytes || ::mremap(spare.ptr, spare.bytes, bytes, 0) != MAP_FAILED;
       if (cut && ::mprotect(spare.ptr, bytes, PROT_READ | PROT_WRITE) == 0) return spare.ptr;
       ::munmap(spare.ptr, cut ? bytes : spare.bytes);
     }
@@ -102,10 +102,7 @@ bool HostPages::release_pages(void* ptr, std::size_t bytes, Kind kind,
 
 bool HostPages::keep(void* ptr, std::size_t bytes, Kind kind, std::size_t committed,
                      bool keep_addresses) noexcept {
-  {
-    std::scoped_lock lock(mutex_);
-    if (committed > budget_) return false;
-  }
+  if (committed > budget_) return false;
   void* to = ptr;
   if (kind == Kind::committed || keep_addresses) {
     // Addresses of their own for the pages, never handed out before.

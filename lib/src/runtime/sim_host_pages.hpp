@@ -69,7 +69,7 @@ class HostPages {
   mutable std::mutex mutex_;
   std::deque<Spare> spares_;  // oldest first
   std::size_t kept_ = 0;      // committed bytes of spares_
-  std::size_t budget_;
+  const std::size_t budget_;
 };
 
 }  // namespace gpulife::detail::sim

@@ -4,7 +4,6 @@
 
 #include "runtime/sim_device.hpp"
 
-
 #include <sys/mman.h>
 #include <unistd.h>
 
