@@ -277,7 +277,7 @@ std::vector<SimViolation> PinnedGuard::take_recorded() {
     if (slot.op) {
       v.other_operation = slot.op->operation + (slot.other_writes ? " (writes)" : " (reads)");
       v.other_stream_id = slot.op->stream_id;
-      v.other_site = slot.op->site;
+      v.other_site = format_site(slot.op->site);
     }
     v.rule = "the host touched the buffer before synchronising with a queued copy that uses it";
     slot.op.reset();

@@ -18,11 +18,17 @@ std::uintptr_t address_of(const void* ptr) noexcept {
 
 }  // namespace
 
-std::string current_site() {
+SourceLocation current_location() noexcept {
   const SourceLocation* where = EnqueueSite::current();
-  if (where == nullptr || where->file_name() == nullptr || *where->file_name() == '\0') return {};
-  return std::string(where->file_name()) + ":" + std::to_string(where->line());
+  return where != nullptr ? *where : SourceLocation{};
 }
+
+std::string format_site(const SourceLocation& where) {
+  if (where.file_name() == nullptr || *where.file_name() == '\0') return {};
+  return std::string(where.file_name()) + ":" + std::to_string(where.line());
+}
+
+std::string current_site() { return format_site(current_location()); }
 
 const char* describe(Use use) noexcept {
   switch (use) {
@@ -197,7 +203,7 @@ SimViolation RaceDetector::violation(const OpRecord& op, const Conflict& conflic
   v.ptr = reinterpret_cast<const void*>(conflict.begin);
   v.bytes = conflict.end - conflict.begin;
   v.stream_id = op.stream_id;
-  v.site = op.site;
+  v.site = format_site(op.site);
   if (conflict.other == nullptr) {
     v.kind = SimViolation::Kind::uninitialized_read;
     return v;
@@ -205,7 +211,7 @@ SimViolation RaceDetector::violation(const OpRecord& op, const Conflict& conflic
   v.kind = SimViolation::Kind::race;
   v.other_operation = conflict.other->operation + " (" + describe(conflict.other_use) + ")";
   v.other_stream_id = conflict.other->stream_id;
-  v.other_site = conflict.other->site;
+  v.other_site = format_site(conflict.other->site);
   return v;
 }
 
@@ -238,7 +244,7 @@ std::size_t RaceDetector::Step::stream_op(std::uint32_t agent, std::uint64_t str
   if (uses.empty()) return 0;
   const std::uint64_t tick = own.get(agent) + 1;
   own.set(agent, tick);
-  auto op = std::make_shared<OpRecord>(OpRecord{std::move(operation), stream_id, current_site()});
+  auto op = std::make_shared<OpRecord>(OpRecord{std::move(operation), stream_id, current_location()});
   std::shared_ptr<const VectorClock> waits_for;
   VectorClock combined;
   const VectorClock* clock = &own;
@@ -263,7 +269,7 @@ std::size_t RaceDetector::Step::host_op(std::string operation, std::span<const R
   VectorClock& host = d.clocks_[0];
   const std::uint64_t tick = host.get(0) + 1;
   host.set(0, tick);
-  auto op = std::make_shared<OpRecord>(OpRecord{std::move(operation), 0, current_site()});
+  auto op = std::make_shared<OpRecord>(OpRecord{std::move(operation), 0, current_location()});
   std::vector<Conflict> conflicts;
   for (const RangeUse& use : uses) d.apply(host, {0, tick}, use, op, nullptr, conflicts);
   for (const Conflict& conflict : conflicts) found_.push_back(violation(*op, conflict));

@@ -39,6 +39,7 @@
 #include <vector>
 
 #include <gpulife/runtime/sim_options.hpp>
+#include <gpulife/source_location.hpp>
 
 namespace gpulife::detail::sim {
 
@@ -97,7 +98,8 @@ struct RangeUse {
 struct OpRecord {
   std::string operation;
   std::uint64_t stream_id = 0;  // 0: the host
-  std::string site;             // "file:line" or ""
+  // Formatted ("file:line") only when a report names it: every queued operation records one.
+  SourceLocation site;
 };
 
 class RaceDetector {
@@ -230,7 +232,14 @@ class RaceDetector {
   std::atomic<bool> has_forgotten_{false};
 };
 
-/// "file:line" of the gpulife call that is queueing work on this thread, or "".
+/// The call site of the gpulife call that is queueing work on this thread (EnqueueSite), or an
+/// unknown location.
+SourceLocation current_location() noexcept;
+
+/// "file:line" of `where`, or "" when its file is unknown.
+std::string format_site(const SourceLocation& where);
+
+/// format_site(current_location()).
 std::string current_site();
 
 /// The words for a use in reports: "reads", "writes", "allocates", "frees".
