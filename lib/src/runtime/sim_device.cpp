@@ -301,47 +301,34 @@ void SimDevice::set_faults_enabled(bool enabled) noexcept {
                       std::memory_order_release);
 }
 
-void SimDevice::maybe_fail(FaultSite site, const char* call, std::string_view doing,
-                           std::size_t bytes) {
+bool SimDevice::fault_chosen(FaultSite site) {
   // Relaxed is enough: a call racing with set_faults may see either setting, as a CUDA call
   // racing with a change of the environment would.
-  if (!faults_armed_.load(std::memory_order_relaxed)) return;
-  int code = 999;
-  const char* error_name = "cudaErrorUnknown";
+  if (!faults_armed_.load(std::memory_order_relaxed)) return false;
   bool fail = false;
   {
     std::scoped_lock lock(fault_mutex_);
-    if (!faults_armed_.load(std::memory_order_relaxed)) return;
+    if (!faults_armed_.load(std::memory_order_relaxed)) return false;
     const SimFaults& faults = faults_;
     bool eligible = false;
     switch (site) {
       case FaultSite::copy:
         eligible = faults.copies;
-        code = 1;
-        error_name = "cudaErrorInvalidValue";
         break;
       case FaultSite::memset:
         eligible = faults.memsets;
-        code = 1;
-        error_name = "cudaErrorInvalidValue";
         break;
       case FaultSite::kernel:
-        // A launch error the launch itself reports, which leaves the context usable (unlike
-        // cudaErrorLaunchFailure, which is sticky on a real device).
         eligible = faults.kernels;
-        code = 701;
-        error_name = "cudaErrorLaunchOutOfResources";
         break;
       case FaultSite::allocation:
         eligible = faults.allocations;
-        code = 2;
-        error_name = "cudaErrorMemoryAllocation";
         break;
       case FaultSite::stream_operation:
         eligible = faults.stream_operations;
         break;
     }
-    if (!eligible) return;
+    if (!eligible) return false;
     ++fault_calls_;
     if (faults.every_nth != 0 && fault_calls_ % faults.every_nth == 0) fail = true;
     if (faults.probability > 0.0 &&
@@ -349,13 +336,32 @@ void SimDevice::maybe_fail(FaultSite site, const char* call, std::string_view do
       fail = true;
     }
   }
-  if (!fail) return;
-  faults_injected_.fetch_add(1, std::memory_order_acq_rel);
+  if (fail) faults_injected_.fetch_add(1, std::memory_order_acq_rel);
+  return fail;
+}
+
+void SimDevice::throw_fault(FaultSite site, const char* call, std::string_view doing,
+                            std::size_t bytes) {
   const std::string what = std::string(doing) + " (fault injected by SimOptions::faults)";
-  if (site == FaultSite::allocation) {
-    throw OutOfMemoryError("out of memory: " + std::string(call) + " failed while " + what, bytes);
+  switch (site) {
+    case FaultSite::allocation:
+      throw OutOfMemoryError("out of memory: " + std::string(call) + " failed while " + what,
+                             bytes);
+    case FaultSite::copy:
+    case FaultSite::memset:
+      throw_cuda_error(1, "cudaErrorInvalidValue", call, what);
+    case FaultSite::kernel:
+      // A launch error the launch itself reports, which leaves the context usable (unlike
+      // cudaErrorLaunchFailure, which is sticky on a real device).
+      throw_cuda_error(701, "cudaErrorLaunchOutOfResources", call, what);
+    case FaultSite::stream_operation:
+      break;
   }
-  throw_cuda_error(code, error_name, call, what);
+  throw_cuda_error(999, "cudaErrorUnknown", call, what);
+}
+
+void SimDevice::maybe_fail(FaultSite site, const char* call, std::string_view doing) {
+  if (fault_chosen(site)) throw_fault(site, call, doing);
 }
 
 }  // namespace sim

@@ -403,8 +403,15 @@ class SimDevice final : public DeviceImpl {
   bool check(const void* ptr, std::size_t bytes, std::string_view operation,
              std::uint64_t stream_id) noexcept;
   bool is_pinned(const void* ptr, std::size_t bytes) override;
-  /// Throws the injected fault if `faults_` chooses this call; `bytes` is an allocation's size.
-  void maybe_fail(FaultSite site, const char* call, std::string_view doing, std::size_t bytes = 0);
+  /// Whether `faults_` injects a fault into this call (counted as injected when it does). Calls
+  /// whose message must be formatted ask first, so that calls that do not fail format nothing.
+  bool fault_chosen(FaultSite site);
+  /// Throws the fault `fault_chosen` chose: `doing` says what the call was doing; `bytes` is an
+  /// allocation's size.
+  [[noreturn]] void throw_fault(FaultSite site, const char* call, std::string_view doing,
+                                std::size_t bytes = 0);
+  /// fault_chosen, then throw_fault.
+  void maybe_fail(FaultSite site, const char* call, std::string_view doing);
 
   /// Seeded mode: the scheduler that runs every stream's queue; null in threads mode.
   [[nodiscard]] SimScheduler* scheduler() const noexcept { return scheduler_.get(); }
