@@ -364,6 +364,18 @@ void SimDevice::maybe_fail(FaultSite site, const char* call, std::string_view do
   if (fault_chosen(site)) throw_fault(site, call, doing);
 }
 
+void SimDevice::maybe_fail(FaultSite site, const char* call, std::string_view doing,
+                           std::size_t bytes) {
+  if (fault_chosen(site)) {
+    throw_fault(site, call, std::string(doing) + " " + format_bytes(bytes), bytes);
+  }
+}
+
+void SimDevice::maybe_fail(FaultSite site, const char* call, std::string_view doing,
+                           std::string_view name) {
+  if (fault_chosen(site)) throw_fault(site, call, std::string(doing) + " " + std::string(name));
+}
+
 }  // namespace sim
 
 std::shared_ptr<DeviceImpl> make_sim_device(SimOptions options) {

@@ -403,15 +403,14 @@ class SimDevice final : public DeviceImpl {
   bool check(const void* ptr, std::size_t bytes, std::string_view operation,
              std::uint64_t stream_id) noexcept;
   bool is_pinned(const void* ptr, std::size_t bytes) override;
-  /// Whether `faults_` injects a fault into this call (counted as injected when it does). Calls
-  /// whose message must be formatted ask first, so that calls that do not fail format nothing.
-  bool fault_chosen(FaultSite site);
-  /// Throws the fault `fault_chosen` chose: `doing` says what the call was doing; `bytes` is an
-  /// allocation's size.
-  [[noreturn]] void throw_fault(FaultSite site, const char* call, std::string_view doing,
-                                std::size_t bytes = 0);
-  /// fault_chosen, then throw_fault.
+  /// Throws the injected fault if `faults_` chooses this call; `doing` says what the call was
+  /// doing ("recording an event").
   void maybe_fail(FaultSite site, const char* call, std::string_view doing);
+  /// As above, the message saying `doing` and the size ("copying 4 KiB"), formatted only when a
+  /// fault is injected; `bytes` is also an allocation's size.
+  void maybe_fail(FaultSite site, const char* call, std::string_view doing, std::size_t bytes);
+  /// As above, the message saying `doing` and `name` ("launching kernel fill").
+  void maybe_fail(FaultSite site, const char* call, std::string_view doing, std::string_view name);
 
   /// Seeded mode: the scheduler that runs every stream's queue; null in threads mode.
   [[nodiscard]] SimScheduler* scheduler() const noexcept { return scheduler_.get(); }
@@ -462,6 +461,12 @@ class SimDevice final : public DeviceImpl {
   std::string owner_of(const void* ptr, std::size_t bytes) noexcept;
 
  private:
+  /// Whether `faults_` injects a fault into this call (counted as injected when it does).
+  bool fault_chosen(FaultSite site);
+  /// Throws the fault `fault_chosen` chose, `doing` saying what the call was doing.
+  [[noreturn]] void throw_fault(FaultSite site, const char* call, std::string_view doing,
+                                std::size_t bytes = 0);
+
   struct Block {
     std::size_t size = 0;
     bool live = true;

@@ -37,9 +37,7 @@ std::size_t whole_pages(std::size_t bytes) noexcept {
 
 void* SimDevice::reserve(std::size_t bytes, AllocState state, const char* call,
                          SimStream* stream) {
-  if (fault_chosen(FaultSite::allocation)) {
-    throw_fault(FaultSite::allocation, call, "allocating " + format_bytes(bytes), bytes);
-  }
+  maybe_fail(FaultSite::allocation, call, "allocating", bytes);
   const std::size_t size = round_up(bytes);
   // What the allocating stream has been ordered after: pending frees it may reuse (item 4).
   VectorClock reached;

@@ -244,7 +244,8 @@ std::size_t RaceDetector::Step::stream_op(std::uint32_t agent, std::uint64_t str
   if (uses.empty()) return 0;
   const std::uint64_t tick = own.get(agent) + 1;
   own.set(agent, tick);
-  auto op = std::make_shared<OpRecord>(OpRecord{std::move(operation), stream_id, current_location()});
+  auto op =
+      std::make_shared<OpRecord>(OpRecord{std::move(operation), stream_id, current_location()});
   std::shared_ptr<const VectorClock> waits_for;
   VectorClock combined;
   const VectorClock* clock = &own;

@@ -264,9 +264,7 @@ void SimStream::copy(void* dst, const void* src, std::size_t bytes, CopyKind kin
   if (auto cap = capture.get()) {  // captured, not queued (sim_graph.cpp)
     return device_.captures().capture_copy(*cap, *this, dst, src, bytes, kind);
   }
-  if (device_.fault_chosen(FaultSite::copy)) {
-    device_.throw_fault(FaultSite::copy, "cudaMemcpyAsync", "copying " + format_bytes(bytes));
-  }
+  device_.maybe_fail(FaultSite::copy, "cudaMemcpyAsync", "copying", bytes);
   if (!device_.check_copy(dst, src, bytes, kind, id_)) return;
   if (SimClock* clock = vt.clock()) {
     // Pageable memory: the host waits for the copy (CUDA stages it through a bounce buffer).
@@ -360,9 +358,7 @@ void SimStream::memset(void* dst, int value, std::size_t bytes) {
       s.memset(dst, value, bytes);
     });
   }
-  if (device_.fault_chosen(FaultSite::memset)) {
-    device_.throw_fault(FaultSite::memset, "cudaMemsetAsync", "setting " + format_bytes(bytes));
-  }
+  device_.maybe_fail(FaultSite::memset, "cudaMemsetAsync", "setting", bytes);
   if (SimClock* clock = vt.clock())
     clock->queue(id_, SimClock::Engine::compute, clock->memset_ns(bytes), false);
   const RangeUse uses[] = {{dst, bytes, Use::write}};
@@ -483,10 +479,7 @@ void SimStream::launch_host_kernel(std::string_view name, std::span<const Memory
         });
   }
   device_.check_launch_device(name, id_);
-  if (device_.fault_chosen(FaultSite::kernel)) {
-    device_.throw_fault(FaultSite::kernel, "cudaLaunchKernel",
-                        "launching kernel " + std::string(name));
-  }
+  device_.maybe_fail(FaultSite::kernel, "cudaLaunchKernel", "launching kernel", name);
   const SimClock::Call vt(device_.clock());
   if (SimClock* clock = vt.clock())
     clock->queue(id_, SimClock::Engine::compute, clock->kernel_ns(ranges, work.flops), false);

@@ -116,9 +116,7 @@ void SimDevice::map_memory(void* ptr, std::size_t bytes) {
   // cuMemCreate + cuMemMap + cuMemSetAccess: modelled as a cudaMalloc (the profile's malloc_us).
   const SimClock::Call vt(clock());
   if (clock_) clock_->charge_us(clock_->profile().malloc_us);
-  if (fault_chosen(FaultSite::allocation)) {
-    throw_fault(FaultSite::allocation, "cuMemCreate", "mapping " + format_bytes(bytes), bytes);
-  }
+  maybe_fail(FaultSite::allocation, "cuMemCreate", "mapping", bytes);
   const std::size_t g = options_.vmm_granularity;
   std::unique_lock lock(memory_mutex_);
   auto range = vmm_.upper_bound(address(ptr));
